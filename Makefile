@@ -1,0 +1,41 @@
+# The two commands: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test services bench venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Reinstall when the package metadata changes.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+$(VENV)/.installed-load: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,load]'
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
+
+venv: $(VENV)/.installed-test
+
+run: $(VENV)/.installed-run
+	$(BIN)/pulse serve --host 127.0.0.1 --port 8080
+
+services:
+	bash scripts/ensure-services.sh
+
+test: $(VENV)/.installed-test services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-load services
+	$(BIN)/python -m loadtest.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,166 @@
+"""Settings, read once from the environment (``PULSE_*``) and passed to ``create_app``.
+
+Every tunable lives here with a sane default. ``Settings.from_env()`` is the only
+place that reads ``os.environ``; tests build ``Settings(...)`` directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+# The four store variables: all set (external stores) or none set (embedded stores).
+STORE_VARS = ("PULSE_POSTGRES_DSN", "PULSE_MONGO_URL", "PULSE_REDIS_URL", "PULSE_AMQP_URL")
+
+
+class ConfigError(ValueError):
+    """The environment describes an impossible configuration."""
+
+
+def _env(name: str) -> str:
+    return "PULSE_" + name.upper()
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Stores. ``None`` for all four means "start embedded stores" (see storage/embedded).
+    postgres_dsn: str | None = None
+    # Reads that tolerate replication lag (feeds, others' profiles, post lists) go here.
+    postgres_replica_dsn: str | None = None
+    mongo_url: str | None = None
+    mongo_db: str = "pulse"
+    redis_url: str | None = None
+    # ``None`` with the other stores set is refused; in embedded mode events are
+    # dispatched in-process instead of through RabbitMQ.
+    amqp_url: str | None = None
+    amqp_exchange: str = "pulse.events"
+
+    # HTTP server.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = ".pulse-data"
+    # Distinguishes instances in logs, metrics and presence records.
+    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # Prefix of every Redis key and pub/sub channel: lets several deployments (or test
+    # runs) share one Redis server without seeing each other's traffic.
+    namespace: str = "pulse"
+    log_level: str = "INFO"
+    # ``pulse serve`` also runs the outbox relay and event consumers in-process.
+    run_workers: bool = True
+
+    # PostgreSQL pool (design note: max 20, idle 30 s, connect 2 s, statement 2 s).
+    pg_pool_min: int = 1
+    pg_pool_max: int = 20
+    pg_idle_seconds: float = 30.0
+    pg_connect_timeout_seconds: float = 2.0
+    pg_statement_timeout_ms: int = 2000
+    # A request waiting longer than this for a pooled connection gets 503.
+    pg_acquire_timeout_seconds: float = 2.0
+    mongo_timeout_ms: int = 2000
+    redis_timeout_seconds: float = 1.0
+    redis_pool_max: int = 64
+    readiness_timeout_seconds: float = 1.0
+
+    # Auth.
+    session_ttl_seconds: int = 30 * 24 * 3600
+    session_cache_ttl_seconds: int = 300
+    profile_cache_ttl_seconds: int = 300
+    # argon2id cost; defaults are argon2-cffi's RFC 9106 "low memory" profile.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+
+    # Rate limits. ``PULSE_RATE_LIMITS=off`` disables all of them (benchmarks).
+    rate_limits: bool = True
+    login_failures_per_account: int = 10
+    login_failures_per_address: int = 50
+    login_failure_window_seconds: int = 15 * 60
+    requests_per_token_per_minute: int = 6000
+    socket_sends_per_10_seconds: int = 100
+
+    # Body limit for JSON requests (contract: 64 KiB).
+    max_json_bytes: int = 64 * 1024
+
+    # Privacy.
+    erasure_recovery_days: float = 30.0
+    # Keyed hash for pseudonymised audit entries; must be set (and kept) in production.
+    audit_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    notification_ttl_days: int = 180
+
+    # Feeds.
+    feed_max_items: int = 800
+    popular_window_hours: int = 48
+
+    # Real time.
+    offset_log_max_events: int = 1000
+    offset_log_max_age_seconds: int = 24 * 3600
+    presence_ttl_seconds: int = 15
+
+    @property
+    def embedded(self) -> bool:
+        """True when no store is configured: `make run` starts embedded stores."""
+        return not any((self.postgres_dsn, self.mongo_url, self.redis_url, self.amqp_url))
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Environment variable name for each setting (``PULSE_`` + upper-case field)."""
+        return {f.name: _env(f.name) for f in fields(cls)}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(_env(f.name))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.check_stores()
+        return settings
+
+    def check_stores(self) -> None:
+        """All four stores configured, or none: a half-configured deployment is refused."""
+        given = {
+            "PULSE_POSTGRES_DSN": self.postgres_dsn,
+            "PULSE_MONGO_URL": self.mongo_url,
+            "PULSE_REDIS_URL": self.redis_url,
+            "PULSE_AMQP_URL": self.amqp_url,
+        }
+        missing = [name for name, value in given.items() if not value]
+        if missing and len(missing) != len(given):
+            raise ConfigError(
+                "some stores are configured but not all; missing: " + ", ".join(missing)
+                + " (set all four, or none to run with embedded stores)"
+            )
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def _coerce(f: dataclasses.Field, raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if f.name == "rate_limits":
+        return raw.strip().lower() not in ("off", "0", "false", "no")
+    if kind.startswith("bool"):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if kind.startswith("int"):
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{_env(f.name)} must be an integer, got {raw!r}") from exc
+    if kind.startswith("float"):
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{_env(f.name)} must be a number, got {raw!r}") from exc
+    return raw
