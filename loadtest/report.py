@@ -1,0 +1,375 @@
+"""Turn a locust run (CSV), pool samples and baselines into report.md + plots + pass/fail.
+
+    python -m loadtest.report --results loadtest/results [--targets loadtest/targets.toml]
+
+The evaluation part uses only the standard library (unit-tested without the ``load``
+extra); matplotlib is imported only to draw.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+DEFAULT_TARGETS = Path(__file__).with_name("targets.toml")
+STATS_CSV = "locust_stats.csv"
+HISTORY_CSV = "locust_stats_history.csv"
+FAILURES_CSV = "locust_failures.csv"
+POOL_CSV = "pg_pool.csv"
+BASELINES_JSON = "baselines.json"
+RUN_JSON = "run.json"
+
+
+@dataclass(frozen=True)
+class EndpointStats:
+    type: str
+    name: str
+    count: int
+    failures: int
+    avg: float
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    rps: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.type} {self.name}"
+
+
+def _num(value: str | None) -> float:
+    if value in (None, "", "N/A"):
+        return math.nan
+    return float(value)
+
+
+def read_stats(path: Path) -> list[EndpointStats]:
+    """Per-endpoint rows of locust's ``*_stats.csv`` (the Aggregated row left out)."""
+    rows = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("Name") == "Aggregated" or not row.get("Type"):
+                continue
+            rows.append(EndpointStats(
+                type=row["Type"], name=row["Name"], count=int(row["Request Count"]),
+                failures=int(row["Failure Count"]), avg=_num(row["Average Response Time"]),
+                p50=_num(row.get("50%")), p95=_num(row.get("95%")), p99=_num(row.get("99%")),
+                max=_num(row["Max Response Time"]), rps=_num(row["Requests/s"])))
+    return rows
+
+
+@dataclass(frozen=True)
+class PoolSample:
+    t: float
+    instance: str
+    size: float
+    in_use: float
+
+
+def read_pool_samples(path: Path) -> list[PoolSample]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [PoolSample(float(r["t"]), r["instance"], float(r["size"]), float(r["in_use"]))
+                for r in csv.DictReader(handle)]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    metric: str
+    patterns: tuple[str, ...] = ()
+    limit: float = math.nan
+    origin: str = "ours"
+    strict: bool = False          # "<" instead of "<="
+    baseline: str | None = None
+
+
+@dataclass
+class Result:
+    target: Target
+    value: float | None
+    passed: bool | None           # None: no data to judge
+    detail: str = ""
+    endpoints: list[str] = field(default_factory=list)
+
+
+def load_targets(path: Path = DEFAULT_TARGETS) -> list[Target]:
+    config = tomllib.loads(Path(path).read_text())
+    groups = config.get("groups", {})
+    targets = []
+    for raw in config.get("target", []):
+        patterns = list(raw.get("patterns", []))
+        if "group" in raw:
+            if raw["group"] not in groups:
+                raise ValueError(f"target {raw['name']!r}: unknown group {raw['group']!r}")
+            patterns += groups[raw["group"]]
+        limit = raw.get("limit_ms", raw.get("limit"))
+        if limit is None:
+            raise ValueError(f"target {raw['name']!r} has no limit")
+        targets.append(Target(name=raw["name"], metric=raw["metric"], patterns=tuple(patterns),
+                              limit=float(limit), origin=raw.get("origin", "ours"),
+                              strict=bool(raw.get("strict", False)),
+                              baseline=raw.get("baseline")))
+    return targets
+
+
+def matching(stats: Iterable[EndpointStats], patterns: Iterable[str]) -> list[EndpointStats]:
+    patterns = list(patterns)
+    # Locust names contain literal braces ("{id}"); fnmatch treats only *?[ specially.
+    return [s for s in stats if s.count > 0
+            and any(fnmatch.fnmatchcase(s.key, p.replace("[", "[[]")) for p in patterns)]
+
+
+def _compare(value: float, target: Target) -> bool:
+    return value < target.limit if target.strict else value <= target.limit
+
+
+def evaluate(targets: Iterable[Target], stats: list[EndpointStats],
+             pool: list[PoolSample] | None = None,
+             baselines: dict | None = None) -> list[Result]:
+    results = []
+    for target in targets:
+        hits = matching(stats, target.patterns)
+        names = [s.key for s in hits]
+        if target.metric == "pool_utilisation":
+            samples = [p for p in (pool or []) if p.size > 0]
+            if not samples:
+                results.append(Result(target, None, None, "no pool samples"))
+                continue
+            worst = max(samples, key=lambda p: p.in_use / p.size)
+            value = worst.in_use / worst.size
+            results.append(Result(target, value, _compare(value, target),
+                                  f"max {worst.in_use:.0f} of {worst.size:.0f} in use "
+                                  f"({worst.instance})"))
+            continue
+        if not hits:
+            results.append(Result(target, None, None, "no requests matched"))
+            continue
+        total = sum(s.count for s in hits)
+        if target.metric == "avg":
+            value = sum(s.avg * s.count for s in hits) / total
+            detail = f"weighted over {total} requests"
+        elif target.metric in ("p50", "p95", "p99", "max"):
+            worst = max(hits, key=lambda s: getattr(s, target.metric))
+            value = getattr(worst, target.metric)
+            detail = f"worst: {worst.key}" if len(hits) > 1 else ""
+        elif target.metric == "failure_ratio":
+            value = sum(s.failures for s in hits) / total
+            detail = f"{sum(s.failures for s in hits)} of {total} failed"
+        elif target.metric == "baseline_ratio":
+            reference = (baselines or {}).get(target.baseline or "")
+            if not reference:
+                results.append(Result(target, None, None, f"no baseline {target.baseline}",
+                                      names))
+                continue
+            worst = max(hits, key=lambda s: s.p99)
+            value = worst.p99 / float(reference)
+            detail = f"{worst.p99:.1f} ms vs baseline {float(reference):.1f} ms"
+        else:
+            raise ValueError(f"unknown metric {target.metric!r}")
+        if math.isnan(value):
+            results.append(Result(target, None, None, "no value", names))
+            continue
+        results.append(Result(target, value, _compare(value, target), detail, names))
+    return results
+
+
+# --- rendering ------------------------------------------------------------------------
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if unit == "ratio":
+        return f"{value:.3f}"
+    return f"{value:.1f}{unit}"
+
+
+def result_rows(results: list[Result]) -> list[str]:
+    rows = ["| target | origin | metric | limit | measured | verdict | note |",
+            "|---|---|---|---|---|---|---|"]
+    for r in results:
+        t = r.target
+        is_ms = t.metric in ("avg", "p50", "p95", "p99", "max")
+        unit = " ms" if is_ms else "ratio"
+        limit = f"{'<' if t.strict else '≤'} {_fmt(t.limit, unit)}"
+        verdict = {True: "PASS", False: "**FAIL**", None: "n/a"}[r.passed]
+        rows.append(f"| {t.name} | {t.origin} | {t.metric} | {limit} | {_fmt(r.value, unit)} "
+                    f"| {verdict} | {r.detail} |")
+    return rows
+
+
+def stats_rows(stats: list[EndpointStats]) -> list[str]:
+    rows = ["| type | name | requests | failures | req/s | avg ms | p50 | p95 | p99 | max |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in sorted(stats, key=lambda s: (s.type != "socketio", -s.count)):
+        rows.append(f"| {s.type} | {s.name} | {s.count} | {s.failures} | {s.rps:.1f} "
+                    f"| {s.avg:.1f} | {s.p50:.0f} | {s.p95:.0f} | {s.p99:.0f} | {s.max:.0f} |")
+    return rows
+
+
+def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list[Result],
+                 pool: list[PoolSample], baselines: dict, run_info: dict,
+                 plots: list[str]) -> Path:
+    lines = ["# Pulse load test report", ""]
+    if run_info:
+        lines += ["## Run", ""]
+        lines += [f"- **{k}**: {v}" for k, v in run_info.items()]
+        lines.append("")
+    passed = sum(1 for r in results if r.passed)
+    failed = sum(1 for r in results if r.passed is False)
+    lines += ["## Targets", "", f"{passed} passed, {failed} failed, "
+              f"{len(results) - passed - failed} without data.", ""]
+    lines += result_rows(results) + [""]
+    lines += ["## Endpoints", "", "Response times in ms; socket rows are end-to-end delivery "
+              "or ack times.", ""]
+    lines += stats_rows(stats) + [""]
+    total = sum(s.count for s in stats)
+    duration = run_info.get("locust_seconds")
+    if total and duration:
+        lines += [f"Total {total} requests/deliveries in {duration} s "
+                  f"({total / float(duration):.0f}/s on average).", ""]
+    if pool:
+        lines += ["## PostgreSQL pool", "", "| instance | size | max in use | mean in use |",
+                  "|---|---:|---:|---:|"]
+        for instance in sorted({p.instance for p in pool}):
+            mine = [p for p in pool if p.instance == instance]
+            lines.append(f"| {instance} | {max(p.size for p in mine):.0f} "
+                         f"| {max(p.in_use for p in mine):.0f} "
+                         f"| {sum(p.in_use for p in mine) / len(mine):.1f} |")
+        lines.append("")
+    if baselines:
+        lines += ["## Baselines (same machine, same run)", ""]
+        lines += [f"- **{k}**: {v}" for k, v in baselines.items()]
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    path = results_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def draw_plots(results_dir: Path, pool: list[PoolSample]) -> list[str]:
+    """latency.png, throughput.png (and pool.png) from locust's full history CSV."""
+    history = results_dir / HISTORY_CSV
+    if not history.exists():
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float, float, float]]] = {}
+    aggregated: list[tuple[float, float, float, float]] = []
+    with open(history, newline="") as handle:
+        for row in csv.DictReader(handle):
+            t = float(row["Timestamp"])
+            key = f"{row['Type']} {row['Name']}".strip()
+            if row["Name"] == "Aggregated":
+                aggregated.append((t, _num(row["User Count"]), _num(row["Requests/s"]),
+                                   _num(row["Failures/s"])))
+            else:
+                series.setdefault(key, []).append((t, _num(row["50%"]), _num(row["95%"]),
+                                                   _num(row["99%"])))
+    if not aggregated:
+        return []
+    t0 = aggregated[0][0]
+    out = []
+
+    busiest = sorted(series, key=lambda k: -len(series[k]))
+    wanted = [k for k in busiest if k.startswith("socketio")][:3]
+    wanted += [k for k in ("GET /api/v1/feed", "GET /api/v1/users/{id}", "POST /api/v1/posts",
+                           "PUT /api/v1/posts/{id}/like") if k in series]
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    for key in wanted:
+        points = [p for p in series[key] if not math.isnan(p[3])]
+        ax.plot([p[0] - t0 for p in points], [p[3] for p in points], label=f"{key} p99")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("ms (p99, 10 s window)")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Latency over time")
+    fig.tight_layout()
+    fig.savefig(results_dir / "latency.png", dpi=90)
+    plt.close(fig)
+    out.append("latency.png")
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    ts = [a[0] - t0 for a in aggregated]
+    ax.plot(ts, [a[2] for a in aggregated], label="requests+deliveries/s")
+    ax.plot(ts, [a[3] for a in aggregated], label="failures/s", color="red")
+    ax2 = ax.twinx()
+    ax2.plot(ts, [a[1] for a in aggregated], label="users", color="grey", linestyle="--")
+    ax2.set_ylabel("users")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("per second")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Throughput over time")
+    fig.tight_layout()
+    fig.savefig(results_dir / "throughput.png", dpi=90)
+    plt.close(fig)
+    out.append("throughput.png")
+
+    if pool:
+        fig, ax = plt.subplots(figsize=(11, 3.5))
+        p0 = min(p.t for p in pool)
+        for instance in sorted({p.instance for p in pool}):
+            mine = [p for p in pool if p.instance == instance]
+            ax.plot([p.t - p0 for p in mine], [p.in_use for p in mine], label=f"{instance} in use")
+            ax.plot([p.t - p0 for p in mine], [p.size for p in mine], linestyle=":",
+                    label=f"{instance} size")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("connections")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("PostgreSQL pool")
+        fig.tight_layout()
+        fig.savefig(results_dir / "pg_pool.png", dpi=90)
+        plt.close(fig)
+        out.append("pg_pool.png")
+    return out
+
+
+def build(results_dir: Path, targets_path: Path = DEFAULT_TARGETS,
+          run_info: dict | None = None, plots: bool = True) -> tuple[Path, list[Result]]:
+    stats = read_stats(results_dir / STATS_CSV)
+    pool = read_pool_samples(results_dir / POOL_CSV)
+    baselines_file = results_dir / BASELINES_JSON
+    baselines = json.loads(baselines_file.read_text()) if baselines_file.exists() else {}
+    run_file = results_dir / RUN_JSON
+    info = json.loads(run_file.read_text()) if run_file.exists() else {}
+    info.update(run_info or {})
+    results = evaluate(load_targets(targets_path), stats, pool, baselines)
+    (results_dir / "targets.csv").write_text("\n".join(
+        ["target,origin,metric,limit,value,passed"] +
+        [f'"{r.target.name}",{r.target.origin},{r.target.metric},{r.target.limit},'
+         f'{"" if r.value is None else round(r.value, 4)},{r.passed}' for r in results]) + "\n")
+    drawn = draw_plots(results_dir, pool) if plots else []
+    return write_report(results_dir, stats=stats, results=results, pool=pool,
+                        baselines=baselines, run_info=info, plots=drawn), results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.report")
+    parser.add_argument("--results", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--targets", default=str(DEFAULT_TARGETS))
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    path, results = build(Path(args.results), Path(args.targets), plots=not args.no_plots)
+    print(path)
+    for r in results:
+        print(f"{'PASS' if r.passed else 'FAIL' if r.passed is False else 'n/a '}  "
+              f"{r.target.name}: {_fmt(r.value)} ({r.detail})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Target evaluation of the bench report on a locust-shaped CSV written here."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from loadtest import report
+
+HEADER = ["Type", "Name", "Request Count", "Failure Count", "Median Response Time",
+          "Average Response Time", "Min Response Time", "Max Response Time",
+          "Average Content Size", "Requests/s", "Failures/s", "50%", "66%", "75%", "80%",
+          "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%"]
+
+
+def stats_row(type_, name, count, failures, avg, p50, p95, p99, max_, rps=10.0):
+    values = dict.fromkeys(HEADER, "0")
+    values.update({"Type": type_, "Name": name, "Request Count": count,
+                   "Failure Count": failures, "Median Response Time": p50,
+                   "Average Response Time": avg, "Max Response Time": max_, "Requests/s": rps,
+                   "50%": p50, "95%": p95, "99%": p99, "100%": max_})
+    return [values[h] for h in HEADER]
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    with open(tmp_path / report.STATS_CSV, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerow(stats_row("GET", "/api/v1/feed", 1000, 0, 6.0, 5, 11, 14, 40))
+        writer.writerow(stats_row("GET", "/api/v1/users/{id}", 3000, 0, 3.0, 2, 6, 12, 30))
+        writer.writerow(stats_row("POST", "/api/v1/posts", 100, 1, 20.0, 18, 22, 24, 60))
+        writer.writerow(stats_row("PUT", "/api/v1/posts/{id}/like", 300, 2, 10.0, 8, 20, 31, 70))
+        writer.writerow(stats_row("socketio", "chat delivery", 5000, 0, 12.0, 9, 30, 45, 90))
+        writer.writerow(stats_row("GET", "/api/v1/notifications", 0, 0, "N/A", "N/A", "N/A",
+                                  "N/A", "N/A"))
+        writer.writerow(stats_row("", "Aggregated", 9400, 3, 7.0, 5, 20, 30, 90))
+    with open(tmp_path / report.POOL_CSV, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["t", "instance", "size", "in_use"])
+        writer.writerows([[0, "a", 20, 3], [1, "a", 20, 12], [0, "b", 20, 20], [1, "b", 20, 4]])
+    (tmp_path / report.BASELINES_JSON).write_text(json.dumps({"bare_p99_ms": 10.0}))
+    return tmp_path
+
+
+@pytest.fixture
+def targets_file(tmp_path: Path) -> Path:
+    path = tmp_path / "targets.toml"
+    path.write_text("""
+[groups]
+writes = ["POST /api/v1/posts", "PUT /api/v1/posts/{id}/like"]
+pg = ["GET /api/v1/feed", "GET /api/v1/users/{id}", "POST /api/v1/posts"]
+mongo = ["GET /api/v1/notifications"]
+
+[[target]]
+name = "feed p99"
+patterns = ["GET /api/v1/feed"]
+metric = "p99"
+limit_ms = 15
+
+[[target]]
+name = "profile p99"
+patterns = ["GET /api/v1/users/{id}"]
+metric = "p99"
+limit_ms = 10
+
+[[target]]
+name = "writes p99"
+group = "writes"
+metric = "p99"
+limit_ms = 25
+
+[[target]]
+name = "pg avg"
+origin = "seed"
+group = "pg"
+metric = "avg"
+limit_ms = 4.5
+
+[[target]]
+name = "pool"
+metric = "pool_utilisation"
+limit = 0.999
+
+[[target]]
+name = "mongo reads"
+group = "mongo"
+metric = "avg"
+limit_ms = 10
+strict = true
+
+[[target]]
+name = "chat vs bare"
+patterns = ["socketio chat*"]
+metric = "baseline_ratio"
+baseline = "bare_p99_ms"
+limit = 3
+
+[[target]]
+name = "failures"
+patterns = ["*"]
+metric = "failure_ratio"
+limit = 0.01
+""")
+    return path
+
+
+def by_name(results):
+    return {r.target.name: r for r in results}
+
+
+def test_reads_endpoint_rows_without_aggregated(results_dir):
+    stats = report.read_stats(results_dir / report.STATS_CSV)
+    assert [s.key for s in stats][:2] == ["GET /api/v1/feed", "GET /api/v1/users/{id}"]
+    assert all(s.name != "Aggregated" for s in stats)
+    feed = stats[0]
+    assert (feed.count, feed.avg, feed.p99) == (1000, 6.0, 14.0)
+
+
+def test_evaluates_each_kind_of_target(results_dir, targets_file):
+    stats = report.read_stats(results_dir / report.STATS_CSV)
+    pool = report.read_pool_samples(results_dir / report.POOL_CSV)
+    results = by_name(report.evaluate(report.load_targets(targets_file), stats, pool,
+                                      {"bare_p99_ms": 10.0}))
+
+    assert results["feed p99"].passed is True and results["feed p99"].value == 14
+    assert results["profile p99"].passed is False and results["profile p99"].value == 12
+    # The worst endpoint of the group decides.
+    writes = results["writes p99"]
+    assert writes.passed is False and writes.value == 31
+    assert "PUT /api/v1/posts/{id}/like" in writes.detail
+    # Request-weighted average: (6*1000 + 3*3000 + 20*100) / 4100.
+    pg = results["pg avg"]
+    assert pg.value == pytest.approx(17000 / 4100)
+    assert pg.passed is True and pg.target.origin == "seed"
+    # Instance b reached 20 of 20.
+    assert results["pool"].passed is False and results["pool"].value == 1.0
+    assert "(b)" in results["pool"].detail
+    # No requests: no verdict rather than a pass.
+    assert results["mongo reads"].passed is None
+    assert results["chat vs bare"].value == pytest.approx(4.5)
+    assert results["chat vs bare"].passed is False
+    assert results["failures"].value == pytest.approx(3 / 9400)
+    assert results["failures"].passed is True
+
+
+def test_missing_inputs_give_no_verdict(results_dir, targets_file):
+    stats = report.read_stats(results_dir / report.STATS_CSV)
+    results = by_name(report.evaluate(report.load_targets(targets_file), stats, [], {}))
+    assert results["pool"].passed is None
+    assert results["chat vs bare"].passed is None
+
+
+def test_strict_limit_is_exclusive():
+    target = report.Target(name="t", metric="avg", patterns=("GET /x",), limit=5, strict=True)
+    at_limit = report.EndpointStats("GET", "/x", 10, 0, 5.0, 5, 5, 5, 5, 1.0)
+    assert report.evaluate([target], [at_limit])[0].passed is False
+    relaxed = report.Target(name="t", metric="avg", patterns=("GET /x",), limit=5)
+    assert report.evaluate([relaxed], [at_limit])[0].passed is True
+
+
+def test_unknown_group_or_metric_is_refused(tmp_path):
+    bad_group = tmp_path / "bad.toml"
+    bad_group.write_text('[[target]]\nname = "x"\ngroup = "nope"\nmetric = "avg"\nlimit_ms = 1\n')
+    with pytest.raises(ValueError, match="unknown group"):
+        report.load_targets(bad_group)
+    target = report.Target(name="x", metric="p42", patterns=("*",), limit=1)
+    row = report.EndpointStats("GET", "/x", 1, 0, 1.0, 1, 1, 1, 1, 1.0)
+    with pytest.raises(ValueError, match="unknown metric"):
+        report.evaluate([target], [row])
+
+
+def test_shipped_targets_file_loads():
+    targets = report.load_targets()
+    names = {t.name for t in targets}
+    assert "Feed p99" in names and "Chat delivery across instances p99" in names
+    assert all(t.patterns or t.metric == "pool_utilisation" for t in targets)
+
+
+def test_build_writes_report_and_targets_csv(results_dir, targets_file):
+    path, results = report.build(results_dir, targets_file, run_info={"users": 10}, plots=False)
+    text = path.read_text()
+    assert "| feed p99 |" in text and "**FAIL**" in text and "PASS" in text
+    assert "| socketio | chat delivery | 5000 |" in text
+    rows = list(csv.DictReader(open(results_dir / "targets.csv")))
+    assert {r["target"]: r["passed"] for r in rows}["profile p99"] == "False"
+    assert len(rows) == len(results)
