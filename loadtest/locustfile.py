@@ -90,7 +90,11 @@ class RestUser(FastHttpUser):
         return self.rng.uniform(0.5 * mean, 1.5 * mean)
 
     def on_start(self):
-        self.me = self.seed.users[self.seed.claim("rest")]
+        index = self.seed.claim("rest")
+        self.me = self.seed.users[index]
+        if index in self.seed.tokens:
+            self.headers = {"Authorization": f"Bearer {self.seed.tokens[index]}"}
+            return
         with self.client.post(f"{API}/auth/login", name=f"{API}/auth/login", catch_response=True,
                               json={"login": self.me["username"],
                                     "password": self.seed.password}) as response:
@@ -253,7 +257,7 @@ class ChatUser(User):
         user = seed.users[index]
         self.session = RealtimeSession(self.bridge, base_url=hosts[index % len(hosts)],
                                        login=user["username"], password=seed.password,
-                                       index=index)
+                                       index=index, token=seed.tokens.get(index))
         try:
             self.bridge.run(self.session.start(), timeout=30)
         except Exception:
@@ -316,7 +320,8 @@ class NotificationUser(User):
         user = seed.users[index]
         self.session = RealtimeSession(self.bridge, base_url=hosts[index % len(hosts)],
                                        login=user["username"], password=seed.password,
-                                       index=index, on_notification=self._on_notification)
+                                       index=index, on_notification=self._on_notification,
+                                       token=seed.tokens.get(index))
         self.rsvped: str | None = None
         try:
             self.bridge.run(self.session.start(), timeout=30)
@@ -364,6 +369,11 @@ class FanoutHost(FastHttpUser):
         seed = _seed(self.environment)
         # The host is the last seeded user: never a chat member or an early listener.
         self.me = seed.users[-1]
+        token = seed.tokens.get(len(seed.users) - 1)
+        if token:
+            self.headers = {"Authorization": f"Bearer {token}"}
+            self._create_event()
+            return
         with self.client.post(f"{API}/auth/login", name=f"{API}/auth/login", catch_response=True,
                               json={"login": self.me["username"],
                                     "password": seed.password}) as response:

@@ -42,14 +42,15 @@ def parse_chat_body(body: str) -> tuple[float, int] | None:
 
 class RealtimeSession:
     def __init__(self, bridge, *, base_url: str, login: str, password: str, index: int,
-                 on_notification: Callable[[dict, float], None] | None = None):
+                 on_notification: Callable[[dict, float], None] | None = None,
+                 token: str | None = None):
         self.bridge = bridge
         self.base_url = base_url.rstrip("/")
         self.login = login
         self.password = password
         self.index = index
         self.on_notification = on_notification
-        self.token: str | None = None
+        self.token: str | None = token
         self.user_id: str | None = None
         self.client: SocketIOClient | None = None
         self.last_offset: str | None = None
@@ -82,6 +83,9 @@ class RealtimeSession:
         return body if exc is None else None
 
     async def start(self) -> None:
+        if self.token:
+            await self.connect()
+            return
         answer = await self.rest("POST", f"{API}/auth/login", f"{API}/auth/login",
                                  json={"login": self.login, "password": self.password},
                                  ok=(200,))

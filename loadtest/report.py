@@ -153,6 +153,15 @@ def evaluate(targets: Iterable[Target], stats: list[EndpointStats],
         if not hits:
             results.append(Result(target, None, None, "no requests matched"))
             continue
+        if target.metric != "failure_ratio":
+            # Latency of answers that are mostly errors (e.g. 404 from an endpoint not
+            # served yet) says nothing about the target.
+            failing = [s.key for s in hits if s.failures * 2 > s.count]
+            hits = [s for s in hits if s.failures * 2 <= s.count]
+            if not hits:
+                results.append(Result(target, None, None,
+                                      f"mostly failed: {', '.join(failing)}", failing))
+                continue
         total = sum(s.count for s in hits)
         if target.metric == "avg":
             value = sum(s.avg * s.count for s in hits) / total

@@ -22,6 +22,7 @@ class SeedData:
     post_ids: list[str]
     event_ids: list[str]
     popular: list[int]                # seed indexes, most followed first
+    tokens: dict[int, str] = field(default_factory=dict)   # pre-issued, by seed index
     _claims: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _popular_cum: list[float] = field(default_factory=list, repr=False)
@@ -33,23 +34,15 @@ class SeedData:
                    chat_members=raw.get("chat_members", 0),
                    conversations=raw.get("conversations", []),
                    post_ids=raw.get("post_ids", []), event_ids=raw.get("event_ids", []),
-                   popular=raw.get("popular", []))
+                   popular=raw.get("popular", []),
+                   tokens={int(k): v for k, v in raw.get("tokens", {}).items()})
 
     def claim(self, pool: str) -> int:
         """Next seed index of a pool ("chat": chat members, else the other users), cyclic."""
         with self._lock:
             counter = self._claims.setdefault(pool, itertools.count())
             n = next(counter)
-        if pool == "chat":
-            if not self.chat_members:
-                raise LookupError("the seed has no chat members")
-            return n % self.chat_members
-        others = len(self.users) - self.chat_members
-        if others <= 0:
-            return n % len(self.users)
-        # Pools other than chat split the rest by a stride so they do not collide.
-        offset = {"rest": 0, "notify": others // 2}.get(pool, 0)
-        return self.chat_members + (offset + n) % others
+        return pool_index(pool, n, self.chat_members, len(self.users))
 
     def conversation_of(self, member: int) -> dict | None:
         for conversation in self._by_member().get(member, []):
@@ -77,6 +70,24 @@ class SeedData:
             return rng.choice(self.users)
         pick = bisect.bisect_right(self._popular_cum, rng.random() * self._popular_cum[-1])
         return self.users[self.popular[min(pick, len(self.popular) - 1)]]
+
+
+def pool_index(pool: str, n: int, chat_members: int, n_users: int) -> int:
+    """Seed index of the n-th account of a pool ("chat", "rest", "notify"), cyclic.
+
+    Chat members are users[0:chat_members]; the REST and notification pools share the
+    rest from opposite halves so that they do not collide; the very last user is kept
+    for the fan-out host.
+    """
+    if pool == "chat":
+        if not chat_members:
+            raise LookupError("the seed has no chat members")
+        return n % chat_members
+    others = n_users - chat_members - 1
+    if others <= 0:
+        return n % n_users
+    offset = others // 2 if pool == "notify" else 0
+    return chat_members + (offset + n) % others
 
 
 _loaded: dict[str, SeedData] = {}

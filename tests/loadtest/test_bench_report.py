@@ -153,6 +153,17 @@ def test_missing_inputs_give_no_verdict(results_dir, targets_file):
     assert results["chat vs bare"].passed is None
 
 
+def test_mostly_failing_endpoints_are_not_judged_on_latency():
+    target = report.Target(name="t", metric="p99", patterns=("GET /*",), limit=10)
+    broken = report.EndpointStats("GET", "/missing", 10, 9, 1.0, 1, 1, 1, 1, 1.0)
+    assert report.evaluate([target], [broken])[0].passed is None
+    healthy = report.EndpointStats("GET", "/ok", 10, 1, 20.0, 20, 20, 20, 20, 1.0)
+    result = report.evaluate([target], [broken, healthy])[0]
+    assert result.passed is False and result.value == 20
+    ratio = report.Target(name="f", metric="failure_ratio", patterns=("GET /*",), limit=0.01)
+    assert report.evaluate([ratio], [broken])[0].value == 0.9
+
+
 def test_strict_limit_is_exclusive():
     target = report.Target(name="t", metric="avg", patterns=("GET /x",), limit=5, strict=True)
     at_limit = report.EndpointStats("GET", "/x", 10, 0, 5.0, 5, 5, 5, 5, 1.0)

@@ -1,0 +1,455 @@
+"""``make bench``: fresh stores, 2 Pulse instances, seed, baselines, step load, report.
+
+Everything runs on this machine and talks to 127.0.0.1 only:
+- PostgreSQL: a new database ``pulse_bench_<run>`` (dropped afterwards),
+- Redis: a free db number claimed like the test sessions do, plus a namespace,
+- RabbitMQ: a new vhost (deleted afterwards),
+- MongoDB: a SecantusDB server of its own on a free port (in memory).
+
+Sized to finish in well under 10 minutes on 2 cores; knobs (env or flags):
+``--users`` (PULSE_BENCH_USERS, default 10000), ``--step-users`` / ``--steps`` /
+``--step-seconds`` (the locust step load), ``--skip-baselines``, ``--keep`` (leave the
+stores in place for a look afterwards).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+
+from loadtest import report
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+PG_ADMIN_DSN = os.environ.get("PULSE_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE_URL = os.environ.get("PULSE_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+AMQP_BASE_URL = os.environ.get("PULSE_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+
+
+def log(message: str) -> None:
+    print(f"bench [{time.strftime('%H:%M:%S')}]: {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def with_database(dsn: str, database: str) -> str:
+    return dsn.rpartition("/")[0] + "/" + database
+
+
+class Processes:
+    """Children started by the bench; stopped by their own pid, newest first."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.children: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        out = open(self.log_dir / f"{name}.log", "wb")
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                   env={**os.environ, **(env or {})}, start_new_session=True)
+        self.children.append((name, process))
+        return process
+
+    def stop(self, process: subprocess.Popen, timeout: float = 10) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    def stop_all(self) -> None:
+        for _name, process in reversed(self.children):
+            self.stop(process)
+
+
+async def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{url}: process exited with {process.returncode}")
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.25)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
+
+
+# --- store namespaces -----------------------------------------------------------------
+
+class Stores:
+    def __init__(self, run_id: str, processes: Processes):
+        self.run_id = run_id
+        self.processes = processes
+        self.pg_database = f"pulse_bench_{run_id}"
+        self.vhost = f"pulse_bench_{run_id}"
+        self.redis_db: int | None = None
+        self.mongo_port = free_port()
+        self.namespace = f"bench{run_id}"
+
+    @property
+    def postgres_dsn(self) -> str:
+        return with_database(PG_ADMIN_DSN, self.pg_database)
+
+    @property
+    def redis_url(self) -> str:
+        return f"{REDIS_BASE_URL}/{self.redis_db}"
+
+    @property
+    def mongo_url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.mongo_port}/?directConnection=true"
+
+    @property
+    def amqp_url(self) -> str:
+        return f"{AMQP_BASE_URL}/{self.vhost}"
+
+    async def create(self) -> None:
+        import asyncpg
+        import redis.asyncio as aioredis
+
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(f'CREATE DATABASE "{self.pg_database}"')  # our own name
+        finally:
+            await conn.close()
+        admin = aioredis.Redis.from_url(REDIS_BASE_URL + "/0")
+        try:
+            # Same claim protocol as tests/conftest.py: never share a db with a test run.
+            for db in range(15, 0, -1):
+                if await admin.set(f"pulse-test:claim:{db}", f"bench-{self.run_id}", nx=True,
+                                   ex=3600):
+                    self.redis_db = db
+                    break
+        finally:
+            await admin.aclose()
+        if self.redis_db is None:
+            raise RuntimeError("no free Redis db (all 15 claimed by test sessions)")
+        db = aioredis.Redis.from_url(self.redis_url)
+        await db.flushdb()
+        await db.aclose()
+        rabbitmqctl("add_vhost", self.vhost)
+        rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+        self.processes.start("secantus", [sys.executable, "-m", "secantus", "--host", "127.0.0.1",
+                                          "--port", str(self.mongo_port),
+                                          "--storage-path", ":memory:"])
+        wait_port(self.mongo_port)
+
+    async def drop(self) -> None:
+        import asyncpg
+        import redis.asyncio as aioredis
+
+        with contextlib.suppress(Exception):
+            conn = await asyncpg.connect(PG_ADMIN_DSN)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
+            finally:
+                await conn.close()
+        if self.redis_db is not None:
+            with contextlib.suppress(Exception):
+                db = aioredis.Redis.from_url(self.redis_url)
+                await db.flushdb()
+                await db.aclose()
+                admin = aioredis.Redis.from_url(REDIS_BASE_URL + "/0")
+                await admin.delete(f"pulse-test:claim:{self.redis_db}")
+                await admin.aclose()
+        with contextlib.suppress(Exception):
+            rabbitmqctl("delete_vhost", self.vhost)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+# --- metrics scraping -----------------------------------------------------------------
+
+POOL_LINE = re.compile(r"^pulse_pg_pool_(size|in_use|max)\s+([0-9.eE+-]+)$", re.M)
+
+
+async def scrape_pool(urls: dict[str, str], out: Path, stop: asyncio.Event,
+                      interval: float = 1.0) -> None:
+    with open(out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["t", "instance", "size", "in_use"])
+        async with aiohttp.ClientSession() as session:
+            while not stop.is_set():
+                for name, url in urls.items():
+                    try:
+                        async with session.get(url + "/metrics",
+                                               timeout=aiohttp.ClientTimeout(total=2)) as r:
+                            text = await r.text()
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        continue
+                    values = {k: float(v) for k, v in POOL_LINE.findall(text)}
+                    if "in_use" in values:
+                        # Exhausted means every connection the pool may open is busy.
+                        size = values.get("max", values.get("size", 0))
+                        writer.writerow([round(time.time(), 3), name, size, values["in_use"]])
+                handle.flush()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+
+
+# --- phases ---------------------------------------------------------------------------
+
+def server_env(stores: Stores, instance: str) -> dict[str, str]:
+    return {
+        "PULSE_POSTGRES_DSN": stores.postgres_dsn,
+        "PULSE_MONGO_URL": stores.mongo_url,
+        "PULSE_MONGO_DB": f"pulse_bench_{stores.run_id}",
+        "PULSE_REDIS_URL": stores.redis_url,
+        "PULSE_AMQP_URL": stores.amqp_url,
+        "PULSE_NAMESPACE": stores.namespace,
+        "PULSE_INSTANCE_ID": instance,
+        "PULSE_RATE_LIMITS": "off",
+        # Seeded and logged-in users verify a cheap hash: logins are not what we measure.
+        "PULSE_ARGON2_TIME_COST": "1",
+        "PULSE_ARGON2_MEMORY_KIB": "8192",
+        "PULSE_ARGON2_PARALLELISM": "1",
+        "PULSE_LOG_LEVEL": os.environ.get("PULSE_BENCH_LOG_LEVEL", "WARNING"),
+    }
+
+
+def pulse_executable() -> list[str]:
+    found = shutil.which("pulse", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "server.cli"]
+
+
+async def start_instances(processes: Processes, stores: Stores, count: int) -> dict[str, str]:
+    urls: dict[str, str] = {}
+    for i in range(count):
+        name = f"pulse-{chr(ord('a') + i)}"
+        port = free_port()
+        process = processes.start(name, pulse_executable() + ["serve", "--host", "127.0.0.1",
+                                                              "--port", str(port)],
+                                  env=server_env(stores, name))
+        url = f"http://127.0.0.1:{port}"
+        # One at a time: the first applies the migrations.
+        await wait_http(url + "/readyz", 90, process)
+        urls[name] = url
+        log(f"{name} ready at {url} (pid {process.pid})")
+    return urls
+
+
+def run_json(argv: list[str], timeout: float) -> dict:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+async def measure_baselines(processes: Processes, stores: Stores, rates: str,
+                            seconds: float) -> dict:
+    result: dict = {}
+    http_port = free_port()
+    http = processes.start("baseline-http", [sys.executable, "-m", "loadtest.baselines",
+                                             "http-server", "--port", str(http_port)])
+    wait_port(http_port)
+    try:
+        bare = await asyncio.to_thread(run_json, [
+            sys.executable, "-m", "loadtest.baselines", "http-client",
+            "--url", f"http://127.0.0.1:{http_port}/json", "--seconds", str(seconds),
+            "--concurrency", "32"], seconds + 60)
+    finally:
+        processes.stop(http)
+    result["bare_aiohttp_json"] = bare
+    result["bare_aiohttp_json_rps"] = bare.get("per_second")
+    result["bare_aiohttp_json_p99_ms"] = bare.get("p99_ms")
+    log(f"bare aiohttp JSON ({bare.get('tool')}): {bare.get('per_second')} req/s, "
+        f"p99 {bare.get('p99_ms')} ms")
+
+    ports = [free_port(), free_port()]
+    channel = f"{stores.namespace}-bare-sio"
+    servers = [processes.start(f"baseline-sio-{i}", [
+        sys.executable, "-m", "loadtest.baselines", "sio-server", "--port", str(port),
+        "--redis-url", stores.redis_url, "--channel", channel]) for i, port in enumerate(ports)]
+    try:
+        for port in ports:
+            wait_port(port)
+        sio = await asyncio.to_thread(run_json, [
+            sys.executable, "-m", "loadtest.baselines", "sio-client",
+            "--urls", ",".join(f"http://127.0.0.1:{p}" for p in ports),
+            "--rates", rates, "--seconds", str(seconds)], 20 * seconds + 60)
+    finally:
+        for server in servers:
+            processes.stop(server)
+    result["socketio_broadcast"] = sio
+    result["socketio_broadcast_max_per_second"] = sio.get("max_sustained_per_second")
+    # The ratio target compares with the bare broadcast's p99 at its lowest offered rate
+    # (the load closest to what the locust chat users offer).
+    if sio.get("steps"):
+        result["socketio_broadcast_p99_ms"] = sio["steps"][0]["p99_ms"]
+    log(f"bare python-socketio broadcast: max sustained "
+        f"{sio.get('max_sustained_per_second')} deliveries/s; steps "
+        + ", ".join(f"{s['offered_per_second']:.0f}→{s['per_second']:.0f}/s p99 {s['p99_ms']} ms"
+                    for s in sio.get("steps", [])))
+    return result
+
+
+def profile_instance(processes: Processes, pid: int, seconds: int, out: Path):
+    """py-spy flame graph of a loaded instance, when py-spy is available."""
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if not py_spy:
+        return None
+    return processes.start("py-spy", [py_spy, "record", "--pid", str(pid), "--duration",
+                                      str(seconds), "--rate", "50", "--nonblocking",
+                                      "--format", "speedscope", "--output", str(out)])
+
+
+async def run_locust(processes: Processes, urls: dict[str, str], args, seed_file: Path) -> float:
+    hosts = ",".join(urls.values())
+    env = {
+        "PULSE_BENCH_STEP_USERS": str(args.step_users),
+        "PULSE_BENCH_STEPS": str(args.steps),
+        "PULSE_BENCH_STEP_SECONDS": str(args.step_seconds),
+        "PULSE_BENCH_SPAWN_RATE": str(args.spawn_rate),
+    }
+    argv = [sys.executable, "-m", "locust", "-f",
+            f"{ROOT / 'loadtest' / 'locustfile.py'},{ROOT / 'loadtest' / 'shape.py'}",
+            "--headless", "--host", next(iter(urls.values())),
+            "--rest-hosts", hosts, "--socket-hosts", hosts, "--seed-file", str(seed_file),
+            "--csv", str(RESULTS / "locust"), "--csv-full-history", "--only-summary",
+            "--stop-timeout", "5", "--loglevel", "WARNING",
+            "--html", str(RESULTS / "locust.html")]
+    started = time.monotonic()
+    process = processes.start("locust", argv, env=env)
+    budget = args.steps * args.step_seconds + 90
+    profiler = None
+    while process.poll() is None:
+        elapsed = time.monotonic() - started
+        if elapsed > budget:
+            log("locust over its time budget: stopping it")
+            processes.stop(process, timeout=20)
+            break
+        # Profile instance a during the last step (the highest load).
+        if (profiler is None and args.profile
+                and elapsed > (args.steps - 1) * args.step_seconds + 5):
+            pid = next((p.pid for n, p in processes.children if n == "pulse-a"), None)
+            if pid:
+                profiler = profile_instance(processes, pid, max(5, int(args.step_seconds) - 10),
+                                            RESULTS / "profile-pulse-a.speedscope.json") or False
+        await asyncio.sleep(1)
+    return time.monotonic() - started
+
+
+async def bench(args) -> int:
+    started = time.monotonic()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    logs = RESULTS / "logs"
+    logs.mkdir(exist_ok=True)
+    for stale in list(RESULTS.glob("locust*")) + list(RESULTS.glob("*.png")):
+        stale.unlink()
+    run_id = uuid.uuid4().hex[:8]
+    processes = Processes(logs)
+    stores = Stores(run_id, processes)
+    info: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "run": run_id,
+                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                             f"Python {platform.python_version()}",
+                  "instances": args.instances, "users seeded": args.users,
+                  "step load": f"{args.steps} steps × {args.step_users} users × "
+                               f"{args.step_seconds:.0f} s"}
+    stop_scraper = asyncio.Event()
+    scraper = None
+    try:
+        await stores.create()
+        log(f"stores: database {stores.pg_database}, redis db {stores.redis_db}, "
+            f"vhost {stores.vhost}, SecantusDB :{stores.mongo_port}")
+        urls = await start_instances(processes, stores, args.instances)
+        seed_file = RESULTS / "seed.json"
+        t = time.monotonic()
+        seed = subprocess.run([sys.executable, "-m", "loadtest.seed", "--users", str(args.users),
+                               "--dsn", stores.postgres_dsn, "--base-url",
+                               next(iter(urls.values())), "--out", str(seed_file),
+                               "--login-per-pool", str(args.steps * args.step_users)],
+                              cwd=ROOT, env={**os.environ, **server_env(stores, "seed")},
+                              timeout=300)
+        if seed.returncode != 0:
+            raise RuntimeError("seeding failed (see above)")
+        counts = json.loads(seed_file.read_text()).get("counts", {})
+        info["seed"] = f"{counts} in {time.monotonic() - t:.1f} s"
+        if not args.skip_baselines:
+            baselines = await measure_baselines(processes, stores, args.broadcast_rates,
+                                                args.baseline_seconds)
+            (RESULTS / report.BASELINES_JSON).write_text(json.dumps(baselines, indent=2))
+        scraper = asyncio.create_task(scrape_pool(urls, RESULTS / report.POOL_CSV, stop_scraper))
+        log(f"locust: {info['step load']} against {', '.join(urls.values())}")
+        info["locust_seconds"] = round(await run_locust(processes, urls, args, seed_file), 1)
+        stop_scraper.set()
+        await scraper
+        info["bench_seconds"] = round(time.monotonic() - started, 1)
+        (RESULTS / report.RUN_JSON).write_text(json.dumps(info, indent=2))
+        path, results = report.build(RESULTS, Path(args.targets))
+        failed = [r for r in results if r.passed is False]
+        for r in results:
+            verdict = {True: "PASS", False: "FAIL", None: "n/a "}[r.passed]
+            value = "–" if r.value is None else f"{r.value:.3f}"
+            log(f"{verdict} {r.target.name}: {value} ({r.detail})")
+        log(f"report: {path} ({len(failed)} targets failed) in {time.monotonic() - started:.0f} s")
+        return 1 if failed and args.strict else 0
+    finally:
+        stop_scraper.set()
+        if scraper is not None and not scraper.done():
+            scraper.cancel()
+        processes.stop_all()
+        if not args.keep:
+            await stores.drop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=int(env("PULSE_BENCH_USERS", "10000")))
+    parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--step-users", type=int, default=int(env("PULSE_BENCH_STEP_USERS", "60")))
+    parser.add_argument("--steps", type=int, default=int(env("PULSE_BENCH_STEPS", "5")))
+    parser.add_argument("--step-seconds", type=float,
+                        default=float(env("PULSE_BENCH_STEP_SECONDS", "40")))
+    parser.add_argument("--spawn-rate", type=float, default=30)
+    parser.add_argument("--baseline-seconds", type=float, default=5)
+    parser.add_argument("--broadcast-rates", default="1000,2500,5000,10000")
+    parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--targets", default=str(report.DEFAULT_TARGETS))
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when a target fails (default: report only)")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database/vhost")
+    args = parser.parse_args(argv)
+    sys.exit(asyncio.run(bench(args)))
+
+
+if __name__ == "__main__":
+    main()
