@@ -336,6 +336,7 @@ async def run_locust(processes: Processes, urls: dict[str, str], args, seed_file
         "PULSE_BENCH_STEPS": str(args.steps),
         "PULSE_BENCH_STEP_SECONDS": str(args.step_seconds),
         "PULSE_BENCH_SPAWN_RATE": str(args.spawn_rate),
+        "PULSE_SAMPLES_FILE": str(RESULTS / report.SAMPLES_CSV),
     }
     argv = [sys.executable, "-m", "locust", "-f",
             f"{ROOT / 'loadtest' / 'locustfile.py'},{ROOT / 'loadtest' / 'shape.py'}",
@@ -370,7 +371,11 @@ async def bench(args) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     logs = RESULTS / "logs"
     logs.mkdir(exist_ok=True)
-    for stale in list(RESULTS.glob("locust*")) + list(RESULTS.glob("*.png")):
+    for stale in (list(RESULTS.glob("locust*")) + list(RESULTS.glob("*.png"))
+                  + list(RESULTS.glob("samples.csv*")) + list(RESULTS.glob("profile-*"))
+                  + [RESULTS / report.BASELINES_JSON, RESULTS / report.POOL_CSV]):
+        if not stale.exists():
+            continue
         stale.unlink()
     run_id = uuid.uuid4().hex[:8]
     processes = Processes(logs)
@@ -380,7 +385,10 @@ async def bench(args) -> int:
                              f"Python {platform.python_version()}",
                   "instances": args.instances, "users seeded": args.users,
                   "step load": f"{args.steps} steps × {args.step_users} users × "
-                               f"{args.step_seconds:.0f} s"}
+                               f"{args.step_seconds:.0f} s",
+                  "step_plan": {"users": [(i + 1) * args.step_users for i in range(args.steps)],
+                                "step_seconds": args.step_seconds,
+                                "settle_seconds": args.settle_seconds}}
     stop_scraper = asyncio.Event()
     scraper = None
     try:
@@ -438,9 +446,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=int(env("PULSE_BENCH_STEPS", "5")))
     parser.add_argument("--step-seconds", type=float,
                         default=float(env("PULSE_BENCH_STEP_SECONDS", "40")))
-    parser.add_argument("--spawn-rate", type=float, default=30)
+    parser.add_argument("--spawn-rate", type=float, default=60)
+    parser.add_argument("--settle-seconds", type=float, default=8,
+                        help="left out at the start of each step when judging it")
     parser.add_argument("--baseline-seconds", type=float, default=5)
-    parser.add_argument("--broadcast-rates", default="1000,2500,5000,10000")
+    parser.add_argument("--broadcast-rates", default="1000,2000,3000,4000,6000,8000,10000")
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--targets", default=str(report.DEFAULT_TARGETS))

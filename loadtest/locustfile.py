@@ -19,7 +19,9 @@ Options (also as env vars): ``--seed-file``, ``--rest-hosts`` / ``--socket-hosts
 from __future__ import annotations
 
 import collections
+import csv
 import itertools
+import os
 import random
 import threading
 import time
@@ -46,9 +48,52 @@ def _add_arguments(parser):
                        help="mean seconds between a REST user's requests")
     group.add_argument("--chat-interval", type=float, default=2.0,
                        env_var="PULSE_CHAT_INTERVAL", help="seconds between a chat user's sends")
+    group.add_argument("--samples-file", default="", env_var="PULSE_SAMPLES_FILE",
+                       help="write every sample (t, type, name, ms, failed) to this CSV at exit")
     group.add_argument("--fanout-interval", type=float, default=8.0,
                        env_var="PULSE_FANOUT_INTERVAL",
                        help="seconds between the fan-out host's event cancellations")
+
+
+class SampleRecorder:
+    """Every request/delivery with its time since test start, written at exit.
+
+    Locust's own CSV has whole-run percentiles only; the bench report uses these raw
+    samples for exact per-step, steady-state figures.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.started = time.time()
+        self.rows: list[tuple] = []
+
+    def on_test_start(self, **_):
+        self.started = time.time()
+        self.rows.clear()
+
+    def on_request(self, request_type, name, response_time, response_length=0,
+                   exception=None, **_):
+        self.rows.append((round(time.time() - self.started, 3), request_type, name,
+                          round(float(response_time), 3), 1 if exception else 0))
+
+    def write(self, **_):
+        # Wall-clock start, to line the samples up with other time series (pool gauges).
+        with open(self.path + ".start", "w") as handle:
+            handle.write(f"{self.started:.3f}\n")
+        with open(self.path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["t", "type", "name", "ms", "failed"])
+            writer.writerows(self.rows)
+
+
+@events.init.add_listener
+def _record_samples(environment, **_):
+    path = _option(environment, "samples_file", "") or os.environ.get("PULSE_SAMPLES_FILE")
+    if path:
+        recorder = SampleRecorder(path)
+        environment.events.test_start.add_listener(recorder.on_test_start)
+        environment.events.request.add_listener(recorder.on_request)
+        environment.events.quitting.add_listener(recorder.write)
 
 
 def _hosts(environment, option: str) -> list[str]:

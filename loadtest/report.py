@@ -22,6 +22,7 @@ STATS_CSV = "locust_stats.csv"
 HISTORY_CSV = "locust_stats_history.csv"
 FAILURES_CSV = "locust_failures.csv"
 POOL_CSV = "pg_pool.csv"
+SAMPLES_CSV = "samples.csv"
 BASELINES_JSON = "baselines.json"
 RUN_JSON = "run.json"
 
@@ -63,6 +64,87 @@ def read_stats(path: Path) -> list[EndpointStats]:
                 p50=_num(row.get("50%")), p95=_num(row.get("95%")), p99=_num(row.get("99%")),
                 max=_num(row["Max Response Time"]), rps=_num(row["Requests/s"])))
     return rows
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float           # seconds since the test started
+    type: str
+    name: str
+    ms: float
+    failed: bool
+
+
+def read_samples(path: Path) -> list[Sample]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [Sample(float(r["t"]), r["type"], r["name"], float(r["ms"]), r["failed"] == "1")
+                for r in csv.DictReader(handle)]
+
+
+def exact_percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def stats_from_samples(samples: Iterable[Sample], seconds: float) -> list[EndpointStats]:
+    """Per-endpoint stats (exact percentiles) of a window of samples."""
+    by_key: dict[tuple[str, str], list[Sample]] = {}
+    for sample in samples:
+        by_key.setdefault((sample.type, sample.name), []).append(sample)
+    out = []
+    for (type_, name), group in by_key.items():
+        times = sorted(s.ms for s in group)
+        out.append(EndpointStats(
+            type=type_, name=name, count=len(group), failures=sum(s.failed for s in group),
+            avg=sum(times) / len(times), p50=exact_percentile(times, 50),
+            p95=exact_percentile(times, 95), p99=exact_percentile(times, 99), max=times[-1],
+            rps=len(group) / seconds if seconds > 0 else math.nan))
+    return out
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    users: int
+    start: float       # steady window, seconds since test start
+    end: float
+
+
+def steady_windows(users: list[int], step_seconds: float, settle_seconds: float) -> list[Step]:
+    """The part of each load step after the ramp-up has settled."""
+    return [Step(i + 1, u, i * step_seconds + settle_seconds, (i + 1) * step_seconds)
+            for i, u in enumerate(users)]
+
+
+@dataclass
+class StepResult:
+    step: Step
+    stats: list[EndpointStats]
+    results: list["Result"]
+
+    @property
+    def all_passed(self) -> bool:
+        judged = [r for r in self.results if r.passed is not None]
+        return bool(judged) and all(r.passed for r in judged)
+
+
+def evaluate_steps(targets: list["Target"], samples: list[Sample], steps: list[Step],
+                   pool: list["PoolSample"] | None = None, baselines: dict | None = None,
+                   pool_t0: float | None = None) -> list[StepResult]:
+    out = []
+    for step in steps:
+        window = [s for s in samples if step.start <= s.t < step.end]
+        stats = stats_from_samples(window, step.end - step.start)
+        step_pool = None
+        if pool and pool_t0 is not None:
+            step_pool = [p for p in pool if step.start <= p.t - pool_t0 < step.end]
+        out.append(StepResult(step, stats, evaluate(targets, stats, step_pool, baselines)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -224,9 +306,37 @@ def stats_rows(stats: list[EndpointStats]) -> list[str]:
     return rows
 
 
+STEP_COLUMNS = (("feed p99", "GET /api/v1/feed"), ("profile p99", "GET /api/v1/users/{id}"),
+                ("chat delivery p99", "socketio chat delivery"),
+                ("fan-out p99", "socketio notification fan-out"))
+
+
+def step_rows(steps: list[StepResult]) -> list[str]:
+    head = ["step", "users", "HTTP req/s", "socket events/s", "failed %"]
+    head += [label for label, _ in STEP_COLUMNS] + ["writes p99 (worst)", "targets"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for sr in steps:
+        http = [s for s in sr.stats if s.type != "socketio"]
+        sock = [s for s in sr.stats if s.type == "socketio"]
+        total = sum(s.count for s in sr.stats)
+        failed = sum(s.failures for s in sr.stats)
+        cells = [str(sr.step.index), str(sr.step.users), f"{sum(s.rps for s in http):.0f}",
+                 f"{sum(s.rps for s in sock):.0f}",
+                 f"{100 * failed / total:.1f}" if total else "–"]
+        keyed = {s.key: s for s in sr.stats}
+        for _label, key in STEP_COLUMNS:
+            cells.append(f"{keyed[key].p99:.1f}" if key in keyed else "–")
+        writes = next((r for r in sr.results if r.target.name.lower().startswith("writes")), None)
+        cells.append(_fmt(writes.value) if writes else "–")
+        judged = [r for r in sr.results if r.passed is not None]
+        cells.append(f"{sum(1 for r in judged if r.passed)}/{len(judged)}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
 def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list[Result],
                  pool: list[PoolSample], baselines: dict, run_info: dict,
-                 plots: list[str]) -> Path:
+                 plots: list[str], steps: list[StepResult] | None = None) -> Path:
     lines = ["# Pulse load test report", ""]
     if run_info:
         lines += ["## Run", ""]
@@ -234,11 +344,28 @@ def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list
         lines.append("")
     passed = sum(1 for r in results if r.passed)
     failed = sum(1 for r in results if r.passed is False)
-    lines += ["## Targets", "", f"{passed} passed, {failed} failed, "
-              f"{len(results) - passed - failed} without data.", ""]
+    lines += ["## Targets", ""]
+    if steps:
+        top = steps[-1].step
+        lines += [f"Judged on the steady state of the highest load step ({top.users} users, "
+                  f"{top.start:.0f}–{top.end:.0f} s after start), exact percentiles from the "
+                  "raw samples.", ""]
+        sustained = [sr for sr in steps if sr.all_passed]
+        lines += ["Highest step meeting every target with data: " + (
+            f"step {sustained[-1].step.index} ({sustained[-1].step.users} users)."
+            if sustained else "none."), ""]
+    else:
+        lines += ["Judged on locust's whole-run statistics.", ""]
+    lines += [f"{passed} passed, {failed} failed, {len(results) - passed - failed} without data.",
+              ""]
     lines += result_rows(results) + [""]
-    lines += ["## Endpoints", "", "Response times in ms; socket rows are end-to-end delivery "
-              "or ack times.", ""]
+    if steps:
+        lines += ["## Load steps (steady state)", "",
+                  "Each step's first seconds (users spawning, sockets connecting) are left out; "
+                  "latencies in ms.", ""]
+        lines += step_rows(steps) + [""]
+    lines += ["## Endpoints (whole run)", "", "Response times in ms, from locust's CSV (whole "
+              "run, ramp-ups included); socket rows are end-to-end delivery or ack times.", ""]
     lines += stats_rows(stats) + [""]
     total = sum(s.count for s in stats)
     duration = run_info.get("locust_seconds")
@@ -357,14 +484,29 @@ def build(results_dir: Path, targets_path: Path = DEFAULT_TARGETS,
     run_file = results_dir / RUN_JSON
     info = json.loads(run_file.read_text()) if run_file.exists() else {}
     info.update(run_info or {})
-    results = evaluate(load_targets(targets_path), stats, pool, baselines)
+    targets = load_targets(targets_path)
+    samples = read_samples(results_dir / SAMPLES_CSV)
+    plan = info.get("step_plan")
+    steps: list[StepResult] = []
+    start_file = results_dir / (SAMPLES_CSV + ".start")
+    if plan and start_file.exists():
+        plan.setdefault("t0", float(start_file.read_text()))
+    if samples and plan:
+        windows = steady_windows(plan["users"], plan["step_seconds"], plan["settle_seconds"])
+        steps = evaluate_steps(targets, samples, windows, pool, baselines, plan.get("t0"))
+    if steps:
+        results = steps[-1].results
+    else:
+        results = evaluate(targets, stats, pool, baselines)
     (results_dir / "targets.csv").write_text("\n".join(
         ["target,origin,metric,limit,value,passed"] +
         [f'"{r.target.name}",{r.target.origin},{r.target.metric},{r.target.limit},'
          f'{"" if r.value is None else round(r.value, 4)},{r.passed}' for r in results]) + "\n")
     drawn = draw_plots(results_dir, pool) if plots else []
     return write_report(results_dir, stats=stats, results=results, pool=pool,
-                        baselines=baselines, run_info=info, plots=drawn), results
+                        baselines=baselines, run_info={k: v for k, v in info.items()
+                                                       if k != "step_plan"},
+                        plots=drawn, steps=steps), results
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -198,3 +198,51 @@ def test_build_writes_report_and_targets_csv(results_dir, targets_file):
     rows = list(csv.DictReader(open(results_dir / "targets.csv")))
     assert {r["target"]: r["passed"] for r in rows}["profile p99"] == "False"
     assert len(rows) == len(results)
+
+
+def write_samples(path: Path, rows) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["t", "type", "name", "ms", "failed"])
+        writer.writerows(rows)
+
+
+def test_exact_percentiles_from_samples():
+    samples = [report.Sample(0.0, "GET", "/x", float(ms), ms == 100) for ms in range(1, 101)]
+    (row,) = report.stats_from_samples(samples, seconds=10)
+    assert (row.count, row.failures, row.p50, row.p95, row.p99, row.max) == (100, 1, 50, 95, 99, 100)
+    assert row.avg == pytest.approx(50.5) and row.rps == 10
+
+
+def test_steps_judged_on_steady_windows(tmp_path, targets_file):
+    feed = "/api/v1/feed"
+    rows = []
+    # Step 1 (0-20 s, settle 5 s): a ramp-up spike at 1 s, then fast answers.
+    rows.append([1.0, "GET", feed, 500, 0])
+    rows += [[6 + i * 0.1, "GET", feed, 5, 0] for i in range(100)]
+    # Step 2 (20-40 s): slow answers once settled.
+    rows.append([21.0, "GET", feed, 1, 0])
+    rows += [[26 + i * 0.1, "GET", feed, 40, 0] for i in range(100)]
+    write_samples(tmp_path / report.SAMPLES_CSV, rows)
+    with open(tmp_path / report.STATS_CSV, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerow(stats_row("GET", feed, 202, 0, 24.0, 5, 40, 500, 500))
+    (tmp_path / report.RUN_JSON).write_text(json.dumps(
+        {"step_plan": {"users": [10, 20], "step_seconds": 20, "settle_seconds": 5}}))
+
+    samples = report.read_samples(tmp_path / report.SAMPLES_CSV)
+    windows = report.steady_windows([10, 20], 20, 5)
+    steps = report.evaluate_steps(report.load_targets(targets_file), samples, windows)
+    first, second = (by_name(s.results)["feed p99"] for s in steps)
+    # The ramp-up spike of step 1 is outside its window.
+    assert first.value == 5 and first.passed is True
+    assert second.value == 40 and second.passed is False
+    assert steps[0].stats[0].count == 100
+
+    path, results = report.build(tmp_path, targets_file, plots=False)
+    # Headline verdicts are the highest step's.
+    assert by_name(results)["feed p99"].value == 40
+    text = path.read_text()
+    assert "## Load steps (steady state)" in text
+    assert "| 1 | 10 |" in text and "| 2 | 20 |" in text
