@@ -51,6 +51,8 @@ class Settings:
     log_level: str = "INFO"
     # ``pulse serve`` also runs the outbox relay and event consumers in-process.
     run_workers: bool = True
+    # Apply pending migrations when the app starts (safe with several instances).
+    migrate_on_start: bool = True
 
     # PostgreSQL pool (design note: max 20, idle 30 s, connect 2 s, statement 2 s).
     pg_pool_min: int = 1

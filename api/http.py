@@ -1,0 +1,157 @@
+"""Route declarations and the request pipeline shared by every REST handler:
+content type and JSON parsing, pydantic validation, bearer authentication, JSON output.
+
+Handlers are ``async def handler(request, call) -> result``; a result that is not a
+``web.StreamResponse`` is serialised as JSON with the endpoint's success status.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Generic, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from server import appkeys
+from server.errors import FieldError, UnsupportedMediaType, ValidationFailed
+from server.services import Services
+from server.services.users import ClientInfo, Principal
+
+API_PREFIX = "/api/v1"
+B = TypeVar("B", bound=BaseModel)
+Q = TypeVar("Q", bound=BaseModel)
+
+
+@dataclass
+class Call(Generic[B, Q]):
+    """What a handler gets besides the request: validated input and the caller."""
+
+    services: Services
+    principal: Principal | None
+    body: Any = None
+    query: Any = None
+    client: ClientInfo = field(default_factory=lambda: ClientInfo(address="unknown"))
+
+    @property
+    def user_id(self) -> str:
+        assert self.principal is not None, "endpoint is declared with auth=False"
+        return self.principal.user_id
+
+
+Handler = Callable[[web.Request, Call], Awaitable[Any]]
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    name: str
+    handler: Handler
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: Any = None  # a pydantic model, list of one, or None for no content
+    status: int = 200
+    auth: bool = True
+    errors: tuple[int, ...] = ()
+
+
+class Router:
+    """Collects endpoint declarations; ``api.routes`` installs them and /openapi.json reads them."""
+
+    def __init__(self, tag: str, prefix: str = API_PREFIX) -> None:
+        self.tag = tag
+        self.prefix = prefix
+        self.endpoints: list[Endpoint] = []
+
+    def route(
+        self, method: str, path: str, *, name: str, summary: str = "", body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None, response: Any = None, status: int = 200, auth: bool = True,
+        errors: tuple[int, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.endpoints.append(Endpoint(
+                method=method, path=self.prefix + path, name=name, handler=handler,
+                summary=summary or (handler.__doc__ or "").strip().split("\n")[0], tag=self.tag,
+                body=body, query=query, response=response, status=status, auth=auth, errors=errors,
+            ))
+            return handler
+        return register
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__") or "body"
+        message = err["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        errors.append(FieldError(field=loc, message=message))
+    return errors
+
+
+async def read_json_body(request: web.Request) -> Any:
+    """The request's JSON document: 415 for another content type, 400 when malformed.
+    The 64 KiB limit is the app's ``client_max_size`` (413 from aiohttp)."""
+    raw = await request.read()
+    if not raw:
+        raise ValidationFailed("A JSON body is required.", [FieldError("body", "required")])
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaType("Send the body as application/json.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed(f"Malformed JSON: {exc}") from exc
+
+
+def validate(model: type[B], data: Any, *, what: str = "body") -> B:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(f"The request {what} is not valid.", field_errors(exc)) from exc
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def client_info(request: web.Request) -> ClientInfo:
+    # Behind the compose nginx, the client's address is the first X-Forwarded-For entry
+    # only when the peer is a trusted proxy; here we take the direct peer.
+    return ClientInfo(address=request.remote or "unknown", user_agent=request.headers.get("User-Agent"))
+
+
+def make_aiohttp_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def aiohttp_handler(request: web.Request) -> web.StreamResponse:
+        services = request.app[appkeys.SERVICES]
+        principal = None
+        if endpoint.auth:
+            principal = await services.users.authenticate(bearer_token(request))
+            await services.rate_limits.check_request(principal.token_hash.hex())
+        call: Call = Call(services=services, principal=principal, client=client_info(request))
+        if endpoint.query is not None:
+            call.query = validate(endpoint.query, dict(request.query), what="query")
+        if endpoint.body is not None:
+            call.body = validate(endpoint.body, await read_json_body(request))
+        result = await endpoint.handler(request, call)
+        if isinstance(result, web.StreamResponse):
+            return result
+        if result is None:
+            return web.Response(status=204 if endpoint.status in (200, 204) else endpoint.status)
+        return json_response(result, endpoint.status)
+
+    aiohttp_handler.__name__ = endpoint.handler.__name__
+    return aiohttp_handler

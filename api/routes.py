@@ -1,0 +1,20 @@
+"""Installs every REST endpoint on the app."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from api import users
+from api.http import Endpoint, make_aiohttp_handler
+from api.ops import add_ops_routes
+
+ROUTERS = [users.router]
+
+
+def all_endpoints() -> list[Endpoint]:
+    return [ep for router in ROUTERS for ep in router.endpoints]
+
+
+def setup_routes(app: web.Application) -> None:
+    add_ops_routes(app)
+    for ep in all_endpoints():
+        app.router.add_route(ep.method, ep.path, make_aiohttp_handler(ep), name=ep.name)

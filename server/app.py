@@ -1,0 +1,105 @@
+"""``create_app(settings)``: the one place the application is assembled."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from api.middleware import metrics_middleware, problem_middleware
+from api.routes import setup_routes
+from server import appkeys
+from server.config import Settings
+from server.metrics import Metrics
+from server.security import Passwords
+from server.services import Services
+from server.services.rate_limits import RateLimits
+from server.services.users import UsersService
+from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_until_done
+from storage.postgres.migrate import apply_migrations
+from storage.postgres.pool import Database
+from storage.redis.client import Keys, create_redis
+from storage.redis.profile_cache import ProfileCache
+from storage.redis.rate_limit import RateLimitCounters
+from storage.redis.sessions_cache import SessionsCache
+
+log = logging.getLogger("pulse.app")
+
+
+async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    if settings.migrate_on_start:
+        await apply_migrations(settings.postgres_dsn)
+    db = await Database.connect(settings)
+    app[appkeys.DB] = db
+    app[appkeys.METRICS].watch_pool(db.pool_stats)
+
+    async def ping() -> None:
+        async with db.connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    app[appkeys.READINESS_CHECKS]["postgres"] = ping
+    yield
+    await db.close()
+
+
+async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    client, db = create_mongo(settings)
+    app[appkeys.MONGO_CLIENT] = client
+    app[appkeys.MONGO_DB] = db
+    retry: asyncio.Task | None = None
+    try:
+        await ensure_indexes(db)
+    except Exception as exc:  # noqa: BLE001 - MongoDB down must not stop the REST API
+        log.warning("MongoDB unavailable at start (%s); chat and notifications answer 503 until it is back", exc)
+        retry = asyncio.create_task(ensure_indexes_until_done(db))
+
+    async def ping() -> None:
+        await client.admin.command("ping")
+
+    app[appkeys.READINESS_CHECKS]["mongo"] = ping
+    yield
+    if retry is not None:
+        retry.cancel()
+    await client.close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    redis = create_redis(app[appkeys.SETTINGS])
+    app[appkeys.REDIS] = redis
+
+    async def ping() -> None:
+        await redis.ping()
+
+    app[appkeys.READINESS_CHECKS]["redis"] = ping
+    yield
+    await redis.aclose()
+
+
+async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    redis = app[appkeys.REDIS]
+    keys = Keys(settings.namespace)
+    passwords = await asyncio.get_running_loop().run_in_executor(None, Passwords, settings)
+    rate_limits = RateLimits(RateLimitCounters(redis, keys), settings)
+    users = UsersService(
+        app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
+        rate_limits, passwords, settings,
+    )
+    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits)
+    yield
+
+
+def create_app(settings: Settings) -> web.Application:
+    # Bodies above the JSON limit are refused (413) before they are read into memory.
+    app = web.Application(
+        middlewares=[metrics_middleware, problem_middleware], client_max_size=settings.max_json_bytes,
+    )
+    app[appkeys.SETTINGS] = settings
+    app[appkeys.METRICS] = Metrics()
+    app[appkeys.READINESS_CHECKS] = {}
+    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, services_ctx])
+    setup_routes(app)
+    return app

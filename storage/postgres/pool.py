@@ -1,0 +1,116 @@
+"""The PostgreSQL pools: a primary for writes and read-your-own-writes reads, and an
+optional replica for reads that tolerate lag. Repositories take a connection from here.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import asyncpg
+import orjson
+
+from server.config import Settings
+from server.errors import StoreUnavailable
+
+log = logging.getLogger("pulse.postgres")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb columns round-trip as Python objects, encoded with orjson.
+    await conn.set_type_codec(
+        "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+    )
+
+
+async def create_pool(dsn: str, settings: Settings, *, min_size: int | None = None) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn=dsn,
+        min_size=settings.pg_pool_min if min_size is None else min_size,
+        max_size=settings.pg_pool_max,
+        max_inactive_connection_lifetime=settings.pg_idle_seconds,
+        timeout=settings.pg_connect_timeout_seconds,
+        server_settings={
+            "statement_timeout": str(settings.pg_statement_timeout_ms),
+            "application_name": f"pulse:{settings.instance_id}"[:63],
+        },
+        init=_init_connection,
+    )
+
+
+class Database:
+    """Owns the pools. ``transaction()`` for writes, ``read()`` for reads."""
+
+    def __init__(self, primary: asyncpg.Pool, replica: asyncpg.Pool | None, settings: Settings) -> None:
+        self.primary = primary
+        self.replica = replica
+        self._acquire_timeout = settings.pg_acquire_timeout_seconds
+        self.replica_failures = 0
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> "Database":
+        assert settings.postgres_dsn, "postgres_dsn is required"
+        try:
+            primary = await create_pool(settings.postgres_dsn, settings)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable("postgres", f"cannot connect to PostgreSQL: {exc}") from exc
+        replica = None
+        if settings.postgres_replica_dsn:
+            # The replica is optional: min_size=0 so a replica that is down at start does
+            # not stop the app; reads fall back to the primary.
+            replica = await create_pool(settings.postgres_replica_dsn, settings, min_size=0)
+        return cls(primary, replica, settings)
+
+    async def close(self) -> None:
+        pools = [self.primary] + ([self.replica] if self.replica else [])
+        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+
+    @asynccontextmanager
+    async def _acquire(self, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            conn = await pool.acquire(timeout=self._acquire_timeout)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
+                asyncpg.CannotConnectNowError) as exc:
+            raise StoreUnavailable("postgres") from exc
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A primary connection outside a transaction (single statements, autocommit)."""
+        async with self._acquire(self.primary) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(self, isolation: str = "read_committed") -> AsyncIterator[asyncpg.Connection]:
+        async with self._acquire(self.primary) as conn:
+            async with conn.transaction(isolation=isolation):
+                yield conn
+
+    @asynccontextmanager
+    async def read(self, *, lag_ok: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for reads. ``lag_ok=True`` prefers the replica (falls back to the
+        primary when the replica is down); otherwise reads see the caller's own writes."""
+        if lag_ok and self.replica is not None:
+            conn = None
+            try:
+                conn = await self.replica.acquire(timeout=self._acquire_timeout)
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self.replica_failures += 1
+                log.warning("replica unavailable, reading from primary: %s", exc)
+            if conn is not None:
+                try:
+                    yield conn
+                finally:
+                    await self.replica.release(conn)
+                return
+        async with self._acquire(self.primary) as conn:
+            yield conn
+
+    def pool_stats(self) -> dict[str, int]:
+        size = self.primary.get_size()
+        return {"size": size, "idle": self.primary.get_idle_size(), "in_use": size - self.primary.get_idle_size(),
+                "max": self.primary.get_max_size()}

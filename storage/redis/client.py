@@ -1,0 +1,37 @@
+"""The Redis connection pool and key naming."""
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from server.config import Settings
+
+
+def create_redis(settings: Settings) -> aioredis.Redis:
+    assert settings.redis_url, "redis_url is required"
+    return aioredis.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_pool_max,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
+
+
+class Keys:
+    """Every Redis key and channel name, under the deployment's namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.ns = namespace
+
+    def session(self, token_hash_hex: str) -> str:
+        return f"{self.ns}:sess:{token_hash_hex}"
+
+    def profile(self, user_id: str) -> str:
+        return f"{self.ns}:profile:{user_id}"
+
+    def username(self, username_lower: str) -> str:
+        return f"{self.ns}:uname:{username_lower}"
+
+    def rate(self, bucket: str, subject: str) -> str:
+        return f"{self.ns}:rl:{bucket}:{subject}"

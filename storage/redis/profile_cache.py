@@ -1,0 +1,59 @@
+"""Cache-aside store of public profiles (JSON), invalidated whenever a profile or its
+counters change, so others see a change at once."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from storage.redis.client import Keys
+from storage.redis.sessions_cache import REDIS_ERRORS
+
+log = logging.getLogger("pulse.redis")
+
+
+class ProfileCache:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ttl = ttl_seconds
+
+    async def get(self, user_id: str) -> dict[str, Any] | None:
+        try:
+            raw = await self.redis.get(self.keys.profile(user_id))
+        except REDIS_ERRORS as exc:
+            log.warning("profile cache read failed: %s", exc)
+            return None
+        return orjson.loads(raw) if raw else None
+
+    async def get_id_for_username(self, username: str) -> str | None:
+        try:
+            raw = await self.redis.get(self.keys.username(username.lower()))
+        except REDIS_ERRORS:
+            return None
+        return raw.decode() if raw else None
+
+    async def put(self, profile: dict[str, Any]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(self.keys.profile(profile["id"]), orjson.dumps(profile), ex=self.ttl)
+                pipe.set(self.keys.username(profile["username"].lower()), profile["id"], ex=self.ttl)
+                await pipe.execute()
+        except REDIS_ERRORS as exc:
+            log.warning("profile cache write failed: %s", exc)
+
+    async def invalidate(self, *user_ids: str) -> None:
+        if not user_ids:
+            return
+        try:
+            await self.redis.delete(*(self.keys.profile(str(u)) for u in user_ids))
+        except REDIS_ERRORS as exc:
+            log.error("profile cache invalidation failed: %s", exc)
+
+    async def forget_username(self, username: str) -> None:
+        try:
+            await self.redis.delete(self.keys.username(username.lower()))
+        except REDIS_ERRORS as exc:
+            log.error("username cache invalidation failed: %s", exc)

