@@ -147,6 +147,9 @@ def test_app_services_run_the_pulse_commands(services):
     assert command_of(services["worker"]) == ["pulse", "worker"]
     assert command_of(services["migrate"]) == ["pulse", "migrate"]
     assert environment_of(services["api"])["PULSE_RUN_WORKERS"] == "false"
+    # Migrations run once, in the migrate job, not in every starting instance.
+    for name in ("api", "worker"):
+        assert environment_of(services[name])["PULSE_MIGRATE_ON_START"] == "false"
 
 
 def test_api_can_be_scaled(services):

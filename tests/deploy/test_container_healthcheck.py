@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "healthcheck.py"
 
 spec = importlib.util.spec_from_file_location("container_healthcheck", SCRIPT)
@@ -23,12 +25,6 @@ def run_check(mode: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), mode], env=env, capture_output=True, text=True, timeout=30
     )
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -86,7 +82,8 @@ def test_http_mode_is_unhealthy_when_healthz_fails(http_server):
 
 
 def test_http_mode_is_unhealthy_when_nothing_listens():
-    done = run_check("http", {"PULSE_PORT": str(closed_port())})
+    nothing_listens = free_port()
+    done = run_check("http", {"PULSE_PORT": str(nothing_listens)})
     assert done.returncode == 1
     assert "unhealthy" in done.stderr
 
@@ -104,7 +101,7 @@ def test_stores_mode_is_healthy_when_every_store_accepts(listeners):
 
 
 def test_stores_mode_names_the_store_that_does_not_answer(listeners):
-    down = closed_port()
+    down = free_port()  # nothing listens there
     env = {
         "PULSE_POSTGRES_DSN": f"postgresql://pulse:secret@127.0.0.1:{listeners()}/pulse",
         "PULSE_MONGO_URL": f"mongodb://127.0.0.1:{listeners()}/?replicaSet=rs0",

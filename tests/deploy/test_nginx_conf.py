@@ -14,13 +14,14 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 NGINX_CONF = REPO / "deploy" / "nginx.conf"
@@ -90,12 +91,6 @@ def test_nginx_healthcheck_path_is_served_by_nginx(conf, services):
 
 
 # ---- nginx itself, where installed ----
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def localised(conf: str, backend_ports: list[int], listen_port: int, work_dir: Path, nginx: str) -> str:
     """The config with the compose-only parts replaced by local ones."""
@@ -213,15 +208,10 @@ def proxy(nginx_binary, conf, work_dir):
         stdout=output, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, (work_dir / "nginx.out").read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "nginx did not start listening"
-                time.sleep(0.1)
+        try:
+            wait_for_port(port, timeout=15)
+        except RuntimeError:
+            pytest.fail(f"nginx did not start: {(work_dir / 'nginx.out').read_text()}")
         yield port
     finally:
         process.terminate()

@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "deploy" / "postgres"
 PRIMARY_INIT = SCRIPTS / "primary-init.sh"
@@ -22,12 +23,6 @@ REPLICATION = {
     "PG_REPLICATION_PASSWORD": "replication-secret",
     "PG_REPLICATION_SLOT": "pulse_replica",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Machine:
