@@ -319,6 +319,41 @@ async def measure_baselines(processes: Processes, stores: Stores, rates: str,
     return result
 
 
+async def measure_capacity(processes: Processes, stores: Stores, urls: dict[str, str],
+                           seed_file: Path, count: int) -> dict:
+    """Idle sockets on stock python-socketio and on one Pulse instance, KiB per socket."""
+    result: dict = {}
+    port = free_port()
+    bare = processes.start("capacity-sio", [
+        sys.executable, "-m", "loadtest.baselines", "sio-server", "--port", str(port),
+        "--redis-url", stores.redis_url, "--channel", f"{stores.namespace}-capacity"])
+    try:
+        wait_port(port)
+        stock = await asyncio.to_thread(run_json, [
+            sys.executable, "-m", "loadtest.capacity", "--url", f"http://127.0.0.1:{port}",
+            "--pid", str(bare.pid), "--count", str(count)], 300)
+    finally:
+        processes.stop(bare)
+    result["stock_socketio_capacity"] = stock
+    result["stock_kib_per_connection"] = stock["kib_per_connection"]
+    tokens = json.loads(seed_file.read_text()).get("tokens", {})
+    name, url = next(iter(urls.items()))
+    pid = next(p.pid for n, p in processes.children if n == name)
+    if tokens:
+        # One user may hold many sockets: one token for all of them.
+        pulse = await asyncio.to_thread(run_json, [
+            sys.executable, "-m", "loadtest.capacity", "--url", url, "--pid", str(pid),
+            "--count", str(count), "--token", next(iter(tokens.values()))], 300)
+        result["pulse_capacity"] = pulse
+        result["pulse_idle_connections"] = pulse["held_after_settle"]
+        result["pulse_kib_per_connection"] = pulse["kib_per_connection"]
+    log(f"idle sockets: stock python-socketio {stock['held_after_settle']} held, "
+        f"{stock['kib_per_connection']} KiB each; Pulse "
+        + (f"{result['pulse_idle_connections']} held, {result['pulse_kib_per_connection']} KiB each"
+           if "pulse_capacity" in result else "not measured (no token)"))
+    return result
+
+
 def profile_instance(processes: Processes, pid: int, seconds: int, out: Path):
     """py-spy flame graph of a loaded instance, when py-spy is available."""
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
@@ -417,6 +452,17 @@ async def bench(args) -> int:
         info["locust_seconds"] = round(await run_locust(processes, urls, args, seed_file), 1)
         stop_scraper.set()
         await scraper
+        if args.capacity_count > 0:
+            try:
+                capacity = await measure_capacity(processes, stores, urls, seed_file,
+                                                  args.capacity_count)
+            except (RuntimeError, subprocess.TimeoutExpired, StopIteration) as exc:
+                log(f"capacity not measured: {exc}")
+                capacity = {}
+            baselines_path = RESULTS / report.BASELINES_JSON
+            merged = json.loads(baselines_path.read_text()) if baselines_path.exists() else {}
+            merged.update(capacity)
+            baselines_path.write_text(json.dumps(merged, indent=2))
         info["bench_seconds"] = round(time.monotonic() - started, 1)
         (RESULTS / report.RUN_JSON).write_text(json.dumps(info, indent=2))
         path, results = report.build(RESULTS, Path(args.targets))
@@ -452,6 +498,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-seconds", type=float, default=5)
     parser.add_argument("--broadcast-rates", default="1000,2000,3000,4000,6000,8000,10000")
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--capacity-count", type=int,
+                        default=int(env("PULSE_BENCH_CAPACITY", "20000")),
+                        help="idle sockets opened on one instance (0: skip)")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--targets", default=str(report.DEFAULT_TARGETS))
     parser.add_argument("--strict", action="store_true",

@@ -172,6 +172,7 @@ class Target:
     origin: str = "ours"
     strict: bool = False          # "<" instead of "<="
     baseline: str | None = None
+    at_least: bool = False        # the value must reach the limit (capacity)
 
 
 @dataclass
@@ -199,7 +200,8 @@ def load_targets(path: Path = DEFAULT_TARGETS) -> list[Target]:
         targets.append(Target(name=raw["name"], metric=raw["metric"], patterns=tuple(patterns),
                               limit=float(limit), origin=raw.get("origin", "ours"),
                               strict=bool(raw.get("strict", False)),
-                              baseline=raw.get("baseline")))
+                              baseline=raw.get("baseline"),
+                              at_least=bool(raw.get("at_least", False))))
     return targets
 
 
@@ -211,6 +213,8 @@ def matching(stats: Iterable[EndpointStats], patterns: Iterable[str]) -> list[En
 
 
 def _compare(value: float, target: Target) -> bool:
+    if target.at_least:
+        return value > target.limit if target.strict else value >= target.limit
     return value < target.limit if target.strict else value <= target.limit
 
 
@@ -219,6 +223,15 @@ def evaluate(targets: Iterable[Target], stats: list[EndpointStats],
              baselines: dict | None = None) -> list[Result]:
     results = []
     for target in targets:
+        if target.metric == "measured":
+            # A figure measured outside locust (baselines.json), e.g. capacity.
+            value = (baselines or {}).get(target.baseline or "")
+            if value is None:
+                results.append(Result(target, None, None, f"not measured: {target.baseline}"))
+            else:
+                results.append(Result(target, float(value), _compare(float(value), target),
+                                      target.baseline or ""))
+            continue
         hits = matching(stats, target.patterns)
         names = [s.key for s in hits]
         if target.metric == "pool_utilisation":
@@ -284,13 +297,16 @@ def _fmt(value: float | None, unit: str = "") -> str:
 
 
 def result_rows(results: list[Result]) -> list[str]:
+    # Figures measured outside locust are listed once, under their own heading.
+    results = [r for r in results if r.target.metric != "measured"]
     rows = ["| target | origin | metric | limit | measured | verdict | note |",
             "|---|---|---|---|---|---|---|"]
     for r in results:
         t = r.target
         is_ms = t.metric in ("avg", "p50", "p95", "p99", "max")
-        unit = " ms" if is_ms else "ratio"
-        limit = f"{'<' if t.strict else '≤'} {_fmt(t.limit, unit)}"
+        unit = " ms" if is_ms else "" if t.metric == "measured" else "ratio"
+        sign = (">" if t.strict else "≥") if t.at_least else ("<" if t.strict else "≤")
+        limit = f"{sign} {_fmt(t.limit, unit)}"
         verdict = {True: "PASS", False: "**FAIL**", None: "n/a"}[r.passed]
         rows.append(f"| {t.name} | {t.origin} | {t.metric} | {limit} | {_fmt(r.value, unit)} "
                     f"| {verdict} | {r.detail} |")
@@ -359,6 +375,15 @@ def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list
     lines += [f"{passed} passed, {failed} failed, {len(results) - passed - failed} without data.",
               ""]
     lines += result_rows(results) + [""]
+    measured = [r for r in results if r.target.metric == "measured"]
+    if measured:
+        lines += ["## Capacity", "", "| target | limit | measured | verdict |", "|---|---|---|---|"]
+        for r in measured:
+            sign = "≥" if r.target.at_least else "≤"
+            verdict = {True: "PASS", False: "**FAIL**", None: "n/a"}[r.passed]
+            lines.append(f"| {r.target.name} | {sign} {r.target.limit:g} | {_fmt(r.value)} "
+                         f"| {verdict} |")
+        lines.append("")
     if steps:
         lines += ["## Load steps (steady state)", "",
                   "Each step's first seconds (users spawning, sockets connecting) are left out; "
@@ -382,8 +407,8 @@ def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list
                          f"| {sum(p.in_use for p in mine) / len(mine):.1f} |")
         lines.append("")
     if baselines:
-        lines += ["## Baselines (same machine, same run)", ""]
-        lines += [f"- **{k}**: {v}" for k, v in baselines.items()]
+        lines += ["## Baselines and capacity (same machine, same run)", ""]
+        lines += [f"- **{k}**: `{json.dumps(v)}`" for k, v in baselines.items()]
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
@@ -495,7 +520,9 @@ def build(results_dir: Path, targets_path: Path = DEFAULT_TARGETS,
         windows = steady_windows(plan["users"], plan["step_seconds"], plan["settle_seconds"])
         steps = evaluate_steps(targets, samples, windows, pool, baselines, plan.get("t0"))
     if steps:
-        results = steps[-1].results
+        # Capacity figures are not per step: take them from the whole run.
+        results = [r for r in steps[-1].results if r.target.metric != "measured"] + [
+            r for r in evaluate(targets, stats, pool, baselines) if r.target.metric == "measured"]
     else:
         results = evaluate(targets, stats, pool, baselines)
     (results_dir / "targets.csv").write_text("\n".join(

@@ -146,6 +146,17 @@ def test_evaluates_each_kind_of_target(results_dir, targets_file):
     assert results["failures"].passed is True
 
 
+def test_measured_capacity_targets():
+    held = report.Target(name="held", metric="measured", baseline="idle", limit=20000,
+                         at_least=True)
+    memory = report.Target(name="mem", metric="measured", baseline="kib", limit=20)
+    results = by_name(report.evaluate([held, memory], [], None, {"idle": 19999, "kib": 12.5}))
+    assert results["held"].passed is False and results["held"].value == 19999
+    assert results["mem"].passed is True
+    results = by_name(report.evaluate([held, memory], [], None, {"idle": 20000}))
+    assert results["held"].passed is True and results["mem"].passed is None
+
+
 def test_missing_inputs_give_no_verdict(results_dir, targets_file):
     stats = report.read_stats(results_dir / report.STATS_CSV)
     results = by_name(report.evaluate(report.load_targets(targets_file), stats, [], {}))
@@ -187,7 +198,7 @@ def test_shipped_targets_file_loads():
     targets = report.load_targets()
     names = {t.name for t in targets}
     assert "Feed p99" in names and "Chat delivery across instances p99" in names
-    assert all(t.patterns or t.metric == "pool_utilisation" for t in targets)
+    assert all(t.patterns or t.metric in ("pool_utilisation", "measured") for t in targets)
 
 
 def test_build_writes_report_and_targets_csv(results_dir, targets_file):
