@@ -76,11 +76,10 @@ async def hold(url: str, pid: int, count: int, token: str | None, concurrency: i
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
         for session in sessions:
             await session.close()
-    held = max(still, 1)
     return {"requested": count, "connected": len(clients), "held_after_settle": still,
             "failed": failures, "errors": dict(sorted(errors.items(), key=lambda e: -e[1])[:3]),
             "connect_seconds": round(connect_seconds, 1), "rss_before_kib": before,
-            "rss_after_kib": after, "kib_per_connection": round((after - before) / held, 2),
+            "rss_after_kib": after, "kib_per_connection": round((after - before) / still, 2) if still else None,
             "open_files_limit": limit}
 
 
