@@ -454,7 +454,13 @@ async def bench(args) -> int:
             (RESULTS / report.BASELINES_JSON).write_text(json.dumps(baselines, indent=2))
         scraper = asyncio.create_task(scrape_pool(urls, RESULTS / report.POOL_CSV, stop_scraper))
         log(f"locust: {info['step load']} against {', '.join(urls.values())}")
+        info["load average before locust (1 min)"] = round(os.getloadavg()[0], 2)
         info["locust_seconds"] = round(await run_locust(processes, urls, args, seed_file), 1)
+        info["load average after locust (1 min)"] = round(os.getloadavg()[0], 2)
+        locust_log = (logs / "locust.log").read_text(errors="replace")
+        if "CPU usage above" in locust_log or "CPU usage was too high" in locust_log:
+            info["locust CPU"] = ("locust warned that its CPU was saturated: figures include "
+                                  "load generator delay")
         stop_scraper.set()
         await scraper
         if args.capacity_count > 0:
