@@ -150,12 +150,17 @@ class RealtimeServer:
 
     async def _replay(self, state: SocketState, offset: str) -> None:
         """Sends what the log holds after ``offset`` (the socket must be held), then releases it."""
-        try:
-            entries = await self.offset_log.read_after(state.user_id, offset)
-        except REDIS_ERRORS as exc:
-            log.warning("offset log unavailable for a replay (%s)", exc)
-            await self._resync(state, "log_unavailable")
-            return
+        for attempt in range(3):
+            try:
+                entries = await self.offset_log.read_after(state.user_id, offset)
+                break
+            except REDIS_ERRORS as exc:
+                # Right after a Redis restart, pooled connections fail once each.
+                if attempt == 2:
+                    log.warning("offset log unavailable for a replay (%s)", exc)
+                    await self._resync(state, "log_unavailable")
+                    return
+                await asyncio.sleep(0.2 * (attempt + 1))
         if entries is None:
             await self._resync(state, "offset_too_old")
             return
@@ -233,13 +238,22 @@ class RealtimeServer:
         another instance) by themselves."""
         if self._catch_up is not None:
             self._catch_up.cancel()
-        eio_sids = {state.eio_sid for state in self.sockets.values()}
-        for eio_sid in eio_sids:
+        # Not sio.disconnect / eio.disconnect: those send a DISCONNECT or CLOSE packet,
+        # which clients take as "stay away" and do not reconnect. Ending the socket's
+        # send queue makes engineio close the WebSocket itself: a transport close,
+        # after which clients reconnect.
+        for state in list(self.sockets.values()):
+            eio_socket = self.sio.eio.sockets.get(state.eio_sid)
+            if eio_socket is not None:
+                await eio_socket.queue.put(None)
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while self.sockets and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        for sid in list(self.sockets):  # polling clients, or closes that did not complete
             try:
-                await self.sio.eio.disconnect(eio_sid)
+                await self.sio.disconnect(sid)
             except Exception:  # noqa: BLE001 - a socket that is already gone
                 pass
-        for sid in list(self.sockets):
             await self.on_disconnect(sid)
 
     # --- client events -------------------------------------------------------------------
