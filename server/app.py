@@ -11,6 +11,8 @@ from api.middleware import metrics_middleware, problem_middleware
 from api.routes import setup_routes
 from server import appkeys
 from server.config import Settings
+from server.events.bus import EventBus
+from server.events.consumers import build_consumers
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services
@@ -92,6 +94,18 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The outbox relay and the event consumers (when this process runs workers)."""
+    settings = app[appkeys.SETTINGS]
+    bus = EventBus(app[appkeys.DB], settings, build_consumers(app[appkeys.SERVICES]))
+    app[appkeys.EVENT_BUS] = bus
+    if bus.broker is not None:
+        app[appkeys.READINESS_CHECKS]["rabbitmq"] = bus.broker.check
+    await bus.start(run_workers=settings.run_workers)
+    yield
+    await bus.stop()
+
+
 def create_app(settings: Settings) -> web.Application:
     # Bodies above the JSON limit are refused (413) before they are read into memory.
     app = web.Application(
@@ -100,6 +114,6 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
     app[appkeys.READINESS_CHECKS] = {}
-    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, services_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, services_ctx, events_ctx])
     setup_routes(app)
     return app

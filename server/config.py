@@ -38,6 +38,19 @@ class Settings:
     # dispatched in-process instead of through RabbitMQ.
     amqp_url: str | None = None
     amqp_exchange: str = "pulse.events"
+    # Seconds between reconnection attempts of the robust AMQP connection.
+    amqp_reconnect_seconds: float = 2.0
+    # A publish not confirmed by the broker within this time counts as failed (row kept).
+    amqp_publish_timeout_seconds: float = 5.0
+    # Unacknowledged deliveries a consumer holds at once.
+    amqp_prefetch: int = 16
+
+    # Event bus: the outbox relay wakes on NOTIFY, and polls as a fallback.
+    outbox_poll_seconds: float = 1.0
+    outbox_batch_size: int = 100
+    # A failing handler is retried this many times in all, then dead-lettered.
+    event_max_attempts: int = 5
+    event_retry_delay_ms: int = 1000
 
     # HTTP server.
     host: str = "127.0.0.1"
