@@ -16,12 +16,14 @@ from server.events.consumers import build_consumers
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services
+from server.services.posts import PostsService
 from server.services.rate_limits import RateLimits
 from server.services.users import UsersService
 from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_until_done
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
+from storage.redis.popular import PopularPosts
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitCounters
 from storage.redis.sessions_cache import SessionsCache
@@ -90,7 +92,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
         rate_limits, passwords, settings,
     )
-    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits)
+    posts = PostsService(app[appkeys.DB], users, PopularPosts(redis, keys), settings)
+    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits, posts=posts)
     yield
 
 

@@ -109,6 +109,10 @@ class Settings:
     # Feeds.
     feed_max_items: int = 800
     popular_window_hours: int = 48
+    # How many posts /posts/popular ranks, and how long the Redis set is trusted before
+    # it is rebuilt from PostgreSQL (likes keep it current in between).
+    popular_max_posts: int = 200
+    popular_rebuild_seconds: int = 600
 
     # Real time.
     offset_log_max_events: int = 1000

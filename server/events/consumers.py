@@ -14,4 +14,5 @@ if TYPE_CHECKING:
 
 def build_consumers(services: "Services") -> list[Consumer]:
     consumers: list[Consumer] = []
+    consumers += services.posts.consumers()
     return consumers
