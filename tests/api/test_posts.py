@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from server import appkeys
 from storage.redis.client import Keys
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -19,17 +20,6 @@ def is_problem(status, body, resp, expected: int) -> None:
     assert status == expected, body
     assert resp.headers["Content-Type"].startswith("application/problem+json")
     assert body["status"] == expected and body["title"] and body["detail"]
-
-
-async def eventually(check, timeout: float = 20.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 async def pg(settings) -> asyncpg.Connection:

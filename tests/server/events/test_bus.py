@@ -21,22 +21,9 @@ from server.timefmt import iso, utcnow
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
-from tests.conftest import make_settings, rabbitmqctl
+from tests.conftest import eventually, make_settings, rabbitmqctl
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-async def eventually(predicate, timeout: float = 30.0, interval: float = 0.05):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture(scope="session")
