@@ -51,6 +51,8 @@ class Settings:
     # A failing handler is retried this many times in all, then dead-lettered.
     event_max_attempts: int = 5
     event_retry_delay_ms: int = 1000
+    # Published outbox rows and processed-event records are kept this long, then pruned.
+    event_retention_days: float = 7.0
 
     # HTTP server.
     host: str = "127.0.0.1"

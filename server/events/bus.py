@@ -19,6 +19,8 @@ from server.events.processing import EventProcessor
 from server.events.relay import OutboxRelay
 from server.events.types import Consumer
 from storage.postgres.pool import Database
+from storage.postgres.repos.outbox import OutboxRepo
+from storage.postgres.repos.processed_events import ProcessedEventsRepo
 
 log = logging.getLogger("pulse.events")
 
@@ -66,9 +68,30 @@ class EventBus:
             for consumer in self.consumers:
                 await self.broker.start_consumer(consumer, self.processor)
         self.running.set()
+        self._tasks.append(asyncio.create_task(self._prune_periodically(), name="event-prune"))
         log.info("event bus running: %s, consumers: %s", "RabbitMQ" if self.broker else "in-process",
                  ", ".join(c.name for c in self.consumers) or "none")
         await self.relay.run()
+
+    async def prune(self) -> tuple[int, int]:
+        """Forget published outbox rows and processed-event records past the retention."""
+        seconds = self.settings.event_retention_days * 86400
+        async with self.db.connection() as conn:
+            outbox = await OutboxRepo().delete_published_before(conn, seconds)
+            processed = await ProcessedEventsRepo().delete_older_than(conn, seconds)
+        return outbox, processed
+
+    async def _prune_periodically(self) -> None:
+        while True:
+            try:
+                outbox, processed = await self.prune()
+                if outbox or processed:
+                    log.info("pruned %d outbox rows, %d processed-event records", outbox, processed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - try again next time
+                log.warning("event pruning failed: %r", exc)
+            await asyncio.sleep(3600)
 
     async def stop(self) -> None:
         for task in self._tasks:

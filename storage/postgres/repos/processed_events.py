@@ -18,3 +18,9 @@ class ProcessedEventsRepo:
             "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             consumer, event_id,
         )
+
+    async def delete_older_than(self, conn: asyncpg.Connection, seconds: float) -> int:
+        result = await conn.execute(
+            "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)", seconds
+        )
+        return int(result.split()[-1])

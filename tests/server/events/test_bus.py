@@ -243,3 +243,25 @@ async def test_event_survives_a_broker_outage(bus_db, bus_dsn, make_amqp_vhost):
         await eventually(lambda: len(rec.seen) == 2, timeout=60)
         assert rec.seen[1].id == event_id and rec.seen[1].payload == {"during": True}
         assert await eventually(lambda: published_at(bus_db, event_id), timeout=30) is not None
+
+
+async def test_prune_forgets_old_published_rows_and_records_only(bus_db, bus_dsn):
+    etype = new_type()
+    old_published, old_pending, recent = await add_events(bus_db, etype, [{}, {}, {}])
+    old_record, recent_record = uuid.uuid4(), uuid.uuid4()
+    async with bus_db.transaction() as conn:
+        await conn.execute("UPDATE outbox SET published_at = now() - interval '8 days' WHERE id = $1",
+                           uuid.UUID(old_published))
+        await conn.execute("UPDATE outbox SET published_at = now() WHERE id = $1", uuid.UUID(recent))
+        await conn.execute("INSERT INTO processed_events (consumer, event_id, processed_at) VALUES "
+                           "('prune-test', $1, now() - interval '8 days'), ('prune-test', $2, now())",
+                           old_record, recent_record)
+    bus = EventBus(bus_db, bus_settings(bus_dsn, None, event_retention_days=7), [])
+    outbox, processed = await bus.prune()
+    assert outbox >= 1 and processed >= 1
+    async with bus_db.read() as conn:
+        left = {str(r["id"]) for r in await conn.fetch("SELECT id FROM outbox WHERE event_type = $1", etype)}
+        records = {r["event_id"] for r in await conn.fetch(
+            "SELECT event_id FROM processed_events WHERE consumer = 'prune-test'")}
+    assert left == {old_pending, recent}  # an unpublished row is never pruned
+    assert records == {recent_record}
