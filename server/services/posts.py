@@ -106,6 +106,16 @@ class PostsService:
         by_id = {str(r["id"]): post_dict(r) for r in rows}
         return [by_id[str(i)] for i in ids if str(i) in by_id]
 
+    async def recent_ids_by_authors(self, author_ids: list[str], limit: int) -> list[tuple[str, str, datetime]]:
+        """(post id, author id, created_at) of the newest visible posts of these authors,
+        newest first: for rebuilding a cold feed."""
+        ids = [u for u in (parse_uuid(a) for a in author_ids) if u is not None]
+        if not ids:
+            return []
+        async with self.db.read(lag_ok=True) as conn:
+            rows = await self.posts.list_recent_ids_by_authors(conn, ids, limit)
+        return [(str(r["id"]), str(r["author_id"]), r["created_at"]) for r in rows]
+
     async def delete(self, actor_id: str, post_id: str) -> None:
         pid = _post_id(post_id)
         async with self.db.transaction() as conn:

@@ -320,6 +320,16 @@ async def test_get_many_keeps_the_order_given_and_skips_unknown_ids(api, server)
     assert got[0]["liked_by_me"] is True and got[1]["liked_by_me"] is False
 
 
+async def test_recent_ids_by_authors_newest_first(api, server):
+    a, b = await api.register("ra"), await api.register("rb")
+    made = [await new_post(api, a, "a1"), await new_post(api, b, "b1"), await new_post(api, a, "a2")]
+    posts = server.app[appkeys.SERVICES].posts
+    got = await posts.recent_ids_by_authors([a.id, b.id, "junk"], 10)
+    assert [(pid, author) for pid, author, _ in got] == [(made[2]["id"], a.id), (made[1]["id"], b.id),
+                                                          (made[0]["id"], a.id)]
+    assert [pid for pid, _, _ in await posts.recent_ids_by_authors([a.id], 1)] == [made[2]["id"]]
+
+
 async def test_popular_ranks_recent_posts_by_likes_as_likes_arrive(api, settings):
     author = await api.register("pop")
     fans = await asyncio.gather(*(api.register("pf") for _ in range(4)))
