@@ -26,3 +26,5 @@ REDIS: web.AppKey["aioredis.Redis"] = web.AppKey("redis")
 SERVICES: web.AppKey["Services"] = web.AppKey("services")
 # Store name -> coroutine that raises when the store does not answer (for /readyz).
 READINESS_CHECKS: web.AppKey[dict[str, ReadinessCheck]] = web.AppKey("readiness_checks")
+# Stores the app can do without (a read replica): /readyz reports them as "degraded", still 200.
+OPTIONAL_READINESS_CHECKS: web.AppKey[dict[str, ReadinessCheck]] = web.AppKey("optional_readiness_checks")
