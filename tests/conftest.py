@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
@@ -330,18 +331,37 @@ def _os_user_exists(name: str) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def pg_cluster() -> Iterator[PostgresCluster]:
-    """A primary + streaming replica of the module's own (skipped where impossible)."""
+@contextmanager
+def running_pg_cluster(*, replica: bool) -> Iterator[PostgresCluster]:
+    """A cluster for a module (skipped where one cannot be made), destroyed afterwards."""
     reason = PostgresCluster.unavailable()
     if reason:
-        pytest.skip(f"cannot create a PostgreSQL primary/replica cluster here: {reason}")
+        pytest.skip(f"cannot create a PostgreSQL cluster of the test's own here: {reason}")
     cluster = PostgresCluster()
     try:
-        cluster.create(replica=True)
-        yield cluster
+        yield cluster.create(replica=replica)
     finally:
         cluster.destroy()
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """A primary + streaming replica of the module's own."""
+    with running_pg_cluster(replica=True) as cluster:
+        yield cluster
+
+
+def create_cluster_database(cluster: PostgresCluster, name: str) -> None:
+    async def create() -> None:
+        conn = await asyncpg.connect(cluster.dsn("primary"))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')  # name is ours
+        finally:
+            await conn.close()
+        if (cluster.datadir("replica") / "postmaster.pid").exists():
+            await cluster.wait_replayed()
+
+    run_sync(create())
 
 
 # --- RabbitMQ ----------------------------------------------------------------------------
@@ -392,6 +412,14 @@ def make_settings(**overrides: Any) -> Settings:
     )
     base.update(overrides)
     return Settings(**base)
+
+
+def own_namespaces(make_amqp_vhost, label: str) -> dict[str, Any]:
+    """Settings overrides giving an app instance namespaces of its own in Redis, MongoDB
+    and RabbitMQ (its caches and events must not mix with the session app's)."""
+    suffix = f"_{label}_{uuid.uuid4().hex[:6]}"
+    return dict(namespace=f"pulse-test-{RUN_ID}{suffix}", mongo_db=f"pulse_test_{RUN_ID}{suffix}",
+                amqp_url=make_amqp_vhost(suffix))
 
 
 @pytest.fixture(scope="session")

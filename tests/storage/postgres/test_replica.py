@@ -13,31 +13,19 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.conftest import Api, PostgresCluster, run_sync
+from tests.conftest import Api, PostgresCluster, create_cluster_database, own_namespaces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def create_database(cluster: PostgresCluster, name: str) -> None:
-    conn = await asyncpg.connect(cluster.dsn("primary"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')  # name is ours
-    finally:
-        await conn.close()
-    await cluster.wait_replayed()
-
-
-def cluster_overrides(cluster: PostgresCluster, make_amqp_vhost, *, replica: bool = True) -> dict:
-    """Settings for an app on the cluster, with namespaces of its own in the other stores
-    (its events and caches must not mix with the session app's)."""
-    suffix = uuid.uuid4().hex[:6]
-    database = f"pulse_cluster_{suffix}"
+def cluster_overrides(cluster: PostgresCluster, make_amqp_vhost) -> tuple[dict, str]:
+    """Settings for an app on a fresh database of the cluster (primary + replica)."""
+    database = f"pulse_cluster_{uuid.uuid4().hex[:6]}"
+    create_cluster_database(cluster, database)
     return dict(
+        own_namespaces(make_amqp_vhost, "replica"),
         postgres_dsn=cluster.dsn("primary", database),
-        postgres_replica_dsn=cluster.dsn("replica", database) if replica else None,
-        amqp_url=make_amqp_vhost(f"_cluster_{suffix}"),
-        namespace=f"pulse-cluster-{suffix}",
-        mongo_db=f"pulse_cluster_{suffix}",
+        postgres_replica_dsn=cluster.dsn("replica", database),
         pg_connect_timeout_seconds=1.0,
         pg_acquire_timeout_seconds=1.0,
     ), database
@@ -59,7 +47,6 @@ def cluster_app(pg_cluster, make_amqp_vhost, start_app):
     """Starts app instances on the cluster's database (primary + replica): ``async with
     cluster_app() as api``; ``cluster_app.database`` names the database."""
     overrides, database = cluster_overrides(pg_cluster, make_amqp_vhost)
-    run_sync(create_database(pg_cluster, database))
 
     def start(**more):
         return start_app(**{**overrides, **more})
