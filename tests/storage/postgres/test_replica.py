@@ -1,5 +1,5 @@
 """A real streaming replica (pg_basebackup -R) behind the app: lag-tolerant reads go to
-the replica, read-your-own-writes reads go to the primary, and the app keeps serving from
+the replica (others' profiles, post lists), read-your-own-writes reads go to the primary, and the app keeps serving from
 the primary while the replica is down (/readyz says "degraded", still 200).
 
 Routing is proven by pausing WAL replay on the replica: a change committed on the primary
@@ -97,6 +97,11 @@ async def test_lag_tolerant_reads_use_the_replica_and_own_reads_the_primary(pg_c
             # change yet (replay is paused) — the old name proves where it was read.
             status, seen_by_bob, _ = await api.request("GET", f"/users/{alice.id}", token=bob.token)
             assert status == 200 and seen_by_bob["display_name"] == alice.user["display_name"]
+            # Post lists too: the post is committed on the primary, not yet in the list.
+            status, post, _ = await api.request("POST", "/posts", token=alice.token, json={"body": "fresh"})
+            assert status == 201
+            status, listed, _ = await api.request("GET", f"/users/{alice.id}/posts", token=bob.token)
+            assert status == 200 and post["id"] not in [p["id"] for p in listed["items"]]
         finally:
             await set_replay_paused(pg_cluster, False)
 
@@ -111,6 +116,8 @@ async def test_lag_tolerant_reads_use_the_replica_and_own_reads_the_primary(pg_c
         finally:
             await replica.close()
         assert name == "Alice Renamed"  # the replica catches up once replay resumes
+        status, listed, _ = await api.request("GET", f"/users/{alice.id}/posts", token=bob.token)
+        assert status == 200 and post["id"] in [p["id"] for p in listed["items"]]
 
 
 async def test_replica_down_reads_fall_back_to_the_primary_and_readyz_is_degraded(pg_cluster, cluster_app):
