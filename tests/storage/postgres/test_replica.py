@@ -1,6 +1,7 @@
 """A real streaming replica (pg_basebackup -R) behind the app: lag-tolerant reads go to
-the replica (others' profiles, post lists), read-your-own-writes reads go to the primary, and the app keeps serving from
-the primary while the replica is down (/readyz says "degraded", still 200).
+the replica (others' profiles, post lists), read-your-own-writes reads go to the primary,
+and the app keeps serving from the primary while the replica is down (/readyz says
+"degraded", still 200).
 
 Routing is proven by pausing WAL replay on the replica: a change committed on the primary
 is then visible on the primary only, so which value a request returns shows where it read.
