@@ -9,17 +9,26 @@ from aiohttp import web
 
 from api.middleware import metrics_middleware, problem_middleware
 from api.routes import setup_routes
+from realtime.fanout import FanoutListener, RedisPusher
+from realtime.presence import InstancePresence
+from realtime.server import RealtimeServer
 from server import appkeys
 from server.config import Settings
+from server.events.bus import EventBus
+from server.events.consumers import build_consumers
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services
+from server.services.posts import PostsService
 from server.services.rate_limits import RateLimits
 from server.services.users import UsersService
 from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_until_done
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
+from storage.redis.offset_log import OffsetLog
+from storage.redis.popular import PopularPosts
+from storage.redis.presence import PresenceStore
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitCounters
 from storage.redis.sessions_cache import SessionsCache
@@ -34,12 +43,16 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     db = await Database.connect(settings)
     app[appkeys.DB] = db
     app[appkeys.METRICS].watch_pool(db.pool_stats)
+    app[appkeys.METRICS].watch_reads(db.read_stats)
 
     async def ping() -> None:
         async with db.connection() as conn:
             await conn.fetchval("SELECT 1")
 
     app[appkeys.READINESS_CHECKS]["postgres"] = ping
+    if settings.postgres_replica_dsn:
+        # Reported, never failing: without the replica, lag-tolerant reads go to the primary.
+        app[appkeys.OPTIONAL_READINESS_CHECKS]["postgres_replica"] = db.ping_replica
     yield
     await db.close()
 
@@ -78,6 +91,34 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await redis.aclose()
 
 
+async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Offset log, fan-out listener and presence heartbeat for the Socket.IO server;
+    provides PUSHER and PRESENCE for the services (so it runs before services_ctx)."""
+    settings = app[appkeys.SETTINGS]
+    redis = app[appkeys.REDIS]
+    keys = Keys(settings.namespace)
+    realtime = app[appkeys.REALTIME]
+    offset_log = OffsetLog(redis, keys, settings.offset_log_max_events, settings.offset_log_max_age_seconds)
+    presence = InstancePresence(PresenceStore(redis, keys, settings.presence_ttl_seconds), settings.instance_id)
+    listener = FanoutListener(settings, keys, realtime.deliver, realtime.catch_up)
+    realtime.start(offset_log, presence, listener)
+    app[appkeys.PUSHER] = RedisPusher(offset_log)
+    app[appkeys.PRESENCE] = presence
+    listener.start()
+    presence.start()
+    if not await listener.wait_subscribed(timeout=5 * settings.redis_timeout_seconds):
+        log.warning("fan-out not subscribed yet (Redis unavailable?); live events reach other instances once it is")
+    yield
+    await realtime.disconnect_all()  # normally done already by on_shutdown
+    await listener.stop()
+    await presence.stop()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    # On shutdown, before aiohttp waits for open connections: clients reconnect elsewhere.
+    await app[appkeys.REALTIME].disconnect_all()
+
+
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     redis = app[appkeys.REDIS]
@@ -88,8 +129,21 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
         rate_limits, passwords, settings,
     )
-    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits)
+    posts = PostsService(app[appkeys.DB], users, PopularPosts(redis, keys), settings)
+    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits, posts=posts)
     yield
+
+
+async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The outbox relay and the event consumers (when this process runs workers)."""
+    settings = app[appkeys.SETTINGS]
+    bus = EventBus(app[appkeys.DB], settings, build_consumers(app[appkeys.SERVICES]))
+    app[appkeys.EVENT_BUS] = bus
+    if bus.broker is not None:
+        app[appkeys.READINESS_CHECKS]["rabbitmq"] = bus.broker.check
+    await bus.start(run_workers=settings.run_workers)
+    yield
+    await bus.stop()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -100,6 +154,9 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
     app[appkeys.READINESS_CHECKS] = {}
-    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, services_ctx])
+    app[appkeys.OPTIONAL_READINESS_CHECKS] = {}
+    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, realtime_ctx, services_ctx, events_ctx])
     setup_routes(app)
+    app[appkeys.REALTIME] = RealtimeServer(app)  # Socket.IO at /socket.io
+    app.on_shutdown.append(_close_sockets)
     return app

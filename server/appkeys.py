@@ -10,9 +10,13 @@ if TYPE_CHECKING:
     from pymongo import AsyncMongoClient
     from pymongo.asynchronous.database import AsyncDatabase
 
+    from realtime.server import RealtimeServer
+
     from server.config import Settings
+    from server.events.bus import EventBus
     from server.metrics import Metrics
     from server.services import Services
+    from server.services.ports import Presence, Pusher
     from storage.postgres.pool import Database
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -24,5 +28,13 @@ MONGO_CLIENT: web.AppKey["AsyncMongoClient"] = web.AppKey("mongo_client")
 MONGO_DB: web.AppKey["AsyncDatabase"] = web.AppKey("mongo_db")
 REDIS: web.AppKey["aioredis.Redis"] = web.AppKey("redis")
 SERVICES: web.AppKey["Services"] = web.AppKey("services")
+EVENT_BUS: web.AppKey["EventBus"] = web.AppKey("event_bus")
 # Store name -> coroutine that raises when the store does not answer (for /readyz).
 READINESS_CHECKS: web.AppKey[dict[str, ReadinessCheck]] = web.AppKey("readiness_checks")
+# Socket.IO server (attached in create_app); Pusher and Presence (realtime_ctx) are
+# what the services use to reach sockets, set before services_ctx runs.
+REALTIME: web.AppKey["RealtimeServer"] = web.AppKey("realtime")
+PUSHER: web.AppKey["Pusher"] = web.AppKey("pusher")
+PRESENCE: web.AppKey["Presence"] = web.AppKey("presence")
+# Stores the app can do without (a read replica): /readyz reports them as "degraded", still 200.
+OPTIONAL_READINESS_CHECKS: web.AppKey[dict[str, ReadinessCheck]] = web.AppKey("optional_readiness_checks")

@@ -35,3 +35,28 @@ class Keys:
 
     def rate(self, bucket: str, subject: str) -> str:
         return f"{self.ns}:rl:{bucket}:{subject}"
+
+    def popular_posts(self) -> str:
+        """Sorted set: post id -> like count, for recent posts with likes."""
+        return f"{self.ns}:popular:likes"
+
+    def popular_posts_born(self) -> str:
+        """Sorted set: post id -> creation time (epoch seconds), to age posts out."""
+        return f"{self.ns}:popular:born"
+
+    def popular_posts_fresh(self) -> str:
+        """Present while the popular set is known to match PostgreSQL (rebuilt when gone)."""
+        return f"{self.ns}:popular:fresh"
+
+    # Real time (realtime/): per-user offset log, cross-instance fan-out, presence.
+    def offset_log(self, user_id: str) -> str:
+        return f"{self.ns}:rt:log:{user_id}"
+
+    def fanout_channel(self) -> str:
+        return f"{self.ns}:rt:fanout"
+
+    def presence_instances(self) -> str:
+        return f"{self.ns}:rt:presence:instances"
+
+    def presence_users(self, instance_key: str) -> str:
+        return f"{self.ns}:rt:presence:users:{instance_key}"
