@@ -360,13 +360,14 @@ async def measure_capacity(processes: Processes, stores: Stores, urls: dict[str,
 
 
 def profile_instance(processes: Processes, pid: int, seconds: int, out: Path):
-    """py-spy flame graph of a loaded instance, when py-spy is available."""
+    """py-spy collapsed stacks of a loaded instance (summarised in the report; feed the file
+    to flamegraph.pl or speedscope.app for a picture), when py-spy is available."""
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if not py_spy:
         return None
     return processes.start("py-spy", [py_spy, "record", "--pid", str(pid), "--duration",
                                       str(seconds), "--rate", "50", "--nonblocking",
-                                      "--format", "speedscope", "--output", str(out)])
+                                      "--format", "raw", "--output", str(out)])
 
 
 async def run_locust(processes: Processes, urls: dict[str, str], args, seed_file: Path) -> float:
@@ -401,7 +402,7 @@ async def run_locust(processes: Processes, urls: dict[str, str], args, seed_file
             pid = next((p.pid for n, p in processes.children if n == "pulse-a"), None)
             if pid:
                 profiler = profile_instance(processes, pid, max(5, int(args.step_seconds) - 10),
-                                            RESULTS / "profile-pulse-a.speedscope.json") or False
+                                            RESULTS / report.PROFILE_RAW) or False
         await asyncio.sleep(1)
     return time.monotonic() - started
 

@@ -25,6 +25,8 @@ POOL_CSV = "pg_pool.csv"
 SAMPLES_CSV = "samples.csv"
 BASELINES_JSON = "baselines.json"
 RUN_JSON = "run.json"
+PROFILE_RAW = "profile-pulse-a.txt"
+OUR_CODE = ("server/", "api/", "storage/", "realtime/")
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,29 @@ def evaluate(targets: Iterable[Target], stats: list[EndpointStats],
     return results
 
 
+def profile_summary(path: Path, top: int = 12) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+    """From py-spy's collapsed stacks: (samples, top self-time frames, top frames of our
+    own code by inclusive time)."""
+    if not path.exists():
+        return 0, [], []
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            if any(part in frame for part in OUR_CODE) and "site-packages" not in frame:
+                inclusive[frame] = inclusive.get(frame, 0) + n
+    by_count = lambda d: sorted(d.items(), key=lambda kv: -kv[1])[:top]  # noqa: E731
+    return total, by_count(own), by_count(inclusive)
+
+
 # --- rendering ------------------------------------------------------------------------
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -409,6 +434,15 @@ def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list
     if baselines:
         lines += ["## Baselines and capacity (same machine, same run)", ""]
         lines += [f"- **{k}**: `{json.dumps(v)}`" for k, v in baselines.items()]
+        lines.append("")
+    total, self_time, ours = profile_summary(results_dir / PROFILE_RAW)
+    if total:
+        lines += ["## Profile of pulse-a under the highest step (py-spy)", "",
+                  f"{total} samples; raw stacks in `{PROFILE_RAW}`.", "",
+                  "| self time | frame |", "|---:|---|"]
+        lines += [f"| {100 * n / total:.1f} % | `{frame}` |" for frame, n in self_time]
+        lines += ["", "| inclusive | our code |", "|---:|---|"]
+        lines += [f"| {100 * n / total:.1f} % | `{frame}` |" for frame, n in ours]
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]

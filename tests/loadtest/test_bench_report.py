@@ -257,3 +257,16 @@ def test_steps_judged_on_steady_windows(tmp_path, targets_file):
     text = path.read_text()
     assert "## Load steps (steady state)" in text
     assert "| 1 | 10 |" in text and "| 2 | 20 |" in text
+
+
+def test_profile_summary_from_collapsed_stacks(tmp_path):
+    path = tmp_path / "profile.txt"
+    path.write_text(
+        "main (run.py:1);handle (api/posts.py:10);fetch (asyncpg/pool.py:5) 6\n"
+        "main (run.py:1);handle (api/posts.py:10);dumps (orjson:0) 3\n"
+        "main (run.py:1);select (selectors.py:1) 1\n")
+    total, self_time, ours = report.profile_summary(path)
+    assert total == 10
+    assert self_time[0] == ("fetch (asyncpg/pool.py:5)", 6)
+    assert ours == [("handle (api/posts.py:10)", 9)]
+    assert report.profile_summary(tmp_path / "missing.txt") == (0, [], [])
