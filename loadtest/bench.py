@@ -366,7 +366,7 @@ def profile_instance(processes: Processes, pid: int, seconds: int, out: Path):
     if not py_spy:
         return None
     return processes.start("py-spy", [py_spy, "record", "--pid", str(pid), "--duration",
-                                      str(seconds), "--rate", "50", "--nonblocking",
+                                      str(seconds), "--rate", "50", "--nonblocking", "--nolineno",
                                       "--format", "raw", "--output", str(out)])
 
 
