@@ -14,6 +14,7 @@ from server.config import Settings
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services
+from server.services.events import EventsService
 from server.services.rate_limits import RateLimits
 from server.services.users import UsersService
 from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_until_done
@@ -88,7 +89,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
         rate_limits, passwords, settings,
     )
-    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits)
+    events = EventsService(app[appkeys.DB], users)
+    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits, events=events)
     yield
 
 
