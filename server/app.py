@@ -16,6 +16,7 @@ from server.security import Passwords
 from server.services import Services
 from server.services.events import EventsService
 from server.services.rate_limits import RateLimits
+from server.services.social import SocialService
 from server.services.users import UsersService
 from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_until_done
 from storage.postgres.migrate import apply_migrations
@@ -90,7 +91,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         rate_limits, passwords, settings,
     )
     events = EventsService(app[appkeys.DB], users)
-    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits, events=events)
+    social = SocialService(app[appkeys.DB], users)
+    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits, events=events, social=social)
     yield
 
 

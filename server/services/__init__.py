@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from server.services.events import EventsService
     from server.services.rate_limits import RateLimits
+    from server.services.social import SocialService
     from server.services.users import UsersService
 
 
@@ -15,3 +16,4 @@ class Services:
     users: "UsersService"
     rate_limits: "RateLimits"
     events: "EventsService"
+    social: "SocialService"
