@@ -99,6 +99,8 @@ class Settings:
 
     # Feeds.
     feed_max_items: int = 800
+    # A feed nobody reads or writes for this long is evicted (rebuilt on the next read).
+    feed_ttl_seconds: int = 7 * 24 * 3600
     popular_window_hours: int = 48
 
     # Real time.

@@ -35,3 +35,7 @@ class Keys:
 
     def rate(self, bucket: str, subject: str) -> str:
         return f"{self.ns}:rl:{bucket}:{subject}"
+
+    def feed(self, user_id: str) -> str:
+        """A user's home feed: sorted set of ``author_id:post_id`` by creation time."""
+        return f"{self.ns}:feed:{user_id}"
