@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from server.services.events import EventsService
+    from server.services.feed import FeedService
+    from server.services.posts import PostsService
     from server.services.rate_limits import RateLimits
     from server.services.social import SocialService
     from server.services.users import UsersService
@@ -15,5 +17,7 @@ if TYPE_CHECKING:
 class Services:
     users: "UsersService"
     rate_limits: "RateLimits"
-    events: "EventsService"
+    posts: "PostsService"
     social: "SocialService"
+    feed: "FeedService"
+    events: "EventsService"

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.cursors import decode_cursor, page
+from server.pagination import decode_cursor, encode_cursor, page
 from server.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from server.services.users import UsersService, parse_uuid
 from server.timefmt import iso, utcnow
@@ -94,9 +94,10 @@ class EventsService:
         after = decode_cursor(cursor, datetime, UUID)
         async with self.db.read(lag_ok=True) as conn:
             rows = await self.events.list_upcoming(conn, start=start, end=end, after=after, limit=limit + 1)
-            rows, next_cursor = page(rows, limit, lambda r: (r["starts_at"], r["id"]))
-            mine = await self.rsvps.get_statuses(conn, [r["id"] for r in rows], UUID(viewer_id)) if rows else {}
-        return {"items": [event_dict(r, mine.get(r["id"])) for r in rows], "next_cursor": next_cursor}
+            shown = [r["id"] for r in rows[:limit]]
+            mine = await self.rsvps.get_statuses(conn, shown, UUID(viewer_id)) if shown else {}
+        return page(rows, limit, lambda r: encode_cursor(r["starts_at"], r["id"]),
+                    lambda r: event_dict(r, mine.get(r["id"])))
 
     async def update(self, user_id: str, event_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         eid = _event_id(event_id)
@@ -182,11 +183,11 @@ class EventsService:
             if await self.events.get(conn, eid) is None:
                 raise NotFound(NO_SUCH_EVENT)
             rows = await self.rsvps.list_attendees(conn, eid, after=after, limit=limit + 1)
-        rows, next_cursor = page(rows, limit, lambda r: (r["created_at"], r["user_id"]))
-        profiles = await self.users_service.get_public_many([str(r["user_id"]) for r in rows])
-        items = [{"user": profiles[str(r["user_id"])], "status": r["status"]}
-                 for r in rows if str(r["user_id"]) in profiles]
-        return {"items": items, "next_cursor": next_cursor}
+        result = page(rows, limit, lambda r: encode_cursor(r["created_at"], r["user_id"]))
+        profiles = await self.users_service.get_public_many([str(r["user_id"]) for r in result["items"]])
+        result["items"] = [{"user": profiles[str(r["user_id"])], "status": r["status"]}
+                           for r in result["items"] if str(r["user_id"]) in profiles]
+        return result
 
     # --- for the privacy context --------------------------------------------------------
 

@@ -14,12 +14,10 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from server.cursors import decode_cursor, encode_cursor
 from server.errors import FieldError, ValidationFailed
 from server.events.types import Consumer, DomainEvent
+from server.pagination import decode_cursor, encode_cursor
 from server.services.social import SocialService
-from storage.postgres.pool import Database
-from storage.postgres.repos.timeline import TimelineRepo
 from storage.redis.feeds import FeedStore
 
 # Names a durable queue and the processed-events record: never change it.
@@ -28,8 +26,13 @@ FEED_EVENTS = ("post.created", "post.deleted", "user.followed", "user.unfollowed
 
 
 class PostsReader(Protocol):
+    """What the feed needs of the posts context (``PostsService``)."""
+
     async def get_many(self, viewer_id: str, post_ids: list[str]) -> list[dict[str, Any]]:
         """API ``post`` dicts in the order asked, missing or hidden ones left out."""
+
+    async def recent_ids_by_authors(self, author_ids: list[str], limit: int) -> list[tuple[str, str, datetime]]:
+        """(post id, author id, created_at) of these authors' newest posts, newest first."""
 
 
 def _score(moment: datetime | str) -> float:
@@ -39,14 +42,11 @@ def _score(moment: datetime | str) -> float:
 
 
 class FeedService:
-    def __init__(self, db: Database, store: FeedStore, social: SocialService, posts: PostsReader,
-                 *, max_items: int) -> None:
-        self.db = db
+    def __init__(self, store: FeedStore, social: SocialService, posts: PostsReader, *, max_items: int) -> None:
         self.store = store
         self.social = social
         self.posts = posts
         self.max_items = max_items
-        self.timeline = TimelineRepo()
 
     # --- reading --------------------------------------------------------------------
 
@@ -65,10 +65,10 @@ class FeedService:
 
     async def rebuild(self, user_id: str) -> None:
         """Fills a cold feed from PostgreSQL (merging with anything fanned out meanwhile)."""
-        async with self.db.read(lag_ok=True) as conn:
-            rows = await self.timeline.newest_posts_for(conn, UUID(user_id), self.max_items)
-        await self.store.merge(user_id, [(str(r["author_id"]), str(r["id"]), _score(r["created_at"])) for r in rows],
-                               built=True)
+        authors = [*await self.social.followee_ids(user_id), user_id]
+        rows = await self.posts.recent_ids_by_authors(authors, self.max_items)
+        await self.store.merge(user_id, [(author_id, post_id, _score(created_at))
+                                         for post_id, author_id, created_at in rows], built=True)
 
     @staticmethod
     def _decode(cursor: str | None) -> tuple[str, str] | None:
@@ -102,8 +102,6 @@ class FeedService:
                 await self.store.remove_author(p["follower_id"], p["followee_id"])
         elif event.type == "user.followed":
             if await self.social.is_following(p["follower_id"], p["followee_id"]):
-                async with self.db.read() as conn:
-                    rows = await self.timeline.newest_posts_by(conn, UUID(p["followee_id"]), self.max_items)
-                await self.store.merge(
-                    p["follower_id"], [(p["followee_id"], str(r["id"]), _score(r["created_at"])) for r in rows],
-                    built=False)
+                rows = await self.posts.recent_ids_by_authors([p["followee_id"]], self.max_items)
+                await self.store.merge(p["follower_id"], [(author_id, post_id, _score(created_at))
+                                                          for post_id, author_id, created_at in rows], built=False)

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.cursors import decode_cursor, page
+from server.pagination import decode_cursor, encode_cursor, page
 from server.errors import FieldError, NotFound, ValidationFailed
 from server.services.users import UsersService, parse_uuid
 from server.timefmt import iso
@@ -138,7 +138,7 @@ class SocialService:
             if uid is None or await self.users.get_by_id(conn, uid) is None:
                 raise NotFound(NO_SUCH_USER)
             rows = await fetch(conn, uid, after=after, limit=limit + 1)
-        rows, next_cursor = page(rows, limit, lambda r: (r["created_at"], r["user_id"]))
-        profiles = await self.users_service.get_public_many([str(r["user_id"]) for r in rows])
-        return {"items": [profiles[str(r["user_id"])] for r in rows if str(r["user_id"]) in profiles],
-                "next_cursor": next_cursor}
+        result = page(rows, limit, lambda r: encode_cursor(r["created_at"], r["user_id"]))
+        profiles = await self.users_service.get_public_many([str(r["user_id"]) for r in result["items"]])
+        result["items"] = [profiles[str(r["user_id"])] for r in result["items"] if str(r["user_id"]) in profiles]
+        return result

@@ -36,6 +36,18 @@ class Keys:
     def rate(self, bucket: str, subject: str) -> str:
         return f"{self.ns}:rl:{bucket}:{subject}"
 
+    def popular_posts(self) -> str:
+        """Sorted set: post id -> like count, for recent posts with likes."""
+        return f"{self.ns}:popular:likes"
+
+    def popular_posts_born(self) -> str:
+        """Sorted set: post id -> creation time (epoch seconds), to age posts out."""
+        return f"{self.ns}:popular:born"
+
+    def popular_posts_fresh(self) -> str:
+        """Present while the popular set is known to match PostgreSQL (rebuilt when gone)."""
+        return f"{self.ns}:popular:fresh"
+
     def feed(self, user_id: str) -> str:
         """A user's home feed: sorted set of ``author_id:post_id`` by creation time."""
         return f"{self.ns}:feed:{user_id}"

@@ -11,8 +11,6 @@ import redis.asyncio as aioredis
 from storage.redis.client import Keys
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-# TODO(merge): remove once the posts context (wt-social-posts) is on this branch.
-pytest.importorskip("server.services.posts", reason="the posts context has not landed on this branch yet")
 
 # The contract: a new post appears in followers' feeds within 2 seconds.
 FEED_DELAY_SECONDS = 2.0
