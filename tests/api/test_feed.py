@@ -2,18 +2,18 @@
 cold-feed rebuilds, pagination and bad input."""
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 import redis.asyncio as aioredis
 
 from storage.redis.client import Keys
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 # The contract: a new post appears in followers' feeds within 2 seconds.
 FEED_DELAY_SECONDS = 2.0
+# Removals (unfollow, delete) and follow back-fills are eventual, with no promised bound.
+SETTLE_SECONDS = 10.0
 
 
 def is_problem(status, body, resp, expected: int) -> None:
@@ -34,16 +34,6 @@ async def feed_ids(api, acct, limit=100):
     return [p["id"] for p in body["items"]]
 
 
-async def until(check, within=FEED_DELAY_SECONDS):
-    """Polls ``check`` (an async predicate) until true or the deadline; returns the last result."""
-    deadline = time.monotonic() + within
-    while True:
-        ok = await check()
-        if ok or time.monotonic() > deadline:
-            return ok
-        await asyncio.sleep(0.05)
-
-
 async def follow(api, follower, followee):
     status, body, _ = await api.request("PUT", f"/users/{followee.id}/follow", token=follower.token)
     assert status == 200, body
@@ -55,8 +45,8 @@ async def test_new_post_reaches_followers_and_author_within_the_window(api):
     # warm the feeds first, so the post must arrive by fan-out, not by a rebuild
     assert await feed_ids(api, fan) == [] and await feed_ids(api, author) == []
     created = await post(api, author, "fresh news")
-    assert await until(lambda: _has(api, fan, created["id"]))
-    assert await until(lambda: _has(api, author, created["id"]))
+    await eventually(lambda: _has(api, fan, created["id"]), timeout=FEED_DELAY_SECONDS)
+    await eventually(lambda: _has(api, author, created["id"]), timeout=FEED_DELAY_SECONDS)
     status, body, _ = await api.request("GET", "/feed", token=fan.token)
     item = body["items"][0]
     assert item["id"] == created["id"] and item["body"] == "fresh news"
@@ -75,7 +65,7 @@ async def test_feed_is_newest_first_and_pages_each_post_once(api):
     made = []
     for i in range(7):
         made.append((await post(api, (author, other, fan)[i % 3], f"post {i}"))["id"])
-    assert await until(lambda: _has_all(api, fan, made))
+    await eventually(lambda: _has_all(api, fan, made), timeout=FEED_DELAY_SECONDS)
     seen, cursor = [], None
     while True:
         status, body, _ = await api.request(
@@ -99,7 +89,7 @@ async def test_unfollow_removes_the_authors_posts(api):
     await follow(api, fan, kept)
     dropped = [(await post(api, author))["id"] for _ in range(2)]
     stays = (await post(api, kept))["id"]
-    assert await until(lambda: _has_all(api, fan, [*dropped, stays]))
+    await eventually(lambda: _has_all(api, fan, [*dropped, stays]), timeout=FEED_DELAY_SECONDS)
     status, _, _ = await api.request("DELETE", f"/users/{author.id}/follow", token=fan.token)
     assert status == 200
 
@@ -107,7 +97,7 @@ async def test_unfollow_removes_the_authors_posts(api):
         ids = await feed_ids(api, fan)
         return stays in ids and not set(dropped) & set(ids)
 
-    assert await until(gone)
+    await eventually(gone, timeout=SETTLE_SECONDS)
 
 
 async def test_follow_brings_in_the_followees_recent_posts(api):
@@ -115,20 +105,20 @@ async def test_follow_brings_in_the_followees_recent_posts(api):
     earlier = (await post(api, author, "before you came"))["id"]
     assert await feed_ids(api, fan) == []  # built, and empty
     await follow(api, fan, author)
-    assert await until(lambda: _has(api, fan, earlier))
+    await eventually(lambda: _has(api, fan, earlier), timeout=SETTLE_SECONDS)
 
 
 async def test_deleted_post_disappears_from_feeds(api):
     author, fan = await api.register("da"), await api.register("df")
     await follow(api, fan, author)
     doomed = (await post(api, author))["id"]
-    assert await until(lambda: _has(api, fan, doomed))
+    await eventually(lambda: _has(api, fan, doomed), timeout=FEED_DELAY_SECONDS)
     status, _, _ = await api.request("DELETE", f"/posts/{doomed}", token=author.token)
     assert status == 204
     # at once (the read drops posts that no longer exist) ...
     assert doomed not in await feed_ids(api, fan)
     # ... and out of the stored feed soon after
-    assert await until(lambda: _not_stored(api, fan, doomed))
+    await eventually(lambda: _not_stored(api, fan, doomed), timeout=SETTLE_SECONDS)
 
 
 async def _not_stored(api, acct, post_id):
@@ -140,7 +130,7 @@ async def test_cold_feed_is_rebuilt_from_postgres(api, settings, redis_url):
     await follow(api, fan, author)
     made = [(await post(api, author, f"c{i}"))["id"] for i in range(3)]
     own = (await post(api, fan, "mine"))["id"]
-    assert await until(lambda: _has_all(api, fan, [*made, own]))
+    await eventually(lambda: _has_all(api, fan, [*made, own]), timeout=FEED_DELAY_SECONDS)
     redis = aioredis.from_url(redis_url)
     try:
         await redis.delete(Keys(settings.namespace).feed(fan.id))  # evicted
