@@ -14,6 +14,8 @@ from server.config import Settings
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services
+from server.services.messaging import MessagingService
+from server.services.notifications import NotificationsService
 from server.services.rate_limits import RateLimits
 from server.services.users import UsersService
 from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_until_done
@@ -51,10 +53,10 @@ async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.MONGO_DB] = db
     retry: asyncio.Task | None = None
     try:
-        await ensure_indexes(db)
+        await ensure_indexes(db, settings)
     except Exception as exc:  # noqa: BLE001 - MongoDB down must not stop the REST API
         log.warning("MongoDB unavailable at start (%s); chat and notifications answer 503 until it is back", exc)
-        retry = asyncio.create_task(ensure_indexes_until_done(db))
+        retry = asyncio.create_task(ensure_indexes_until_done(db, settings))
 
     async def ping() -> None:
         await client.admin.command("ping")
@@ -88,7 +90,12 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
         rate_limits, passwords, settings,
     )
-    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits)
+    # The real-time layer gives these their Pusher and Presence (attributes ``pusher``,
+    # ``presence``); until then messages and notifications are stored, not pushed.
+    notifications = NotificationsService(app[appkeys.MONGO_DB], users)
+    messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications)
+    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits, notifications=notifications,
+                                     messaging=messaging)
     yield
 
 

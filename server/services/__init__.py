@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from server.services.messaging import MessagingService
+    from server.services.notifications import NotificationsService
     from server.services.rate_limits import RateLimits
     from server.services.users import UsersService
 
@@ -13,3 +15,5 @@ if TYPE_CHECKING:
 class Services:
     users: "UsersService"
     rate_limits: "RateLimits"
+    notifications: "NotificationsService"
+    messaging: "MessagingService"
