@@ -29,8 +29,8 @@ def create_mongo(settings: Settings) -> tuple[AsyncMongoClient, AsyncDatabase]:
     return client, client[settings.mongo_db]
 
 
-# IndexOptionsConflict: an index of that name exists with other options.
-_INDEX_OPTIONS_CONFLICT = 85
+# IndexOptionsConflict / IndexKeySpecsConflict: an index of that name exists with other options.
+_INDEX_CONFLICTS = (85, 86)
 
 
 async def ensure_indexes(db: AsyncDatabase, settings: Settings) -> None:
@@ -38,7 +38,7 @@ async def ensure_indexes(db: AsyncDatabase, settings: Settings) -> None:
         try:
             await db[collection].create_index(keys, **options)
         except OperationFailure as exc:
-            if exc.code != _INDEX_OPTIONS_CONFLICT or "expireAfterSeconds" not in options:
+            if exc.code not in _INDEX_CONFLICTS or "expireAfterSeconds" not in options:
                 raise
             # A changed TTL setting: adjust the existing index in place.
             await db.command("collMod", collection, index={

@@ -99,6 +99,16 @@ async def test_conversation_endpoints_need_auth_and_json(api):
                                   headers={"Content-Type": "text/plain"}), 415)
     is_problem(*await api.request("POST", "/conversations", token=a.token, data=b"{nope",
                                   headers={"Content-Type": "application/json"}), 400)
+    conv = await conversation(api, a, b)
+    path = f"/conversations/{conv['id']}/messages"
+    is_problem(*await api.request("POST", path, json={"body": "x", "client_id": "k"}), 401)
+    is_problem(*await api.request("POST", path, token=a.token, data=b'{"body": "x"}',
+                                  headers={"Content-Type": "text/plain"}), 415)
+    is_problem(*await api.request("POST", path, token=a.token, json={"body": "x" * 70000, "client_id": "k"}), 413)
+    is_problem(*await api.request("POST", f"/conversations/{conv['id']}/read", token=a.token, data=b"[]",
+                                  headers={"Content-Type": "application/json"}), 400)
+    status, history, _ = await api.request("GET", path, token=a.token)
+    assert status == 200 and history["items"] == []
 
 
 async def test_non_members_get_404_everywhere(api):
