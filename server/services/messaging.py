@@ -13,6 +13,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from server.cursors import page
 from server.errors import FieldError, NotFound, ValidationFailed
 from server.services.notifications import NotificationsService
 from server.services.ports import Presence, Pusher
@@ -20,7 +21,7 @@ from server.services.users import UsersService, parse_uuid
 from server.timefmt import iso
 from storage.mongo.conversations import ConversationsRepo
 from storage.mongo.messages import MessagesRepo
-from storage.mongo.values import decode_keyset, encode_keyset, mongo_now, parse_object_id
+from storage.mongo.values import decode_keyset, keyset_key, mongo_now, parse_object_id
 
 log = logging.getLogger("pulse.messaging")
 
@@ -137,10 +138,7 @@ class MessagingService:
 
     async def list_conversations(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
         docs = await self.conversations.list_for_member(user_id, limit + 1, decode_keyset(cursor))
-        next_cursor = None
-        if len(docs) > limit:
-            docs = docs[:limit]
-            next_cursor = encode_keyset(docs[-1]["lastActivityAt"], docs[-1]["_id"])
+        docs, next_cursor = page(docs, limit, keyset_key("lastActivityAt"))
         items = await asyncio.gather(*(self._conversation_for(d, user_id) for d in docs))
         return {"items": list(items), "next_cursor": next_cursor}
 
@@ -165,10 +163,9 @@ class MessagingService:
                                        [FieldError("before", "not a message of this conversation")])
             start = (anchor["createdAt"], anchor["_id"])
         docs = await self.messages.history(conversation_id, limit + 1, start)
-        next_cursor = None
-        if len(docs) > limit:
-            docs = docs[:limit]
-            next_cursor = str(docs[-1]["_id"])
+        # The next page starts before this page's oldest message: its id is the cursor.
+        next_cursor = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
+        docs = docs[:limit]
         return {"items": [message_dict(d) for d in docs], "next_cursor": next_cursor}
 
     async def send_message(

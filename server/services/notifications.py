@@ -14,7 +14,8 @@ from server.services.ports import Pusher
 from server.services.users import UsersService
 from server.timefmt import iso
 from storage.mongo.notifications import NotificationsRepo
-from storage.mongo.values import decode_keyset, encode_keyset, mongo_now, parse_object_id
+from server.cursors import page
+from storage.mongo.values import decode_keyset, keyset_key, mongo_now, parse_object_id
 
 log = logging.getLogger("pulse.notifications")
 
@@ -49,10 +50,7 @@ class NotificationsService:
     async def list(self, user_id: str, *, unread_only: bool, limit: int, cursor: str | None) -> dict[str, Any]:
         docs = await self.notifications.list_for_user(user_id, unread_only=unread_only, limit=limit + 1,
                                                       after=decode_keyset(cursor))
-        next_cursor = None
-        if len(docs) > limit:
-            docs = docs[:limit]
-            next_cursor = encode_keyset(docs[-1]["createdAt"], docs[-1]["_id"])
+        docs, next_cursor = page(docs, limit, keyset_key("createdAt"))
         return {"items": [notification_dict(d) for d in docs], "next_cursor": next_cursor}
 
     async def unread_count(self, user_id: str) -> int:

@@ -11,7 +11,8 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+
+from storage.mongo.values import insert_unique, older_than
 
 
 class ConversationsRepo:
@@ -20,11 +21,7 @@ class ConversationsRepo:
 
     async def insert(self, doc: dict[str, Any]) -> bool:
         """False when a direct conversation for the same pair exists already."""
-        try:
-            await self.collection.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+        return await insert_unique(self.collection, doc)
 
     async def get_for_member(self, conversation_id: ObjectId, user_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": conversation_id, "memberIds": user_id})
@@ -38,8 +35,7 @@ class ConversationsRepo:
         """Most recent activity first; ``after`` is the (lastActivityAt, _id) of the previous page's last."""
         query: dict[str, Any] = {"memberIds": user_id}
         if after is not None:
-            at, oid = after
-            query["$or"] = [{"lastActivityAt": {"$lt": at}}, {"lastActivityAt": at, "_id": {"$lt": oid}}]
+            query.update(older_than("lastActivityAt", *after))
         cursor = self.collection.find(query).sort([("lastActivityAt", -1), ("_id", -1)]).limit(limit)
         return await cursor.to_list(None)
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+
+from storage.mongo.values import insert_unique, newer_than, older_than
 
 
 class MessagesRepo:
@@ -19,11 +20,7 @@ class MessagesRepo:
 
     async def insert(self, doc: dict[str, Any]) -> bool:
         """False when the sender already stored a message with this client id."""
-        try:
-            await self.collection.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+        return await insert_unique(self.collection, doc)
 
     async def get_by_client_id(self, sender_id: str, client_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"senderId": sender_id, "clientId": client_id})
@@ -37,8 +34,7 @@ class MessagesRepo:
         """Newest first; ``before`` is the (createdAt, _id) of a message to page back from."""
         query: dict[str, Any] = {"conversationId": conversation_id}
         if before is not None:
-            at, oid = before
-            query["$or"] = [{"createdAt": {"$lt": at}}, {"createdAt": at, "_id": {"$lt": oid}}]
+            query.update(older_than("createdAt", *before))
         cursor = self.collection.find(query).sort([("createdAt", -1), ("_id", -1)]).limit(limit)
         return await cursor.to_list(None)
 
@@ -48,6 +44,5 @@ class MessagesRepo:
         """Messages from others after the member's read position (all of them without one)."""
         query: dict[str, Any] = {"conversationId": conversation_id, "senderId": {"$ne": user_id}}
         if read_up_to is not None:
-            at, oid = read_up_to
-            query["$or"] = [{"createdAt": {"$gt": at}}, {"createdAt": at, "_id": {"$gt": oid}}]
+            query.update(newer_than("createdAt", *read_up_to))
         return await self.collection.count_documents(query)

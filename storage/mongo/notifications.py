@@ -13,7 +13,8 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+
+from storage.mongo.values import insert_unique, older_than
 
 
 class NotificationsRepo:
@@ -22,11 +23,7 @@ class NotificationsRepo:
 
     async def insert(self, doc: dict[str, Any]) -> bool:
         """False when the user already has a notification from the same source."""
-        try:
-            await self.collection.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+        return await insert_unique(self.collection, doc)
 
     async def list_for_user(
         self, user_id: str, *, unread_only: bool, limit: int, after: tuple[datetime, ObjectId] | None,
@@ -35,8 +32,7 @@ class NotificationsRepo:
         if unread_only:
             query["read"] = False
         if after is not None:
-            at, oid = after
-            query["$or"] = [{"createdAt": {"$lt": at}}, {"createdAt": at, "_id": {"$lt": oid}}]
+            query.update(older_than("createdAt", *after))
         cursor = self.collection.find(query).sort([("createdAt", -1), ("_id", -1)]).limit(limit)
         return await cursor.to_list(None)
 

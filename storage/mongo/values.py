@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from typing import Any
+
 from bson import ObjectId
 from bson.errors import InvalidId
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
-from server.cursors import decode_cursor, encode_cursor
+from server.cursors import decode_cursor
 from server.errors import FieldError, ValidationFailed
 from server.timefmt import utcnow
 
@@ -28,8 +32,29 @@ def parse_object_id(value: object) -> ObjectId | None:
         return None
 
 
-def encode_keyset(moment: datetime, oid: ObjectId) -> str:
-    return encode_cursor(moment, str(oid))
+async def insert_unique(collection: AsyncCollection, doc: dict[str, Any]) -> bool:
+    """Insert ``doc``; False when a unique index says an equal one is stored already."""
+    try:
+        await collection.insert_one(doc)
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+def older_than(field: str, moment: datetime, oid: ObjectId) -> dict[str, Any]:
+    """Filter: documents before (``moment``, ``oid``) in (``field``, _id) order, i.e.
+    the next ones of a newest-first list."""
+    return {"$or": [{field: {"$lt": moment}}, {field: moment, "_id": {"$lt": oid}}]}
+
+
+def newer_than(field: str, moment: datetime, oid: ObjectId) -> dict[str, Any]:
+    """Filter: documents after (``moment``, ``oid``) in (``field``, _id) order."""
+    return {"$or": [{field: {"$gt": moment}}, {field: moment, "_id": {"$gt": oid}}]}
+
+
+def keyset_key(field: str):
+    """The keyset of a document for ``server.cursors.page``: (``field``, _id as hex)."""
+    return lambda doc: (doc[field], str(doc["_id"]))
 
 
 def decode_keyset(cursor: str | None) -> tuple[datetime, ObjectId] | None:
