@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
 
 from server.cursors import page
 from server.errors import FieldError, NotFound, ValidationFailed
@@ -53,7 +54,7 @@ def _read_position(doc: dict[str, Any], user_id: str) -> dict[str, Any] | None:
 
 class MessagingService:
     def __init__(
-        self, mongo, users: UsersService, notifications: NotificationsService,
+        self, mongo: AsyncDatabase, users: UsersService, notifications: NotificationsService,
         pusher: Pusher | None = None, presence: Presence | None = None,
     ) -> None:
         self.conversations = ConversationsRepo(mongo)
