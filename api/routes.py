@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import messaging, notifications, users
+from api import messaging, notifications, posts, users
 from api.http import Endpoint, make_aiohttp_handler
 from api.ops import add_ops_routes
 
-ROUTERS = [users.router, messaging.router, notifications.router]
+ROUTERS = [users.router, posts.router, messaging.router, notifications.router]
 
 
 def all_endpoints() -> list[Endpoint]:

@@ -11,17 +11,21 @@ from api.middleware import metrics_middleware, problem_middleware
 from api.routes import setup_routes
 from server import appkeys
 from server.config import Settings
+from server.events.bus import EventBus
+from server.events.consumers import build_consumers
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services
 from server.services.messaging import MessagingService
 from server.services.notifications import NotificationsService
+from server.services.posts import PostsService
 from server.services.rate_limits import RateLimits
 from server.services.users import UsersService
 from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_until_done
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
+from storage.redis.popular import PopularPosts
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitCounters
 from storage.redis.sessions_cache import SessionsCache
@@ -90,13 +94,26 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
         rate_limits, passwords, settings,
     )
+    posts = PostsService(app[appkeys.DB], users, PopularPosts(redis, keys), settings)
     # The real-time layer gives these their Pusher and Presence (attributes ``pusher``,
     # ``presence``); until then messages and notifications are stored, not pushed.
     notifications = NotificationsService(app[appkeys.MONGO_DB], users)
     messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications)
-    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits, notifications=notifications,
-                                     messaging=messaging)
+    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits, posts=posts,
+                                     notifications=notifications, messaging=messaging)
     yield
+
+
+async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The outbox relay and the event consumers (when this process runs workers)."""
+    settings = app[appkeys.SETTINGS]
+    bus = EventBus(app[appkeys.DB], settings, build_consumers(app[appkeys.SERVICES]))
+    app[appkeys.EVENT_BUS] = bus
+    if bus.broker is not None:
+        app[appkeys.READINESS_CHECKS]["rabbitmq"] = bus.broker.check
+    await bus.start(run_workers=settings.run_workers)
+    yield
+    await bus.stop()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -107,6 +124,6 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
     app[appkeys.READINESS_CHECKS] = {}
-    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, services_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, services_ctx, events_ctx])
     setup_routes(app)
     return app

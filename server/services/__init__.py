@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from server.services.messaging import MessagingService
     from server.services.notifications import NotificationsService
+    from server.services.posts import PostsService
     from server.services.rate_limits import RateLimits
     from server.services.users import UsersService
 
@@ -15,5 +16,6 @@ if TYPE_CHECKING:
 class Services:
     users: "UsersService"
     rate_limits: "RateLimits"
+    posts: "PostsService"
     notifications: "NotificationsService"
     messaging: "MessagingService"

@@ -282,7 +282,8 @@ async def test_mongo_down_answers_503_while_users_work(start_app, api):
     from tests.conftest import free_port
 
     dead = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"
-    async with start_app(mongo_url=dead, mongo_timeout_ms=300) as down:
+    # No workers: this instance must not take (and fail) the shared queues' events.
+    async with start_app(mongo_url=dead, mongo_timeout_ms=300, run_workers=False) as down:
         acct = await down.register("md")
         other = await api.register("md")
         for method, path, body in [

@@ -8,6 +8,7 @@ import pytest
 from server import appkeys
 from server.events.types import DomainEvent
 from server.timefmt import iso, utcnow
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -22,18 +23,33 @@ def event(type_: str, **payload) -> DomainEvent:
     return DomainEvent(id=str(uuid.uuid4()), type=type_, payload=payload, created_at=iso(utcnow()))
 
 
+async def welcomed(api, prefix: str):
+    """A new account, once its welcome notification (from user.registered, through the
+    event bus) is there, so later notifications are the only other ones."""
+    acct = await api.register(prefix)
+
+    async def has_welcome():
+        items = (await api.request("GET", "/notifications", token=acct.token))[1]["items"]
+        return [n["type"] for n in items] == ["welcome"]
+
+    await eventually(has_welcome)
+    return acct
+
+
 async def liked(server, author, actor, post_id=None) -> None:
     await server.app[appkeys.SERVICES].notifications.handle(event(
         "post.liked", post_id=post_id or str(uuid.uuid4()), post_author_id=author.id, actor_id=actor.id))
 
 
 async def test_list_unread_filter_count_and_mark_read(api, server):
-    me, fan = await api.register("nl"), await api.register("nf")
+    me, fan = await welcomed(api, "nl"), await api.register("nf")
     post_id = str(uuid.uuid4())
+    status, welcome, _ = await api.request("POST", "/notifications/read-all", token=me.token)
+    assert status == 200 and welcome == {"updated": 1}
     for _ in range(3):
         await liked(server, me, fan, post_id)
-    status, listed, _ = await api.request("GET", "/notifications", token=me.token)
-    assert status == 200 and len(listed["items"]) == 3 and listed["next_cursor"] is None
+    status, listed, _ = await api.request("GET", "/notifications?limit=3", token=me.token)
+    assert status == 200 and len(listed["items"]) == 3 and listed["next_cursor"]
     first = listed["items"][0]
     assert first["type"] == "like" and first["read"] is False and first["created_at"].endswith("Z")
     assert first["metadata"] == {"post_id": post_id, "actor_id": fan.id}
@@ -58,7 +74,7 @@ async def test_list_unread_filter_count_and_mark_read(api, server):
 
 
 async def test_pagination_newest_first(api, server):
-    me, fan = await api.register("np"), await api.register("np")
+    me, fan = await welcomed(api, "np"), await api.register("np")
     posts = [str(uuid.uuid4()) for _ in range(5)]
     for post in posts:
         await liked(server, me, fan, post)
@@ -68,22 +84,24 @@ async def test_pagination_newest_first(api, server):
         path = "/notifications?limit=2" + (f"&cursor={cursor}" if cursor else "")
         status, page, _ = await api.request("GET", path, token=me.token)
         assert status == 200 and len(page["items"]) <= 2
-        seen += [n["metadata"]["post_id"] for n in page["items"]]
+        seen += [n["metadata"].get("post_id") for n in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert seen == posts[::-1]
+    assert seen == [*posts[::-1], None]  # the welcome came first
 
 
 async def test_only_the_owner_sees_or_marks_a_notification(api, server):
-    owner, fan, other = await api.register("no"), await api.register("no"), await api.register("no")
+    owner, fan, other = await welcomed(api, "no"), await api.register("no"), await welcomed(api, "no")
     await liked(server, owner, fan)
     notification = (await api.request("GET", "/notifications", token=owner.token))[1]["items"][0]
+    assert notification["type"] == "like"
     is_problem(*await api.request("POST", f"/notifications/{notification['id']}/read", token=other.token), 404)
-    assert (await api.request("GET", "/notifications", token=other.token))[1]["items"] == []
-    assert (await api.request("POST", "/notifications/read-all", token=other.token))[1] == {"updated": 0}
+    assert [n["type"] for n in (await api.request("GET", "/notifications", token=other.token))[1]["items"]] == [
+        "welcome"]
+    assert (await api.request("POST", "/notifications/read-all", token=other.token))[1] == {"updated": 1}
     status, still, _ = await api.request("GET", "/notifications?unread=true", token=owner.token)
-    assert [n["id"] for n in still["items"]] == [notification["id"]]
+    assert [n["type"] for n in still["items"]] == ["like", "welcome"] and still["items"][0] == notification
 
 
 async def test_bad_inputs(api):
@@ -96,3 +114,26 @@ async def test_bad_inputs(api):
                          ("POST", "/notifications/read-all"), ("POST", f"/notifications/{'0' * 24}/read")]:
         is_problem(*await api.request(method, path), 401)
         is_problem(*await api.request(method, path, token="not-a-token"), 401)
+
+
+async def test_domain_events_through_the_bus_notify(api):
+    """End to end: REST actions -> outbox -> bus -> notification consumer."""
+    author, fan = await welcomed(api, "ba"), await welcomed(api, "bf")
+    status, post, _ = await api.request("POST", "/posts", token=author.token, json={"body": "hello"})
+    assert status == 201
+    assert (await api.request("PUT", f"/posts/{post['id']}/like", token=author.token))[0] == 200  # own: silent
+    assert (await api.request("PUT", f"/posts/{post['id']}/like", token=fan.token))[0] == 200
+    assert (await api.request("POST", f"/posts/{post['id']}/comments", token=fan.token,
+                              json={"body": "nice"}))[0] == 201
+
+    async def arrived():
+        items = (await api.request("GET", "/notifications", token=author.token))[1]["items"]
+        return items if {n["type"] for n in items} >= {"like", "comment"} else None
+
+    items = await eventually(arrived)
+    by_type = {n["type"]: n for n in items}
+    assert sorted(n["type"] for n in items) == ["comment", "like", "welcome"]
+    assert by_type["like"]["metadata"] == {"post_id": post["id"], "actor_id": fan.id}
+    assert by_type["comment"]["metadata"] == {"post_id": post["id"], "actor_id": fan.id}
+    assert [n["type"] for n in (await api.request("GET", "/notifications", token=fan.token))[1]["items"]] == [
+        "welcome"]
