@@ -14,15 +14,15 @@ from typing import Any
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
-from server.cursors import page
 from server.errors import FieldError, NotFound, ValidationFailed
+from server.pagination import page
 from server.services.notifications import NotificationsService
 from server.services.ports import Presence, Pusher
 from server.services.users import UsersService, parse_uuid
 from server.timefmt import iso
 from storage.mongo.conversations import ConversationsRepo
 from storage.mongo.messages import MessagesRepo
-from storage.mongo.values import decode_keyset, keyset_key, mongo_now, parse_object_id
+from storage.mongo.values import decode_keyset, keyset_cursor, mongo_now, parse_object_id
 
 log = logging.getLogger("pulse.messaging")
 
@@ -139,9 +139,9 @@ class MessagingService:
 
     async def list_conversations(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
         docs = await self.conversations.list_for_member(user_id, limit + 1, decode_keyset(cursor))
-        docs, next_cursor = page(docs, limit, keyset_key("lastActivityAt"))
-        items = await asyncio.gather(*(self._conversation_for(d, user_id) for d in docs))
-        return {"items": list(items), "next_cursor": next_cursor}
+        result = page(docs, limit, keyset_cursor("lastActivityAt"))
+        result["items"] = list(await asyncio.gather(*(self._conversation_for(d, user_id) for d in result["items"])))
+        return result
 
     async def member_ids(self, conversation_id: str, user_id: str) -> list[str]:
         """Every member of the conversation; NotFound unless ``user_id`` is one of them."""
@@ -165,9 +165,7 @@ class MessagingService:
             start = (anchor["createdAt"], anchor["_id"])
         docs = await self.messages.history(conversation_id, limit + 1, start)
         # The next page starts before this page's oldest message: its id is the cursor.
-        next_cursor = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
-        docs = docs[:limit]
-        return {"items": [message_dict(d) for d in docs], "next_cursor": next_cursor}
+        return page(docs, limit, lambda doc: str(doc["_id"]), message_dict)
 
     async def send_message(
         self, user_id: str, conversation_id: str, body: str, client_id: str | None,

@@ -14,8 +14,8 @@ from server.services.ports import Pusher
 from server.services.users import UsersService
 from server.timefmt import iso
 from storage.mongo.notifications import NotificationsRepo
-from server.cursors import page
-from storage.mongo.values import decode_keyset, keyset_key, mongo_now, parse_object_id
+from server.pagination import page
+from storage.mongo.values import decode_keyset, keyset_cursor, mongo_now, parse_object_id
 
 log = logging.getLogger("pulse.notifications")
 
@@ -50,8 +50,7 @@ class NotificationsService:
     async def list(self, user_id: str, *, unread_only: bool, limit: int, cursor: str | None) -> dict[str, Any]:
         docs = await self.notifications.list_for_user(user_id, unread_only=unread_only, limit=limit + 1,
                                                       after=decode_keyset(cursor))
-        docs, next_cursor = page(docs, limit, keyset_key("createdAt"))
-        return {"items": [notification_dict(d) for d in docs], "next_cursor": next_cursor}
+        return page(docs, limit, keyset_cursor("createdAt"), notification_dict)
 
     async def unread_count(self, user_id: str) -> int:
         return await self.notifications.count_unread(user_id)

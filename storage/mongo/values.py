@@ -11,7 +11,7 @@ from bson.errors import InvalidId
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from server.cursors import decode_cursor
+from server.pagination import decode_cursor, encode_cursor
 from server.errors import FieldError, ValidationFailed
 from server.timefmt import utcnow
 
@@ -52,9 +52,9 @@ def newer_than(field: str, moment: datetime, oid: ObjectId) -> dict[str, Any]:
     return {"$or": [{field: {"$gt": moment}}, {field: moment, "_id": {"$gt": oid}}]}
 
 
-def keyset_key(field: str):
-    """The keyset of a document for ``server.cursors.page``: (``field``, _id as hex)."""
-    return lambda doc: (doc[field], str(doc["_id"]))
+def keyset_cursor(field: str):
+    """For ``server.pagination.page``: a document's cursor, its (``field``, _id as hex)."""
+    return lambda doc: encode_cursor(doc[field], str(doc["_id"]))
 
 
 def decode_keyset(cursor: str | None) -> tuple[datetime, ObjectId] | None:
