@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from server.services.events import EventsService
     from server.services.feed import FeedService
+    from server.services.messaging import MessagingService
+    from server.services.notifications import NotificationsService
     from server.services.posts import PostsService
     from server.services.rate_limits import RateLimits
     from server.services.social import SocialService
@@ -21,3 +23,5 @@ class Services:
     social: "SocialService"
     feed: "FeedService"
     events: "EventsService"
+    notifications: "NotificationsService"
+    messaging: "MessagingService"
