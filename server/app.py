@@ -19,14 +19,20 @@ from server.events.consumers import build_consumers
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services
+from server.services.events import EventsService
+from server.services.feed import FeedService
+from server.services.messaging import MessagingService
+from server.services.notifications import NotificationsService
 from server.services.posts import PostsService
 from server.services.rate_limits import RateLimits
+from server.services.social import SocialService
 from server.services.users import UsersService
 from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_until_done
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
 from storage.redis.offset_log import OffsetLog
+from storage.redis.feeds import FeedStore
 from storage.redis.popular import PopularPosts
 from storage.redis.presence import PresenceStore
 from storage.redis.profile_cache import ProfileCache
@@ -64,10 +70,10 @@ async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.MONGO_DB] = db
     retry: asyncio.Task | None = None
     try:
-        await ensure_indexes(db)
+        await ensure_indexes(db, settings)
     except Exception as exc:  # noqa: BLE001 - MongoDB down must not stop the REST API
         log.warning("MongoDB unavailable at start (%s); chat and notifications answer 503 until it is back", exc)
-        retry = asyncio.create_task(ensure_indexes_until_done(db))
+        retry = asyncio.create_task(ensure_indexes_until_done(db, settings))
 
     async def ping() -> None:
         await client.admin.command("ping")
@@ -130,7 +136,17 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         rate_limits, passwords, settings,
     )
     posts = PostsService(app[appkeys.DB], users, PopularPosts(redis, keys), settings)
-    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits, posts=posts)
+    social = SocialService(app[appkeys.DB], users)
+    feed = FeedService(
+        FeedStore(redis, keys, max_items=settings.feed_max_items, ttl_seconds=settings.feed_ttl_seconds),
+        social, posts, max_items=settings.feed_max_items,
+    )
+    events = EventsService(app[appkeys.DB], users)
+    notifications = NotificationsService(app[appkeys.MONGO_DB], users, pusher=app[appkeys.PUSHER])
+    messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications, pusher=app[appkeys.PUSHER],
+                                 presence=app[appkeys.PRESENCE])
+    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits, posts=posts, social=social, feed=feed,
+                                     events=events, notifications=notifications, messaging=messaging)
     yield
 
 

@@ -15,4 +15,6 @@ if TYPE_CHECKING:
 def build_consumers(services: "Services") -> list[Consumer]:
     consumers: list[Consumer] = []
     consumers += services.posts.consumers()
+    consumers.append(services.feed.consumer())
+    consumers += services.notifications.consumers()
     return consumers

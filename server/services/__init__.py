@@ -5,8 +5,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from server.services.events import EventsService
+    from server.services.feed import FeedService
+    from server.services.messaging import MessagingService
+    from server.services.notifications import NotificationsService
     from server.services.posts import PostsService
     from server.services.rate_limits import RateLimits
+    from server.services.social import SocialService
     from server.services.users import UsersService
 
 
@@ -15,3 +20,8 @@ class Services:
     users: "UsersService"
     rate_limits: "RateLimits"
     posts: "PostsService"
+    social: "SocialService"
+    feed: "FeedService"
+    events: "EventsService"
+    notifications: "NotificationsService"
+    messaging: "MessagingService"
