@@ -120,9 +120,14 @@ _bridges: dict[int, AsyncBridge] = {}
 
 
 def bridge_for(environment) -> AsyncBridge:
+    """The environment's bridge, started; greenlets that ask while it starts wait for it."""
+    import gevent
+
     bridge = _bridges.get(id(environment))
     if bridge is None:
         bridge = _bridges[id(environment)] = AsyncBridge(environment)
         bridge.start()
         environment.events.quitting.add_listener(lambda **_: bridge.stop())
+    while bridge.session is None:
+        gevent.sleep(0.01)
     return bridge
