@@ -223,6 +223,76 @@ async def scrape_pool(urls: dict[str, str], out: Path, stop: asyncio.Event,
                     await asyncio.wait_for(stop.wait(), interval)
 
 
+# --- CPU sampling -----------------------------------------------------------------------
+
+STORE_PROCESSES = {"postgres": "postgresql", "redis-server": "redis", "beam.smp": "rabbitmq"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _store_ticks() -> dict[str, int]:
+    """CPU ticks of the local store servers, summed by store (read-only look at /proc)."""
+    totals: dict[str, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as handle:
+                comm = handle.read().strip()
+        except OSError:
+            continue
+        store = STORE_PROCESSES.get(comm)
+        if store:
+            ticks = _cpu_ticks(int(entry.name))
+            if ticks is not None:
+                totals[store] = totals.get(store, 0) + ticks
+    return totals
+
+
+def _machine_busy() -> tuple[int, int]:
+    with open("/proc/stat") as handle:
+        values = [int(v) for v in handle.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+async def sample_cpu(processes: Processes, out: Path, stop: asyncio.Event,
+                     interval: float = 2.0) -> None:
+    """Percent of one core used by each bench child and each store, plus the machine."""
+    previous: dict[str, int] = {}
+    busy_before = _machine_busy()
+    with open(out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["t", "process", "cpu_percent"])
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            now = time.time()
+            current = {name: _cpu_ticks(p.pid) for name, p in processes.children
+                       if p.poll() is None}
+            current.update(await asyncio.to_thread(_store_ticks))
+            for name, ticks in current.items():
+                if ticks is not None and name in previous:
+                    writer.writerow([round(now, 3), name, round(
+                        100 * (ticks - previous[name]) / CLOCK_TICKS / interval, 1)])
+            previous = {k: v for k, v in current.items() if v is not None}
+            busy_now = _machine_busy()
+            total = busy_now[1] - busy_before[1]
+            if total:
+                writer.writerow([round(now, 3), "machine (all cores, %)",
+                                 round(100 * (busy_now[0] - busy_before[0]) / total, 1)])
+            busy_before = busy_now
+            handle.flush()
+
+
 # --- phases ---------------------------------------------------------------------------
 
 def server_env(stores: Stores, instance: str) -> dict[str, str]:
@@ -346,7 +416,7 @@ async def measure_capacity(processes: Processes, stores: Stores, urls: dict[str,
         # One user may hold many sockets: one token for all of them.
         pulse = await asyncio.to_thread(run_json, [
             sys.executable, "-m", "loadtest.capacity", "--url", url, "--pid", str(pid),
-            "--count", str(count), "--token", next(iter(tokens.values()))], 300)
+            "--count", str(count), "--token=" + next(iter(tokens.values()))], 300)
         result["pulse_capacity"] = pulse
         result["pulse_idle_connections"] = pulse["held_after_settle"]
         if pulse["kib_per_connection"] is not None:
@@ -414,7 +484,8 @@ async def bench(args) -> int:
     logs.mkdir(exist_ok=True)
     for stale in (list(RESULTS.glob("locust*")) + list(RESULTS.glob("*.png"))
                   + list(RESULTS.glob("samples.csv*")) + list(RESULTS.glob("profile-*"))
-                  + [RESULTS / report.BASELINES_JSON, RESULTS / report.POOL_CSV]):
+                  + [RESULTS / report.BASELINES_JSON, RESULTS / report.POOL_CSV,
+                     RESULTS / report.CPU_CSV]):
         if not stale.exists():
             continue
         stale.unlink()
@@ -453,7 +524,9 @@ async def bench(args) -> int:
             baselines = await measure_baselines(processes, stores, args.broadcast_rates,
                                                 args.baseline_seconds)
             (RESULTS / report.BASELINES_JSON).write_text(json.dumps(baselines, indent=2))
-        scraper = asyncio.create_task(scrape_pool(urls, RESULTS / report.POOL_CSV, stop_scraper))
+        scraper = asyncio.gather(
+            scrape_pool(urls, RESULTS / report.POOL_CSV, stop_scraper),
+            sample_cpu(processes, RESULTS / report.CPU_CSV, stop_scraper))
         log(f"locust: {info['step load']} against {', '.join(urls.values())}")
         info["load average before locust (1 min)"] = round(os.getloadavg()[0], 2)
         info["locust_seconds"] = round(await run_locust(processes, urls, args, seed_file), 1)
@@ -500,10 +573,10 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=int(env("PULSE_BENCH_USERS", "10000")))
     parser.add_argument("--instances", type=int, default=2)
-    parser.add_argument("--step-users", type=int, default=int(env("PULSE_BENCH_STEP_USERS", "60")))
-    parser.add_argument("--steps", type=int, default=int(env("PULSE_BENCH_STEPS", "5")))
+    parser.add_argument("--step-users", type=int, default=int(env("PULSE_BENCH_STEP_USERS", "35")))
+    parser.add_argument("--steps", type=int, default=int(env("PULSE_BENCH_STEPS", "7")))
     parser.add_argument("--step-seconds", type=float,
-                        default=float(env("PULSE_BENCH_STEP_SECONDS", "40")))
+                        default=float(env("PULSE_BENCH_STEP_SECONDS", "30")))
     parser.add_argument("--spawn-rate", type=float, default=60)
     parser.add_argument("--settle-seconds", type=float, default=8,
                         help="left out at the start of each step when judging it")

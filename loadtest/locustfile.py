@@ -389,9 +389,18 @@ class NotificationUser(User):
         event_id = FANOUT.current_event_id
         if event_id and event_id != self.rsvped:
             self.rsvped = event_id
-            self.bridge.submit(self.session.rest(
-                "PUT", f"{API}/events/{event_id}/rsvp", f"{API}/events/{{id}}/rsvp",
-                json={"status": "going"}, ok=(200, 409)))
+            # Spread over a few seconds: RSVPs lock the event row, and a crowd arriving
+            # in the same millisecond would measure lock queueing rather than fan-out.
+            delay = random.uniform(0, 0.4 * _option(self.environment, "fanout_interval", 8.0))
+            self.bridge.submit(self._rsvp_later(event_id, delay))
+
+    async def _rsvp_later(self, event_id: str, delay: float) -> None:
+        import asyncio
+
+        await asyncio.sleep(delay)
+        await self.session.rest("PUT", f"{API}/events/{event_id}/rsvp",
+                                f"{API}/events/{{id}}/rsvp", json={"status": "going"},
+                                ok=(200, 404, 409))  # 404: cancelled meanwhile
 
     def on_stop(self):
         session = getattr(self, "session", None)

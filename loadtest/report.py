@@ -23,6 +23,7 @@ HISTORY_CSV = "locust_stats_history.csv"
 FAILURES_CSV = "locust_failures.csv"
 POOL_CSV = "pg_pool.csv"
 SAMPLES_CSV = "samples.csv"
+CPU_CSV = "cpu.csv"
 BASELINES_JSON = "baselines.json"
 RUN_JSON = "run.json"
 PROFILE_RAW = "profile-pulse-a.txt"
@@ -352,6 +353,26 @@ STEP_COLUMNS = (("feed p99", "GET /api/v1/feed"), ("profile p99", "GET /api/v1/u
                 ("fan-out p99", "socketio notification fan-out"))
 
 
+def cpu_rows(cpu_path: Path, steps: list[StepResult], t0: float | None) -> list[str]:
+    """Mean CPU (% of one core) per process during each step's steady window."""
+    if not cpu_path.exists() or t0 is None or not steps:
+        return []
+    with open(cpu_path, newline="") as handle:
+        rows = [(float(r["t"]) - t0, r["process"], float(r["cpu_percent"]))
+                for r in csv.DictReader(handle)]
+    names = sorted({name for _, name, _ in rows}, key=lambda n: (n.startswith("machine"), n))
+    if not names:
+        return []
+    out = ["| step | " + " | ".join(names) + " |", "|" + "---:|" * (len(names) + 1)]
+    for sr in steps:
+        cells = [str(sr.step.index)]
+        for name in names:
+            values = [v for t, n, v in rows if n == name and sr.step.start <= t < sr.step.end]
+            cells.append(f"{sum(values) / len(values):.0f}" if values else "–")
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
 def step_rows(steps: list[StepResult]) -> list[str]:
     head = ["step", "users", "HTTP req/s", "socket events/s", "failed %"]
     head += [label for label, _ in STEP_COLUMNS] + ["writes p99 (worst)", "targets"]
@@ -377,7 +398,8 @@ def step_rows(steps: list[StepResult]) -> list[str]:
 
 def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list[Result],
                  pool: list[PoolSample], baselines: dict, run_info: dict,
-                 plots: list[str], steps: list[StepResult] | None = None) -> Path:
+                 plots: list[str], steps: list[StepResult] | None = None,
+                 cpu: list[str] | None = None) -> Path:
     lines = ["# Pulse load test report", ""]
     if run_info:
         lines += ["## Run", ""]
@@ -414,6 +436,9 @@ def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list
                   "Each step's first seconds (users spawning, sockets connecting) are left out; "
                   "latencies in ms.", ""]
         lines += step_rows(steps) + [""]
+        if cpu:
+            lines += ["CPU per process (% of one core; the machine column is % of all cores), "
+                      "mean over each step's steady window:", ""] + cpu + [""]
     lines += ["## Endpoints (whole run)", "", "Response times in ms, from locust's CSV (whole "
               "run, ramp-ups included); socket rows are end-to-end delivery or ack times.", ""]
     lines += stats_rows(stats) + [""]
@@ -567,7 +592,8 @@ def build(results_dir: Path, targets_path: Path = DEFAULT_TARGETS,
     return write_report(results_dir, stats=stats, results=results, pool=pool,
                         baselines=baselines, run_info={k: v for k, v in info.items()
                                                        if k != "step_plan"},
-                        plots=drawn, steps=steps), results
+                        plots=drawn, steps=steps,
+                        cpu=cpu_rows(results_dir / CPU_CSV, steps, (plan or {}).get("t0"))), results
 
 
 def main(argv: list[str] | None = None) -> None:

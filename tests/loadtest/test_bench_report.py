@@ -270,3 +270,18 @@ def test_profile_summary_from_collapsed_stacks(tmp_path):
     assert self_time[0] == ("fetch (asyncpg/pool.py:5)", 6)
     assert ours == [("handle (api/posts.py:10)", 9)]
     assert report.profile_summary(tmp_path / "missing.txt") == (0, [], [])
+
+
+def test_cpu_rows_average_each_step_window(tmp_path):
+    path = tmp_path / report.CPU_CSV
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["t", "process", "cpu_percent"])
+        writer.writerows([[1006, "pulse-a", 40], [1008, "pulse-a", 60], [1026, "pulse-a", 90],
+                          [1006, "machine (all cores, %)", 70], [1001, "pulse-a", 500]])
+    steps = [report.StepResult(w, [], []) for w in report.steady_windows([10, 20], 20, 5)]
+    rows = report.cpu_rows(path, steps, t0=1000.0)
+    assert rows[0] == "| step | pulse-a | machine (all cores, %) |"
+    assert rows[2] == "| 1 | 50 | 70 |"   # the ramp-up sample at t=1 s is left out
+    assert rows[3] == "| 2 | 90 | – |"
+    assert report.cpu_rows(tmp_path / "none.csv", steps, 1000.0) == []
