@@ -6,7 +6,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from storage.redis.client import Keys
-from tests.conftest import eventually
+from tests.conftest import eventually, is_problem
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -15,11 +15,6 @@ FEED_DELAY_SECONDS = 2.0
 # Removals (unfollow, delete) and follow back-fills are eventual, with no promised bound.
 SETTLE_SECONDS = 10.0
 
-
-def is_problem(status, body, resp, expected: int) -> None:
-    assert status == expected, body
-    assert resp.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == expected and body["detail"]
 
 
 async def post(api, acct, body="hello"):
