@@ -477,8 +477,23 @@ async def run_locust(processes: Processes, urls: dict[str, str], args, seed_file
     return time.monotonic() - started
 
 
+def raise_open_files_limit(wanted: int = 65536) -> int:
+    """Children inherit it: one Pulse instance must hold 20k+ sockets plus its pools."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in (max(wanted, hard), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            break
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 async def bench(args) -> int:
     started = time.monotonic()
+    open_files = raise_open_files_limit()
     RESULTS.mkdir(parents=True, exist_ok=True)
     logs = RESULTS / "logs"
     logs.mkdir(exist_ok=True)
@@ -496,6 +511,7 @@ async def bench(args) -> int:
                   "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
                              f"Python {platform.python_version()}",
                   "instances": args.instances, "users seeded": args.users,
+                  "open files limit": open_files,
                   "step load": f"{args.steps} steps × {args.step_users} users × "
                                f"{args.step_seconds:.0f} s",
                   "step_plan": {"users": [(i + 1) * args.step_users for i in range(args.steps)],

@@ -131,6 +131,11 @@ class StepResult:
     results: list["Result"]
 
     @property
+    def failure_ratio(self) -> float:
+        total = sum(s.count for s in self.stats)
+        return sum(s.failures for s in self.stats) / total if total else 0.0
+
+    @property
     def all_passed(self) -> bool:
         judged = [r for r in self.results if r.passed is not None]
         return bool(judged) and all(r.passed for r in judged)
@@ -373,6 +378,14 @@ def cpu_rows(cpu_path: Path, steps: list[StepResult], t0: float | None) -> list[
     return out
 
 
+def judged_step(steps: list[StepResult], max_failure_ratio: float = 0.01) -> StepResult:
+    """The highest step the deployment still served (failures within bounds): targets are
+    judged there. Past the knee everything times out and says nothing more."""
+    served = [sr for sr in steps if sr.failure_ratio <= max_failure_ratio
+              and any(s.count for s in sr.stats)]
+    return served[-1] if served else steps[0]
+
+
 def step_rows(steps: list[StepResult]) -> list[str]:
     head = ["step", "users", "HTTP req/s", "socket events/s", "failed %"]
     head += [label for label, _ in STEP_COLUMNS] + ["writes p99 (worst)", "targets"]
@@ -409,10 +422,10 @@ def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list
     failed = sum(1 for r in results if r.passed is False)
     lines += ["## Targets", ""]
     if steps:
-        top = steps[-1].step
-        lines += [f"Judged on the steady state of the highest load step ({top.users} users, "
-                  f"{top.start:.0f}–{top.end:.0f} s after start), exact percentiles from the "
-                  "raw samples.", ""]
+        top = judged_step(steps).step
+        lines += [f"Judged on the steady state of step {top.index} ({top.users} users, "
+                  f"{top.start:.0f}–{top.end:.0f} s after start): the highest step with at most "
+                  "1 % failed requests. Exact percentiles from the raw samples.", ""]
         sustained = [sr for sr in steps if sr.all_passed]
         lines += ["Highest step meeting every target with data: " + (
             f"step {sustained[-1].step.index} ({sustained[-1].step.users} users)."
@@ -580,7 +593,7 @@ def build(results_dir: Path, targets_path: Path = DEFAULT_TARGETS,
         steps = evaluate_steps(targets, samples, windows, pool, baselines, plan.get("t0"))
     if steps:
         # Capacity figures are not per step: take them from the whole run.
-        results = [r for r in steps[-1].results if r.target.metric != "measured"] + [
+        results = [r for r in judged_step(steps).results if r.target.metric != "measured"] + [
             r for r in evaluate(targets, stats, pool, baselines) if r.target.metric == "measured"]
     else:
         results = evaluate(targets, stats, pool, baselines)

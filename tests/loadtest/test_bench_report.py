@@ -252,7 +252,7 @@ def test_steps_judged_on_steady_windows(tmp_path, targets_file):
     assert steps[0].stats[0].count == 100
 
     path, results = report.build(tmp_path, targets_file, plots=False)
-    # Headline verdicts are the highest step's.
+    # Headline verdicts are the highest step's (both served without failures).
     assert by_name(results)["feed p99"].value == 40
     text = path.read_text()
     assert "## Load steps (steady state)" in text
@@ -285,3 +285,13 @@ def test_cpu_rows_average_each_step_window(tmp_path):
     assert rows[2] == "| 1 | 50 | 70 |"   # the ramp-up sample at t=1 s is left out
     assert rows[3] == "| 2 | 90 | – |"
     assert report.cpu_rows(tmp_path / "none.csv", steps, 1000.0) == []
+
+
+def test_judged_step_is_the_highest_served_one():
+    def step(index, ok, failed):
+        stats = [report.EndpointStats("GET", "/x", ok + failed, failed, 1, 1, 1, 1, 1, 1)]
+        return report.StepResult(report.Step(index, index * 10, 0, 1), stats, [])
+
+    steps = [step(1, 100, 0), step(2, 100, 1), step(3, 50, 50)]
+    assert report.judged_step(steps).step.index == 2
+    assert report.judged_step([step(1, 10, 10)]).step.index == 1
