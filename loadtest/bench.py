@@ -393,7 +393,7 @@ async def measure_capacity(processes: Processes, stores: Stores, urls: dict[str,
                            seed_file: Path, count: int) -> dict:
     """Idle sockets on stock python-socketio and on one Pulse instance, KiB per socket.
 
-    Stock python-socketio's cost per socket is flat: 10k sockets are enough to measure it.
+    Stock python-socketio's cost per socket is flat: 5k sockets are enough to measure it.
     """
     result: dict = {}
     port = free_port()
@@ -404,7 +404,7 @@ async def measure_capacity(processes: Processes, stores: Stores, urls: dict[str,
         wait_port(port)
         stock = await asyncio.to_thread(run_json, [
             sys.executable, "-m", "loadtest.capacity", "--url", f"http://127.0.0.1:{port}",
-            "--pid", str(bare.pid), "--count", str(min(count, 10000))], 300)
+            "--pid", str(bare.pid), "--count", str(min(count, 5000))], 300)
     finally:
         processes.stop(bare)
     result["stock_socketio_capacity"] = stock
