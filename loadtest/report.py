@@ -517,7 +517,7 @@ def draw_plots(results_dir: Path, pool: list[PoolSample]) -> list[str]:
     out = []
 
     busiest = sorted(series, key=lambda k: -len(series[k]))
-    wanted = [k for k in busiest if k.startswith("socketio")][:3]
+    wanted = [k for k in busiest if k.startswith("socketio") and not k.endswith("connect")][:3]
     wanted += [k for k in ("GET /api/v1/feed", "GET /api/v1/users/{id}", "POST /api/v1/posts",
                            "PUT /api/v1/posts/{id}/like") if k in series]
     fig, ax = plt.subplots(figsize=(11, 5.5))
