@@ -116,6 +116,20 @@ def _option(environment, name: str, default):
 _host_turn = itertools.count()
 
 
+def _authorisation(user: FastHttpUser, seed, index: int) -> dict[str, str]:
+    """Bearer header for seeded user ``index``: the seed's pre-issued token, else a login."""
+    token = seed.tokens.get(index)
+    if token is None:
+        with user.client.post(f"{API}/auth/login", name=f"{API}/auth/login", catch_response=True,
+                              json={"login": seed.users[index]["username"],
+                                    "password": seed.password}) as response:
+            if response.status_code != 200:
+                response.failure(f"login {response.status_code}")
+                raise StopUser()
+            token = response.json()["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
 class RestUser(FastHttpUser):
     weight = 6
 
@@ -137,16 +151,7 @@ class RestUser(FastHttpUser):
     def on_start(self):
         index = self.seed.claim("rest")
         self.me = self.seed.users[index]
-        if index in self.seed.tokens:
-            self.headers = {"Authorization": f"Bearer {self.seed.tokens[index]}"}
-            return
-        with self.client.post(f"{API}/auth/login", name=f"{API}/auth/login", catch_response=True,
-                              json={"login": self.me["username"],
-                                    "password": self.seed.password}) as response:
-            if response.status_code != 200:
-                response.failure(f"login {response.status_code}")
-                raise StopUser()
-            self.headers = {"Authorization": f"Bearer {response.json()['token']}"}
+        self.headers = _authorisation(self, self.seed, index)
 
     # Helpers -----------------------------------------------------------------------
     def _post_id(self) -> str | None:
@@ -425,18 +430,7 @@ class FanoutHost(FastHttpUser):
         seed = _seed(self.environment)
         # The host is the last seeded user: never a chat member or an early listener.
         self.me = seed.users[-1]
-        token = seed.tokens.get(len(seed.users) - 1)
-        if token:
-            self.headers = {"Authorization": f"Bearer {token}"}
-            self._create_event()
-            return
-        with self.client.post(f"{API}/auth/login", name=f"{API}/auth/login", catch_response=True,
-                              json={"login": self.me["username"],
-                                    "password": seed.password}) as response:
-            if response.status_code != 200:
-                response.failure(f"login {response.status_code}")
-                raise StopUser()
-            self.headers = {"Authorization": f"Bearer {response.json()['token']}"}
+        self.headers = _authorisation(self, seed, len(seed.users) - 1)
         self._create_event()
 
     def _create_event(self):
