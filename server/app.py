@@ -14,6 +14,8 @@ from server.config import Settings
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services
+from server.services.privacy import PrivacyService
+from server.services.privacy_registry import PrivacyDeps, build_erasure_steps, build_export_sections
 from server.services.rate_limits import RateLimits
 from server.services.users import UsersService
 from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_until_done
@@ -88,8 +90,40 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
         rate_limits, passwords, settings,
     )
-    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits)
+    privacy = PrivacyService(app[appkeys.DB], users, settings)
+    services = Services(users=users, rate_limits=rate_limits, privacy=privacy)
+    # Last: every context's service exists, so each can contribute its erasure steps
+    # and export sections.
+    deps = PrivacyDeps(db=app[appkeys.DB], mongo=app[appkeys.MONGO_DB], redis=redis, keys=keys,
+                       settings=settings, services=services)
+    privacy.install(build_erasure_steps(deps), build_export_sections(deps))
+    app[appkeys.SERVICES] = services
     yield
+
+
+async def privacy_worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Due purges and retention, periodically (one run at a time across instances)."""
+    settings = app[appkeys.SETTINGS]
+    if not settings.run_workers:
+        yield
+        return
+    privacy = app[appkeys.SERVICES].privacy
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(settings.privacy_worker_interval_seconds)
+            try:
+                await privacy.run_periodic()
+            except Exception:  # noqa: BLE001 - a store outage must not end the loop
+                log.exception("privacy worker pass failed; retrying next interval")
+
+    task = asyncio.create_task(loop(), name="privacy-worker")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -100,6 +134,6 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
     app[appkeys.READINESS_CHECKS] = {}
-    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, services_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, services_ctx, privacy_worker_ctx])
     setup_routes(app)
     return app

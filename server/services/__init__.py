@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from server.services.privacy import PrivacyService
     from server.services.rate_limits import RateLimits
     from server.services.users import UsersService
 
@@ -13,3 +14,4 @@ if TYPE_CHECKING:
 class Services:
     users: "UsersService"
     rate_limits: "RateLimits"
+    privacy: "PrivacyService"

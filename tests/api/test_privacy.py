@@ -1,0 +1,224 @@
+"""GDPR endpoints: export, erasure request, restore inside and after the window, audit."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import orjson
+import pytest
+
+from tests.privacy_helpers import pg, subject
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def is_problem(status, body, resp, expected: int) -> None:
+    assert status == expected, body
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert body["status"] == expected and body["detail"]
+
+
+async def audit_actions(settings, value: str) -> list[str]:
+    conn = await pg(settings)
+    try:
+        rows = await conn.fetch("SELECT action FROM audit_log WHERE subject = $1 ORDER BY id", subject(settings, value))
+    finally:
+        await conn.close()
+    return [r["action"] for r in rows]
+
+
+# --- erasure request ---------------------------------------------------------------------
+
+async def test_erasure_hides_the_account_at_once(api, settings):
+    alice, bob = await api.register("era"), await api.register("obs")
+    # A second session, to see that every session goes.
+    status, login, _ = await api.request("POST", "/auth/login", json={"login": alice.email, "password": alice.password})
+    assert status == 200
+    status, body, _ = await api.request("GET", f"/users/{alice.username}", token=bob.token)
+    assert status == 200  # cached in Redis now; the erasure must drop it
+
+    status, body, _ = await api.request("DELETE", "/users/me", token=alice.token, json={"password": alice.password})
+    assert status == 202, body
+    assert body["status"] == "pending_erasure"
+    purge_after = datetime.fromisoformat(body["purge_after"].replace("Z", "+00:00"))
+    expected = datetime.now(timezone.utc) + timedelta(days=settings.erasure_recovery_days)
+    assert abs((purge_after - expected).total_seconds()) < 300
+
+    for token in (alice.token, login["token"]):
+        status, body, resp = await api.request("GET", "/users/me", token=token)
+        is_problem(status, body, resp, 401)
+    status, body, resp = await api.request("POST", "/auth/login", json={"login": alice.username, "password": alice.password})
+    is_problem(status, body, resp, 401)
+    for ref in (alice.id, alice.username):
+        status, body, resp = await api.request("GET", f"/users/{ref}", token=bob.token)
+        is_problem(status, body, resp, 404)
+
+    conn = await pg(settings)
+    try:
+        sessions = await conn.fetchval("SELECT count(*) FROM sessions WHERE user_id = $1", uuid.UUID(alice.id))
+        events = await conn.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'user.erasure_requested' "
+                                     "AND payload->>'user_id' = $1", alice.id)
+    finally:
+        await conn.close()
+    assert sessions == 0 and events == 1
+    assert "erasure.requested" in await audit_actions(settings, alice.id)
+
+
+async def test_erasure_refuses_a_wrong_password_and_bad_bodies(api, settings):
+    acct = await api.register("erb")
+    status, body, resp = await api.request("DELETE", "/users/me", token=acct.token, json={"password": "not the one"})
+    is_problem(status, body, resp, 401)
+    for bad in ({}, {"password": ""}, {"password": 5}, ["x"]):
+        status, body, resp = await api.request("DELETE", "/users/me", token=acct.token, json=bad)
+        is_problem(status, body, resp, 400)
+    status, body, resp = await api.request("DELETE", "/users/me", token=acct.token, data=b"{not json",
+                                           headers={"Content-Type": "application/json"})
+    is_problem(status, body, resp, 400)
+    status, body, resp = await api.request("DELETE", "/users/me", json={"password": acct.password})
+    is_problem(status, body, resp, 401)
+    # Nothing changed: still active, still logged in.
+    status, me, _ = await api.request("GET", "/users/me", token=acct.token)
+    assert status == 200 and me["id"] == acct.id
+    assert "erasure.password_refused" in await audit_actions(settings, acct.id)
+
+
+# --- restore ---------------------------------------------------------------------------
+
+async def test_restore_inside_the_window_brings_the_account_back(api, settings):
+    acct, other = await api.register("rst"), await api.register("rso")
+    status, _, _ = await api.request("DELETE", "/users/me", token=acct.token, json={"password": acct.password})
+    assert status == 202
+    status, body, resp = await api.request("POST", "/auth/restore", json={"login": acct.email, "password": "wrong one!"})
+    is_problem(status, body, resp, 401)
+
+    status, body, _ = await api.request("POST", "/auth/restore", json={"login": acct.username, "password": acct.password})
+    assert status == 200, body
+    assert body["user"]["id"] == acct.id and body["user"]["email"] == acct.email and body["token"]
+    status, me, _ = await api.request("GET", "/users/me", token=body["token"])
+    assert status == 200 and me["id"] == acct.id
+    status, _, _ = await api.request("GET", "/users/me", token=acct.token)
+    assert status == 401  # the sessions revoked by the erasure stay revoked
+    status, profile, _ = await api.request("GET", f"/users/{acct.username}", token=other.token)
+    assert status == 200 and profile["id"] == acct.id
+    status, _, _ = await api.request("POST", "/auth/login", json={"login": acct.email, "password": acct.password})
+    assert status == 200
+    conn = await pg(settings)
+    try:
+        row = await conn.fetchrow("SELECT status, purge_after FROM users WHERE id = $1", uuid.UUID(acct.id))
+        restored = await conn.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'user.erasure_restored' "
+                                       "AND payload->>'user_id' = $1", acct.id)
+    finally:
+        await conn.close()
+    assert row["status"] == "active" and row["purge_after"] is None and restored == 1
+    actions = await audit_actions(settings, acct.id)
+    assert actions.index("erasure.requested") < actions.index("erasure.restored")
+
+
+async def test_restore_is_refused_for_an_active_account(api):
+    acct = await api.register("rsa")
+    status, body, resp = await api.request("POST", "/auth/restore", json={"login": acct.email, "password": acct.password})
+    is_problem(status, body, resp, 401)
+    for bad in ({}, {"login": "", "password": "x"}, {"login": acct.email}):
+        status, body, resp = await api.request("POST", "/auth/restore", json=bad)
+        is_problem(status, body, resp, 400)
+
+
+async def test_restore_is_refused_after_the_window(api, settings):
+    acct = await api.register("rsw")
+    status, _, _ = await api.request("DELETE", "/users/me", token=acct.token, json={"password": acct.password})
+    assert status == 202
+    conn = await pg(settings)
+    try:
+        await conn.execute("UPDATE users SET purge_after = now() - interval '1 second' WHERE id = $1",
+                           uuid.UUID(acct.id))
+    finally:
+        await conn.close()
+    status, body, resp = await api.request("POST", "/auth/restore", json={"login": acct.email, "password": acct.password})
+    is_problem(status, body, resp, 401)
+    status, wrong, _ = await api.request("POST", "/auth/restore", json={"login": acct.email, "password": "other pass"})
+    assert wrong["detail"] == body["detail"]  # one message: no hint that the account exists
+
+
+async def test_a_zero_recovery_window_allows_no_restore(start_app):
+    async with start_app(erasure_recovery_days=0, run_workers=False) as api0:
+        acct = await api0.register("rsz")
+        status, body, _ = await api0.request("DELETE", "/users/me", token=acct.token, json={"password": acct.password})
+        assert status == 202
+        status, body, resp = await api0.request("POST", "/auth/restore",
+                                                json={"login": acct.email, "password": acct.password})
+        is_problem(status, body, resp, 401)
+
+
+# --- audit -------------------------------------------------------------------------------
+
+async def test_registration_and_login_failures_are_audited_pseudonymised(api, settings):
+    acct = await api.register("aud")
+    status, _, _ = await api.request("POST", "/auth/login", json={"login": acct.email.upper(), "password": "bad guess"})
+    assert status == 401
+    assert await audit_actions(settings, acct.id) == ["user.registered"]
+    assert await audit_actions(settings, acct.email) == ["auth.login_failed"]
+    conn = await pg(settings)
+    try:
+        raw = await conn.fetchval("SELECT count(*) FROM audit_log a WHERE strpos(lower(a::text), lower($1)) > 0 "
+                                  "OR strpos(lower(a::text), $2) > 0", acct.email, acct.id)
+    finally:
+        await conn.close()
+    assert raw == 0
+
+
+async def test_audit_log_is_append_only(api, settings):
+    await api.register("apo")
+    conn = await pg(settings)
+    try:
+        for statement in ("UPDATE audit_log SET action = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await conn.execute(statement)
+        assert await conn.fetchval("SELECT count(*) FROM audit_log") > 0
+    finally:
+        await conn.close()
+
+
+# --- export ------------------------------------------------------------------------------
+
+async def test_export_streams_everything_about_the_user(api, settings):
+    acct = await api.register("exp")
+    other = await api.register("exo")
+    status, _, _ = await api.request("PATCH", "/users/me", token=acct.token, json={"bio": "likes jazz"})
+    assert status == 200
+    await api.request("POST", "/auth/login", json={"login": acct.username, "password": "nope nope"})
+    # Thousands of rows: audit entries about the user, bulk inserted.
+    conn = await pg(settings)
+    try:
+        await conn.executemany(
+            "INSERT INTO audit_log (action, subject, details) VALUES ('test.bulk', $1, $2)",
+            [(subject(settings, acct.id), {"n": i}) for i in range(3000)])
+    finally:
+        await conn.close()
+
+    status, raw, resp = await api.request("GET", "/users/me/export", token=acct.token)
+    assert status == 200
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert resp.headers.get("Transfer-Encoding") == "chunked"
+    doc = raw if isinstance(raw, dict) else orjson.loads(raw)
+    assert doc["format"] == "pulse-export/1"
+    account = doc["account"]
+    assert account["id"] == acct.id and account["email"] == acct.email and account["bio"] == "likes jazz"
+    assert account["status"] == "active"
+    assert len(doc["sessions"]) == 1 and doc["sessions"][0]["expires_at"]
+    bulk = [e for e in doc["audit"] if e["action"] == "test.bulk"]
+    assert [e["details"]["n"] for e in bulk] == list(range(3000))
+    actions = {e["action"] for e in doc["audit"]}
+    assert {"user.registered", "auth.login_failed"} <= actions
+    text = orjson.dumps(doc).decode()
+    assert "password" not in text and "token" not in text and "argon2" not in text
+    assert other.id not in text and other.email not in text
+    # The export itself is audited.
+    assert "privacy.exported" in await audit_actions(settings, acct.id)
+
+
+async def test_export_needs_a_token(api):
+    status, body, resp = await api.request("GET", "/users/me/export")
+    is_problem(status, body, resp, 401)
+    status, body, resp = await api.request("GET", "/users/me/export", token="forged")
+    is_problem(status, body, resp, 401)

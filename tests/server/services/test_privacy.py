@@ -1,0 +1,298 @@
+"""The purge saga: no trace left in any store, audit kept pseudonymised, steps retried
+after a failure or a crash, stuck sagas reported; retention; the `pulse purge` command."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from server.services.privacy import FINAL_STEP, ErasureStep
+from tests.privacy_helpers import mongo_traces, pg, pg_traces, privacy_of, redis_traces, subject
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def request_erasure(api, acct) -> None:
+    status, body, _ = await api.request("DELETE", "/users/me", token=acct.token, json={"password": acct.password})
+    assert status == 202, body
+
+
+async def make_due(settings, *user_ids: str) -> None:
+    """The recovery window is over (as with erasure_recovery_days=0)."""
+    conn = await pg(settings)
+    try:
+        await conn.execute("UPDATE users SET purge_after = now() - interval '1 second' WHERE id = ANY($1::uuid[])",
+                           [uuid.UUID(u) for u in user_ids])
+    finally:
+        await conn.close()
+
+
+async def mark_outbox_published(settings) -> None:
+    """Stands in for the relay: every event so far delivered."""
+    conn = await pg(settings)
+    try:
+        await conn.execute("UPDATE outbox SET published_at = now() WHERE published_at IS NULL")
+    finally:
+        await conn.close()
+
+
+async def saga_of(settings, user_id: str):
+    conn = await pg(settings)
+    try:
+        saga = await conn.fetchrow("SELECT id, status FROM erasure_sagas WHERE subject = $1",
+                                   subject(settings, user_id))
+        steps = await conn.fetch("SELECT step, status, attempts, last_error FROM erasure_steps WHERE saga_id = $1 "
+                                 "ORDER BY position", saga["id"]) if saga else []
+    finally:
+        await conn.close()
+    return saga, {r["step"]: r for r in steps}
+
+
+async def test_purge_leaves_no_trace_in_any_store_and_keeps_the_audit(api, server, settings):
+    acct, other = await api.register("pur"), await api.register("pwo")
+    await api.request("POST", "/auth/login", json={"login": acct.username, "password": "wrong guess"})
+    await api.request("PATCH", "/users/me", token=acct.token, json={"bio": "to be forgotten"})
+    await api.request("GET", f"/users/{acct.username}", token=other.token)  # profile cache
+    status, _, _ = await api.request("GET", "/users/me/export", token=acct.token)
+    assert status == 200
+    # A key another context could hold about the user (presence, offsets ...).
+    r = aioredis.from_url(settings.redis_url)
+    await r.set(f"{settings.namespace}:presence:{acct.id}", "x")
+    await r.aclose()
+    await request_erasure(api, acct)
+    await make_due(settings, acct.id)
+    await mark_outbox_published(settings)
+
+    report = await privacy_of(server).run_due_purges(wait_for_lock=10)
+    saga, steps = await saga_of(settings, acct.id)
+    assert saga is not None and str(saga["id"]) in report.completed and saga["status"] == "completed"
+    assert all(s["status"] == "done" for s in steps.values()) and FINAL_STEP in steps
+
+    needles = [acct.id, acct.email, acct.username]
+    traces = await pg_traces(settings, needles)
+    # Only the in-flight `user.purged` event names the id (for the consumers); it goes
+    # with the outbox retention once delivered.
+    assert traces == {"outbox": 1}, traces
+    conn = await pg(settings)
+    try:
+        in_flight = await conn.fetch("SELECT event_type, published_at FROM outbox WHERE payload->>'user_id' = $1",
+                                     acct.id)
+        assert [(e["event_type"], e["published_at"]) for e in in_flight] == [("user.purged", None)]
+        await conn.execute("UPDATE outbox SET published_at = now() - interval '30 days' "
+                           "WHERE payload->>'user_id' = $1", acct.id)
+    finally:
+        await conn.close()
+    await privacy_of(server).prune()
+    assert await pg_traces(settings, needles) == {}
+    assert await redis_traces(settings, needles) == []
+    assert await mongo_traces(settings, needles) == {}
+
+    # The audit trail survives, pseudonymised: the whole story under the keyed hash.
+    conn = await pg(settings)
+    try:
+        actions = [r["action"] for r in await conn.fetch(
+            "SELECT action FROM audit_log WHERE subject = $1 ORDER BY id", subject(settings, acct.id))]
+    finally:
+        await conn.close()
+    assert actions[0] == "user.registered"
+    for action in ("privacy.exported", "erasure.requested", "erasure.purge_started", "erasure.step_done",
+                   "erasure.purged"):
+        assert action in actions
+    # The other user is untouched.
+    status, me, _ = await api.request("GET", "/users/me", token=other.token)
+    assert status == 200 and me["id"] == other.id
+
+
+async def test_users_not_due_or_restored_are_not_purged(api, server, settings):
+    waiting, restored = await api.register("pnd"), await api.register("prs")
+    await request_erasure(api, waiting)
+    await request_erasure(api, restored)
+    status, _, _ = await api.request("POST", "/auth/restore", json={"login": restored.email, "password": restored.password})
+    assert status == 200
+    privacy = privacy_of(server)
+    assert await privacy.purge_user(uuid.UUID(waiting.id)) is None
+    assert await privacy.purge_user(uuid.UUID(restored.id)) is None
+    conn = await pg(settings)
+    try:
+        count = await conn.fetchval("SELECT count(*) FROM users WHERE id = ANY($1::uuid[])",
+                                    [uuid.UUID(waiting.id), uuid.UUID(restored.id)])
+    finally:
+        await conn.close()
+    assert count == 2
+
+
+async def test_a_failed_step_is_recorded_and_retried_on_the_next_run(api, server, settings):
+    acct = await api.register("pfl")
+    await request_erasure(api, acct)
+    await make_due(settings, acct.id)
+    await mark_outbox_published(settings)
+    privacy = privacy_of(server)
+    calls = []
+
+    async def flaky(uid):
+        calls.append(uid)
+        if len(calls) == 1:
+            raise ConnectionError("store went away")
+
+    original = privacy.steps
+    privacy.steps = [original[0], ErasureStep("test.flaky", flaky), *original[1:]]
+    try:
+        first = await privacy.purge_user(uuid.UUID(acct.id))
+        assert first.status == "running" and first.failed_step == "test.flaky"
+        saga, steps = await saga_of(settings, acct.id)
+        assert saga["status"] == "running"
+        assert steps[original[0].name]["status"] == "done"
+        assert steps["test.flaky"]["status"] == "failed" and steps["test.flaky"]["attempts"] == 1
+        assert "store went away" in steps["test.flaky"]["last_error"]
+        assert steps[FINAL_STEP]["status"] == "pending"
+        # Hidden and locked meanwhile: no login, no restore (a purge is under way).
+        for path in ("/auth/login", "/auth/restore"):
+            status, _, _ = await api.request("POST", path, json={"login": acct.email, "password": acct.password})
+            assert status == 401
+
+        report = await privacy.run_due_purges(wait_for_lock=10)
+        assert str(saga["id"]) in report.completed
+    finally:
+        privacy.steps = original
+    saga, steps = await saga_of(settings, acct.id)
+    assert saga["status"] == "completed" and len(calls) == 2
+    assert all(s["status"] == "done" and s["last_error"] is None for s in steps.values())
+    assert steps[original[0].name]["attempts"] == 1  # done steps are not run again
+    assert await pg_traces(settings, [acct.email, acct.username]) == {}
+
+
+async def test_a_purge_killed_between_steps_completes_on_the_next_run(api, server, settings):
+    acct = await api.register("pkl")
+    await request_erasure(api, acct)
+    await make_due(settings, acct.id)
+    privacy = privacy_of(server)
+
+    async def killed(uid):
+        raise asyncio.CancelledError()  # the process dies here: nothing is recorded
+
+    original = privacy.steps
+    privacy.steps = [original[0], ErasureStep("test.killed", killed), *original[1:]]
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await privacy.purge_user(uuid.UUID(acct.id))
+        saga, steps = await saga_of(settings, acct.id)
+        assert saga["status"] == "running" and steps["test.killed"]["status"] == "pending"
+        assert steps[original[0].name]["status"] == "done"
+    finally:
+        privacy.steps = original
+    # Next run, after a deploy without the step: the saga resumes where it was.
+    report = await privacy.run_due_purges(wait_for_lock=10)
+    assert str(saga["id"]) in report.completed
+    conn = await pg(settings)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM users WHERE id = $1", uuid.UUID(acct.id)) == 0
+    finally:
+        await conn.close()
+
+
+async def test_a_saga_that_cannot_finish_is_reported_and_keeps_the_account_hidden(api, server, settings):
+    acct = await api.register("pst")
+    await request_erasure(api, acct)
+    await make_due(settings, acct.id)
+    privacy = privacy_of(server)
+
+    async def broken(uid):
+        raise RuntimeError("schema mismatch")
+
+    original_steps, original_settings = privacy.steps, privacy.settings
+    privacy.steps = [*original_steps, ErasureStep("test.broken", broken)]
+    privacy.settings = original_settings.replace(purge_max_attempts=2)
+    try:
+        assert (await privacy.purge_user(uuid.UUID(acct.id))).status == "running"
+        outcome = await privacy.purge_user(uuid.UUID(acct.id))
+        assert outcome.status == "stuck" and outcome.failed_step == "test.broken"
+        unfinished = await privacy.unfinished_sagas()
+        mine = [s for s in unfinished if s["saga_id"] == outcome.saga_id]
+        assert mine and mine[0]["status"] == "stuck"
+        broken_state = next(s for s in mine[0]["steps"] if s["step"] == "test.broken")
+        assert (broken_state["status"], broken_state["attempts"]) == ("failed", 2)
+        assert "schema mismatch" in broken_state["last_error"]
+        conn = await pg(settings)
+        try:
+            actions = [r["action"] for r in await conn.fetch(
+                "SELECT action FROM audit_log WHERE subject = $1", subject(settings, acct.id))]
+            status = await conn.fetchval("SELECT status FROM users WHERE id = $1", uuid.UUID(acct.id))
+        finally:
+            await conn.close()
+        assert "erasure.stuck" in actions and actions.count("erasure.step_failed") == 2
+        assert status == "pending_erasure"
+    finally:
+        privacy.steps, privacy.settings = original_steps, original_settings
+    # Fixed (the step gone): a stuck saga is still retried and finishes.
+    assert (await privacy.purge_user(uuid.UUID(acct.id))).status == "completed"
+
+
+async def test_retention_prunes_old_delivered_events_and_processed_ids(server, settings):
+    conn = await pg(settings)
+    try:
+        old_published = await conn.fetchval(
+            "INSERT INTO outbox (event_type, payload, created_at, published_at) "
+            "VALUES ('test.old', '{}', now() - interval '40 days', now() - interval '40 days') RETURNING id")
+        old_unpublished = await conn.fetchval(
+            "INSERT INTO outbox (event_type, payload, created_at) VALUES ('test.stuck', '{}', now() - interval '40 days') "
+            "RETURNING id")
+        recent = await conn.fetchval(
+            "INSERT INTO outbox (event_type, payload, published_at) VALUES ('test.new', '{}', now()) RETURNING id")
+        old_processed, new_processed = uuid.uuid4(), uuid.uuid4()
+        await conn.execute("INSERT INTO processed_events (consumer, event_id, processed_at) VALUES "
+                           "('test', $1, now() - interval '40 days'), ('test', $2, now())", old_processed, new_processed)
+        counts = await privacy_of(server).prune()
+        assert counts["outbox"] >= 1 and counts["processed_events"] >= 1
+        left = {r["id"] for r in await conn.fetch("SELECT id FROM outbox WHERE id = ANY($1::uuid[])",
+                                                  [old_published, old_unpublished, recent])}
+        assert left == {old_unpublished, recent}
+        kept = {r["event_id"] for r in await conn.fetch("SELECT event_id FROM processed_events WHERE consumer = 'test'")}
+        assert kept == {new_processed}
+    finally:
+        await conn.close()
+
+
+def cli_env(settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env.update({
+        "PULSE_POSTGRES_DSN": settings.postgres_dsn, "PULSE_REDIS_URL": settings.redis_url,
+        "PULSE_MONGO_URL": settings.mongo_url, "PULSE_AMQP_URL": settings.amqp_url,
+        "PULSE_MONGO_DB": settings.mongo_db, "PULSE_NAMESPACE": settings.namespace,
+        "PULSE_AUDIT_KEY": settings.audit_key, "PULSE_LOG_LEVEL": "WARNING",
+    })
+    return env
+
+
+async def test_pulse_purge_now_purges_one_user_and_refuses_unknown_ones(api, settings):
+    acct, bystander = await api.register("pcl"), await api.register("pcb")
+    await request_erasure(api, bystander)  # not due: left alone by --now of another user
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "server.cli", "purge", *args], env=cli_env(settings),
+                              capture_output=True, text=True, timeout=120)
+
+    proc = await asyncio.to_thread(run, "--now", acct.id)  # an active account, purged at once
+    assert proc.returncode == 0, proc.stderr
+    assert '"status": "completed"' in proc.stdout
+    for bad in ("not-a-uuid", str(uuid.uuid4())):
+        proc = await asyncio.to_thread(run, "--now", bad)
+        assert proc.returncode == 2 and "no user" in proc.stderr
+    proc = await asyncio.to_thread(run)
+    assert proc.returncode in (0, 1), proc.stderr  # 1 only if another test left a saga open
+    conn = await pg(settings)
+    try:
+        gone = await conn.fetchval("SELECT count(*) FROM users WHERE id = $1", uuid.UUID(acct.id))
+        kept = await conn.fetchval("SELECT status FROM users WHERE id = $1", uuid.UUID(bystander.id))
+        actions = [r["action"] for r in await conn.fetch(
+            "SELECT action FROM audit_log WHERE subject = $1 ORDER BY id", subject(settings, acct.id))]
+    finally:
+        await conn.close()
+    assert gone == 0 and kept == "pending_erasure"
+    assert actions.index("erasure.requested") < actions.index("erasure.purged")
+    status, _, _ = await api.request("GET", "/users/me", token=acct.token)
+    assert status == 401
