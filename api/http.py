@@ -129,9 +129,12 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 def client_info(request: web.Request) -> ClientInfo:
-    # Behind the compose nginx, the client's address is the first X-Forwarded-For entry
-    # only when the peer is a trusted proxy; here we take the direct peer.
-    return ClientInfo(address=request.remote or "unknown", user_agent=request.headers.get("User-Agent"))
+    address = request.remote or "unknown"
+    if request.app[appkeys.SETTINGS].trust_forwarded_for:
+        # The proxy appends the peer it saw: the last hop is the one we can trust.
+        forwarded = request.headers.get("X-Forwarded-For", "").rsplit(",", 1)[-1].strip()
+        address = forwarded or address
+    return ClientInfo(address=address, user_agent=request.headers.get("User-Agent"))
 
 
 def make_aiohttp_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

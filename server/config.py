@@ -84,6 +84,10 @@ class Settings:
     requests_per_token_per_minute: int = 6000
     socket_sends_per_10_seconds: int = 100
 
+    # Behind a reverse proxy (compose's nginx), take the client address from the last
+    # X-Forwarded-For hop the proxy appended; never enable when clients reach Pulse directly.
+    trust_forwarded_for: bool = False
+
     # Body limit for JSON requests (contract: 64 KiB).
     max_json_bytes: int = 64 * 1024
 

@@ -70,3 +70,19 @@ async def test_rate_limits_off_switch(start_app):
             assert status == 401
         statuses = [(await api.request("GET", "/users/me", token=acct.token))[0] for _ in range(4)]
         assert statuses == [200] * 4
+
+
+async def test_forwarded_address_counts_only_behind_a_trusted_proxy(start_app):
+    async with start_app(namespace=fresh_namespace(), trust_forwarded_for=True, login_failures_per_account=1000,
+                         login_failures_per_address=2) as api:
+        acct = await api.register("fwd")
+        for _ in range(2):
+            await api.request("POST", "/auth/login", json={"login": acct.username, "password": "wrong-one"},
+                              headers={"X-Forwarded-For": "203.0.113.7"})
+        status, _, _ = await api.request("POST", "/auth/login", json={"login": acct.username, "password": acct.password},
+                                         headers={"X-Forwarded-For": "203.0.113.7"})
+        assert status == 429
+        # Another client address behind the same proxy is not limited.
+        status, _, _ = await api.request("POST", "/auth/login", json={"login": acct.username, "password": acct.password},
+                                         headers={"X-Forwarded-For": "198.51.100.9"})
+        assert status == 200

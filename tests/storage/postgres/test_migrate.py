@@ -8,9 +8,6 @@ import pytest
 
 from storage.postgres.migrate import MigrationError, apply_migrations, load_migrations
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
 async def test_migrations_apply_once_and_are_idempotent(make_pg_database):
     dsn = make_pg_database("_mig1")
     everything = [m.version for m in load_migrations()]
