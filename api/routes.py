@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import privacy, users
+from api import posts, privacy, users
 from api.http import Endpoint, make_aiohttp_handler
 from api.ops import add_ops_routes
 
-ROUTERS = [users.router, privacy.router]
+ROUTERS = [users.router, posts.router, privacy.router]
 
 
 def all_endpoints() -> list[Endpoint]:

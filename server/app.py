@@ -11,9 +11,12 @@ from api.middleware import metrics_middleware, problem_middleware
 from api.routes import setup_routes
 from server import appkeys
 from server.config import Settings
+from server.events.bus import EventBus
+from server.events.consumers import build_consumers
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services
+from server.services.posts import PostsService
 from server.services.privacy import PrivacyService
 from server.services.privacy_registry import PrivacyDeps, build_erasure_steps, build_export_sections
 from server.services.rate_limits import RateLimits
@@ -22,6 +25,7 @@ from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_un
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
+from storage.redis.popular import PopularPosts
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitCounters
 from storage.redis.sessions_cache import SessionsCache
@@ -90,8 +94,9 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
         rate_limits, passwords, settings,
     )
+    posts = PostsService(app[appkeys.DB], users, PopularPosts(redis, keys), settings)
     privacy = PrivacyService(app[appkeys.DB], users, settings)
-    services = Services(users=users, rate_limits=rate_limits, privacy=privacy)
+    services = Services(users=users, rate_limits=rate_limits, posts=posts, privacy=privacy)
     # Last: every context's service exists, so each can contribute its erasure steps
     # and export sections.
     deps = PrivacyDeps(db=app[appkeys.DB], mongo=app[appkeys.MONGO_DB], redis=redis, keys=keys,
@@ -126,6 +131,18 @@ async def privacy_worker_ctx(app: web.Application) -> AsyncIterator[None]:
         pass
 
 
+async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The outbox relay and the event consumers (when this process runs workers)."""
+    settings = app[appkeys.SETTINGS]
+    bus = EventBus(app[appkeys.DB], settings, build_consumers(app[appkeys.SERVICES]))
+    app[appkeys.EVENT_BUS] = bus
+    if bus.broker is not None:
+        app[appkeys.READINESS_CHECKS]["rabbitmq"] = bus.broker.check
+    await bus.start(run_workers=settings.run_workers)
+    yield
+    await bus.stop()
+
+
 def create_app(settings: Settings) -> web.Application:
     # Bodies above the JSON limit are refused (413) before they are read into memory.
     app = web.Application(
@@ -134,6 +151,6 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
     app[appkeys.READINESS_CHECKS] = {}
-    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, services_ctx, privacy_worker_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, services_ctx, events_ctx, privacy_worker_ctx])
     setup_routes(app)
     return app

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
 
     from server.config import Settings
+    from server.events.bus import EventBus
     from server.metrics import Metrics
     from server.services import Services
     from storage.postgres.pool import Database
@@ -24,5 +25,6 @@ MONGO_CLIENT: web.AppKey["AsyncMongoClient"] = web.AppKey("mongo_client")
 MONGO_DB: web.AppKey["AsyncDatabase"] = web.AppKey("mongo_db")
 REDIS: web.AppKey["aioredis.Redis"] = web.AppKey("redis")
 SERVICES: web.AppKey["Services"] = web.AppKey("services")
+EVENT_BUS: web.AppKey["EventBus"] = web.AppKey("event_bus")
 # Store name -> coroutine that raises when the store does not answer (for /readyz).
 READINESS_CHECKS: web.AppKey[dict[str, ReadinessCheck]] = web.AppKey("readiness_checks")

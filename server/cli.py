@@ -68,6 +68,40 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def worker(settings: Settings, args: argparse.Namespace) -> int:
+    """The outbox relay and the event consumers, without HTTP (the app's contexts run,
+    no site is bound). SIGTERM/SIGINT stop it cleanly."""
+    import signal
+
+    from aiohttp import web
+
+    from server.app import create_app
+
+    settings, stores = with_stores(settings.replace(run_workers=True))
+    _install_uvloop()
+
+    async def run() -> None:
+        runner = web.AppRunner(create_app(settings), handle_signals=False)
+        await runner.setup()  # runs the cleanup contexts' startup: stores, services, event bus
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("Pulse worker running (instance %s)", settings.instance_id)
+        try:
+            await stop.wait()
+        finally:
+            log.info("Pulse worker stopping")
+            await runner.cleanup()
+
+    try:
+        asyncio.run(run())
+    finally:
+        if stores is not None:
+            stores.stop()
+    return 0
+
+
 def migrate(settings: Settings, args: argparse.Namespace) -> int:
     from storage.postgres.migrate import apply_migrations
 
@@ -136,6 +170,7 @@ def purge(settings: Settings, args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Command] = {
     "serve": ("serve HTTP and Socket.IO", _serve_args, serve),
+    "worker": ("run the outbox relay and event consumers only (no HTTP)", lambda p: None, worker),
     "migrate": ("apply pending PostgreSQL migrations and exit", lambda p: None, migrate),
     "purge": ("run due erasure purges (GDPR) and report unfinished ones", _purge_args, purge),
 }

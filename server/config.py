@@ -38,6 +38,21 @@ class Settings:
     # dispatched in-process instead of through RabbitMQ.
     amqp_url: str | None = None
     amqp_exchange: str = "pulse.events"
+    # Seconds between reconnection attempts of the robust AMQP connection.
+    amqp_reconnect_seconds: float = 2.0
+    # A publish not confirmed by the broker within this time counts as failed (row kept).
+    amqp_publish_timeout_seconds: float = 5.0
+    # Unacknowledged deliveries a consumer holds at once.
+    amqp_prefetch: int = 16
+
+    # Event bus: the outbox relay wakes on NOTIFY, and polls as a fallback.
+    outbox_poll_seconds: float = 1.0
+    outbox_batch_size: int = 100
+    # A failing handler is retried this many times in all, then dead-lettered.
+    event_max_attempts: int = 5
+    event_retry_delay_ms: int = 1000
+    # Published outbox rows and processed-event records are kept this long, then pruned.
+    event_retention_days: float = 7.0
 
     # HTTP server.
     host: str = "127.0.0.1"
@@ -100,13 +115,14 @@ class Settings:
     purge_max_attempts: int = 5
     # The privacy worker (purges, retention) runs this often when workers run.
     privacy_worker_interval_seconds: float = 300.0
-    # Retention of delivered domain events and of the consumers' processed-event ids.
-    outbox_retention_days: float = 7.0
-    processed_events_retention_days: float = 7.0
 
     # Feeds.
     feed_max_items: int = 800
     popular_window_hours: int = 48
+    # How many posts /posts/popular ranks, and how long the Redis set is trusted before
+    # it is rebuilt from PostgreSQL (likes keep it current in between).
+    popular_max_posts: int = 200
+    popular_rebuild_seconds: int = 600
 
     # Real time.
     offset_log_max_events: int = 1000

@@ -345,3 +345,21 @@ def start_app(settings):
             await srv.close()
 
     return start
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+async def eventually(check, timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Polls ``check`` (sync or async) until it returns something truthy, which is returned;
+    fails after ``timeout`` seconds. For effects that happen asynchronously (events)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from server.services.posts import PostsService
     from server.services.privacy import PrivacyService
     from server.services.rate_limits import RateLimits
     from server.services.users import UsersService
@@ -14,4 +15,5 @@ if TYPE_CHECKING:
 class Services:
     users: "UsersService"
     rate_limits: "RateLimits"
+    posts: "PostsService"
     privacy: "PrivacyService"

@@ -375,18 +375,10 @@ class PrivacyService:
     # --- retention --------------------------------------------------------------------
 
     async def prune(self) -> dict[str, int]:
-        """Retention: published outbox rows, processed-event ids and expired sessions."""
-        now = utcnow()
-        counts = {"outbox": 0, "processed_events": 0, "sessions": 0}
-        outbox_cutoff = now - timedelta(days=self.settings.outbox_retention_days)
-        processed_cutoff = now - timedelta(days=self.settings.processed_events_retention_days)
+        """Retention owned here: expired sessions. (Published outbox rows and
+        processed-event ids are pruned by the event bus, ``event_retention_days``.)"""
         async with self.db.connection() as conn:
-            while (n := await self.outbox.delete_published_before(conn, outbox_cutoff)) > 0:
-                counts["outbox"] += n
-            while (n := await self.outbox.delete_processed_before(conn, processed_cutoff)) > 0:
-                counts["processed_events"] += n
-            counts["sessions"] = await self.sessions.delete_expired(conn)
-        return counts
+            return {"sessions": await self.sessions.delete_expired(conn)}
 
     async def run_periodic(self) -> None:
         """One pass of the privacy worker: due purges, then retention."""

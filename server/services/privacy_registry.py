@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from server.services.privacy import ErasureStep, ExportSection
+from server.services.privacy import ErasureStep, ExportSection, keyset_pages
+from server.timefmt import iso
 from storage.postgres.repos.outbox import OutboxRepo
+from storage.postgres.repos.posts import CommentsRepo, LikesRepo, PostsRepo
 from storage.postgres.repos.sessions import SessionsRepo
 from storage.postgres.repos.users import UsersRepo
 from storage.redis.client import Keys
@@ -43,6 +45,80 @@ class PrivacyDeps:
 
 
 def build_erasure_steps(d: PrivacyDeps) -> list[ErasureStep]:
+    # Contexts' content first, the account's own traces last (the users row itself is
+    # the saga's final step).
+    return [*_posts_steps(d), *_users_steps(d)]
+
+
+def build_export_sections(d: PrivacyDeps) -> list[ExportSection]:
+    # account, sessions and audit are written by PrivacyService itself.
+    return [*_posts_sections(d)]
+
+
+def _pg_pages(d: PrivacyDeps, fetch, render, id_column: str = "id"):
+    """Export pages from a PostgreSQL keyset query ``fetch(conn, uid, after, limit)``
+    ordered by (created_at, <id_column>): one pooled connection per page."""
+    def pages(uid: UUID):
+        async def page(after, limit):
+            async with d.db.read() as conn:
+                return await fetch(conn, uid, after, limit)
+
+        return keyset_pages(page, None, lambda r: (r["created_at"], r[id_column]), render)
+
+    return pages
+
+
+# --- posts, comments, likes (PostgreSQL; the popular ranking in Redis) -------------------
+
+POST_DELETE_BATCH = 500
+
+
+def _posts_steps(d: PrivacyDeps) -> list[ErasureStep]:
+    posts_repo, comments_repo, likes_repo = PostsRepo(), CommentsRepo(), LikesRepo()
+
+    async def likes(uid: UUID) -> None:
+        # Deleted with the like counts of others' posts adjusted, in one statement.
+        async with d.db.transaction() as conn:
+            changed = await likes_repo.delete_all_by_user(conn, uid)
+        if changed:
+            await d.services.posts.rebuild_popular()
+
+    async def comments(uid: UUID) -> None:
+        async with d.db.transaction() as conn:
+            await comments_repo.delete_all_by_author(conn, uid)
+
+    async def posts(uid: UUID) -> None:
+        # In batches (each its own transaction): a prolific author never needs one huge
+        # statement; a crash between batches just leaves fewer for the rerun.
+        while True:
+            async with d.db.transaction() as conn:
+                gone = await posts_repo.delete_batch_by_author(conn, uid, POST_DELETE_BATCH)
+            if gone:
+                await d.services.posts.popular_set.remove(*(str(p) for p in gone))
+            if len(gone) < POST_DELETE_BATCH:
+                return
+
+    return [ErasureStep("posts.likes", likes), ErasureStep("posts.comments", comments),
+            ErasureStep("posts.posts", posts)]
+
+
+def _posts_sections(d: PrivacyDeps) -> list[ExportSection]:
+    posts_repo, comments_repo, likes_repo = PostsRepo(), CommentsRepo(), LikesRepo()
+    return [
+        ExportSection("posts", _pg_pages(d, posts_repo.page_by_author, lambda r: {
+            "id": str(r["id"]), "body": r["body"], "created_at": iso(r["created_at"]),
+            "like_count": r["like_count"], "comment_count": r["comment_count"]})),
+        ExportSection("comments", _pg_pages(d, comments_repo.page_by_author, lambda r: {
+            "id": str(r["id"]), "post_id": str(r["post_id"]), "body": r["body"],
+            "created_at": iso(r["created_at"])})),
+        ExportSection("likes", _pg_pages(d, likes_repo.page_by_user, lambda r: {
+            "post_id": str(r["post_id"]), "created_at": iso(r["created_at"])}, id_column="post_id")),
+    ]
+
+
+# --- users: sessions, Redis keys, delivered events ------------------------------------------
+
+def _users_steps(d: PrivacyDeps) -> list[ErasureStep]:
     users_repo, sessions_repo, outbox_repo = UsersRepo(), SessionsRepo(), OutboxRepo()
     redis_erasure = RedisErasure(d.redis, d.keys)
 
@@ -70,13 +146,7 @@ def build_erasure_steps(d: PrivacyDeps) -> list[ErasureStep]:
             await outbox_repo.delete_published_mentioning(conn, [str(uid), *(names or ())])
 
     return [
-        # Contexts' content goes first (added as they land), the account's traces last.
         ErasureStep("users.sessions", sessions),
         ErasureStep("redis.user_keys", redis_user_keys),
         ErasureStep("outbox.published", published_events),
     ]
-
-
-def build_export_sections(d: PrivacyDeps) -> list[ExportSection]:
-    # account, sessions and audit are written by PrivacyService itself.
-    return []

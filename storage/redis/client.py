@@ -35,3 +35,15 @@ class Keys:
 
     def rate(self, bucket: str, subject: str) -> str:
         return f"{self.ns}:rl:{bucket}:{subject}"
+
+    def popular_posts(self) -> str:
+        """Sorted set: post id -> like count, for recent posts with likes."""
+        return f"{self.ns}:popular:likes"
+
+    def popular_posts_born(self) -> str:
+        """Sorted set: post id -> creation time (epoch seconds), to age posts out."""
+        return f"{self.ns}:popular:born"
+
+    def popular_posts_fresh(self) -> str:
+        """Present while the popular set is known to match PostgreSQL (rebuilt when gone)."""
+        return f"{self.ns}:popular:fresh"

@@ -32,6 +32,8 @@ async def audit_actions(settings, value: str) -> list[str]:
 
 async def test_erasure_hides_the_account_at_once(api, settings):
     alice, bob = await api.register("era"), await api.register("obs")
+    status, post, _ = await api.request("POST", "/posts", token=alice.token, json={"body": "soon gone"})
+    assert status == 201
     # A second session, to see that every session goes.
     status, login, _ = await api.request("POST", "/auth/login", json={"login": alice.email, "password": alice.password})
     assert status == 200
@@ -53,6 +55,8 @@ async def test_erasure_hides_the_account_at_once(api, settings):
     for ref in (alice.id, alice.username):
         status, body, resp = await api.request("GET", f"/users/{ref}", token=bob.token)
         is_problem(status, body, resp, 404)
+    status, body, resp = await api.request("GET", f"/posts/{post['id']}", token=bob.token)
+    is_problem(status, body, resp, 404)
 
     conn = await pg(settings)
     try:
@@ -187,14 +191,38 @@ async def test_export_streams_everything_about_the_user(api, settings):
     status, _, _ = await api.request("PATCH", "/users/me", token=acct.token, json={"bio": "likes jazz"})
     assert status == 200
     await api.request("POST", "/auth/login", json={"login": acct.username, "password": "nope nope"})
-    # Thousands of rows: audit entries about the user, bulk inserted.
+    status, theirs, _ = await api.request("POST", "/posts", token=other.token, json={"body": "other's post"})
+    assert status == 201
+    status, _, _ = await api.request("PUT", f"/posts/{theirs['id']}/like", token=acct.token)
+    assert status == 200
+    status, comment, _ = await api.request("POST", f"/posts/{theirs['id']}/comments", token=acct.token,
+                                           json={"body": "nice one"})
+    assert status == 201
+    status, _, _ = await api.request("POST", f"/posts/{theirs['id']}/comments", token=other.token,
+                                     json={"body": "other's private reply"})
+    assert status == 201
+    # Thousands of rows in each store section, bulk inserted.
+    uid = uuid.UUID(acct.id)
     conn = await pg(settings)
     try:
         await conn.executemany(
             "INSERT INTO audit_log (action, subject, details) VALUES ('test.bulk', $1, $2)",
             [(subject(settings, acct.id), {"n": i}) for i in range(3000)])
+        await conn.execute(
+            "INSERT INTO posts (author_id, body, created_at) "
+            "SELECT $1, 'bulk ' || n, now() - make_interval(secs => n) FROM generate_series(1, 2500) n", uid)
+        await conn.execute(
+            "INSERT INTO comments (post_id, author_id, body) SELECT id, $1, 'self ' || body FROM posts "
+            "WHERE author_id = $1", uid)
+        await conn.execute("INSERT INTO likes (post_id, user_id) SELECT id, $1 FROM posts WHERE author_id = $1", uid)
+        expected = {
+            "posts": await conn.fetchval("SELECT count(*) FROM posts WHERE author_id = $1", uid),
+            "comments": await conn.fetchval("SELECT count(*) FROM comments WHERE author_id = $1", uid),
+            "likes": await conn.fetchval("SELECT count(*) FROM likes WHERE user_id = $1", uid),
+        }
     finally:
         await conn.close()
+    assert expected == {"posts": 2500, "comments": 2501, "likes": 2501}
 
     status, raw, resp = await api.request("GET", "/users/me/export", token=acct.token)
     assert status == 200
@@ -210,8 +238,15 @@ async def test_export_streams_everything_about_the_user(api, settings):
     assert [e["details"]["n"] for e in bulk] == list(range(3000))
     actions = {e["action"] for e in doc["audit"]}
     assert {"user.registered", "auth.login_failed"} <= actions
+    for section, count in expected.items():
+        assert len(doc[section]) == count, section
+    assert len({p["id"] for p in doc["posts"]}) == 2500  # no page repeated or skipped
+    assert {"id": comment["id"], "post_id": theirs["id"], "body": "nice one"}.items() <= \
+        next(c for c in doc["comments"] if c["id"] == comment["id"]).items()
+    assert theirs["id"] in {like["post_id"] for like in doc["likes"]}
     text = orjson.dumps(doc).decode()
     assert "password" not in text and "token" not in text and "argon2" not in text
+    assert "other's private reply" not in text and "other's post" not in text
     assert other.id not in text and other.email not in text
     # The export itself is audited.
     assert "privacy.exported" in await audit_actions(settings, acct.id)

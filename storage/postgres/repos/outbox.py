@@ -6,6 +6,9 @@ from uuid import UUID
 
 import asyncpg
 
+# The channel the outbox trigger (migration 0003) notifies on every insert.
+OUTBOX_CHANNEL = "pulse_outbox"
+
 
 class OutboxRepo:
     async def add(self, conn: asyncpg.Connection, event_type: str, payload: dict[str, Any]) -> UUID:
@@ -13,15 +16,6 @@ class OutboxRepo:
         return await conn.fetchval(
             "INSERT INTO outbox (event_type, payload) VALUES ($1, $2) RETURNING id", event_type, payload
         )
-
-    async def delete_published_before(self, conn: asyncpg.Connection, cutoff, batch: int = 5000) -> int:
-        """Retention: published events older than ``cutoff`` (one batch; call until 0)."""
-        result = await conn.execute(
-            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at IS NOT NULL "
-            "AND published_at < $1 LIMIT $2)",
-            cutoff, batch,
-        )
-        return int(result.split()[-1])
 
     async def delete_published_mentioning(self, conn: asyncpg.Connection, needles: list[str]) -> int:
         """Erasure: published events whose payload names the user (unpublished ones are
@@ -33,11 +27,23 @@ class OutboxRepo:
         )
         return int(result.split()[-1])
 
-    async def delete_processed_before(self, conn: asyncpg.Connection, cutoff, batch: int = 5000) -> int:
-        """Retention of the consumers' idempotency records."""
+    async def lock_unpublished(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+        """The oldest unpublished events, locked for this transaction; rows another relay
+        holds are skipped, so concurrent relays never take the same row."""
+        return await conn.fetch(
+            "SELECT id, event_type, payload, created_at FROM outbox WHERE published_at IS NULL "
+            "ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+            limit,
+        )
+
+    async def mark_published(self, conn: asyncpg.Connection, event_ids: list[UUID]) -> None:
+        await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", event_ids)
+
+    async def count_unpublished(self, conn: asyncpg.Connection) -> int:
+        return await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+
+    async def delete_published_before(self, conn: asyncpg.Connection, seconds: float) -> int:
         result = await conn.execute(
-            "DELETE FROM processed_events WHERE (consumer, event_id) IN (SELECT consumer, event_id "
-            "FROM processed_events WHERE processed_at < $1 LIMIT $2)",
-            cutoff, batch,
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)", seconds
         )
         return int(result.split()[-1])

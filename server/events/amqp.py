@@ -1,0 +1,179 @@
+"""RabbitMQ transport: the confirmed publisher the relay uses, and the consumer queues.
+
+Topology, per exchange ``X`` (durable topic, routing key = event type) and consumer ``C``:
+- ``X.C``        durable queue bound to C's event types; manual ack after the work is done.
+- ``X.C.retry``  holds a failed delivery for ``event_retry_delay_ms``, then dead-letters
+                 it back to ``X.C`` (via the default exchange), with the attempt count in
+                 the ``x-pulse-attempts`` header.
+- ``X.C.dlq``    where a delivery goes after ``event_max_attempts`` failures (or when it is
+                 not a domain event at all), for someone to inspect.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Sequence
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from server.config import Settings
+from server.events.codec import decode_event, encode_event
+from server.events.processing import EventProcessor
+from server.events.types import Consumer, DomainEvent
+
+log = logging.getLogger("pulse.events.amqp")
+
+ATTEMPTS_HEADER = "x-pulse-attempts"
+ERROR_HEADER = "x-pulse-error"
+
+
+class BrokerUnavailable(ConnectionError):
+    pass
+
+
+def queue_name(exchange: str, consumer: Consumer) -> str:
+    return f"{exchange}.{consumer.name}"
+
+
+def event_message(event: DomainEvent, headers: dict | None = None) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=encode_event(event), message_id=event.id, type=event.type, content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT, headers=headers or {},
+    )
+
+
+class AmqpBroker:
+    """One robust connection (it reconnects by itself and restores channels, exchanges,
+    queues, bindings and consumers); a confirming channel for publishing."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.amqp_url, "amqp_url is required"
+        self.settings = settings
+        self.exchange_name = settings.amqp_exchange
+        self.connection: AbstractRobustConnection | None = None
+        self.exchange: aio_pika.abc.AbstractExchange | None = None
+        self.ready = asyncio.Event()
+
+    async def connect(self) -> None:
+        """Connect, retrying until the broker answers (the app starts without it)."""
+        while self.connection is None:
+            try:
+                self.connection = await aio_pika.connect_robust(
+                    self.settings.amqp_url, reconnect_interval=self.settings.amqp_reconnect_seconds,
+                    client_properties={"connection_name": f"pulse:{self.settings.instance_id}"},
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep trying; the outbox holds events
+                log.warning("RabbitMQ unavailable (%r); retrying in %.1fs", exc, self.settings.amqp_reconnect_seconds)
+                await asyncio.sleep(self.settings.amqp_reconnect_seconds)
+        channel = await self.connection.channel(publisher_confirms=True)
+        self.exchange = await channel.declare_exchange(self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True)
+        self.ready.set()
+
+    @property
+    def connected(self) -> bool:
+        return (self.ready.is_set() and self.connection is not None and not self.connection.is_closed
+                and self.connection.connected.is_set())
+
+    async def check(self) -> None:
+        """Readiness: raises while the broker is unreachable."""
+        if not self.connected:
+            raise BrokerUnavailable("RabbitMQ is not connected")
+
+    async def publish(self, event: DomainEvent) -> None:
+        """Returns once the broker confirmed the (persistent) message; raises otherwise."""
+        if not self.connected or self.exchange is None:
+            raise BrokerUnavailable("RabbitMQ is not connected")
+        await self.exchange.publish(event_message(event), routing_key=event.type, mandatory=False,
+                                    timeout=self.settings.amqp_publish_timeout_seconds)
+
+    async def publish_many(self, events: Sequence[DomainEvent]) -> set[str]:
+        """The relay's sink: publishes concurrently (confirms are pipelined); returns the
+        ids the broker confirmed."""
+        results = await asyncio.gather(*(self.publish(e) for e in events), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.warning("%d of %d events not confirmed by RabbitMQ: %r", len(failed), len(events), failed[0])
+        return {e.id for e, r in zip(events, results) if not isinstance(r, BaseException)}
+
+    async def start_consumer(self, consumer: Consumer, processor: EventProcessor) -> None:
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=self.settings.amqp_prefetch)
+        exchange = await channel.declare_exchange(self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True)
+        name = queue_name(self.exchange_name, consumer)
+        queue = await channel.declare_queue(name, durable=True)
+        for event_type in consumer.event_types:
+            await queue.bind(exchange, routing_key=event_type)
+        await channel.declare_queue(name + ".retry", durable=True, arguments={
+            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": name,
+        })
+        await channel.declare_queue(name + ".dlq", durable=True)
+        await queue.consume(_Delivery(consumer, processor, channel, name, self.settings).on_message)
+        log.info("consumer %s listening on %s", consumer.name, name)
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+
+
+class _Delivery:
+    """Handles the deliveries of one consumer's queue."""
+
+    def __init__(self, consumer: Consumer, processor: EventProcessor, channel, queue: str, settings: Settings) -> None:
+        self.consumer = consumer
+        self.processor = processor
+        self.channel = channel
+        self.queue = queue
+        self.max_attempts = settings.event_max_attempts
+        self.retry_delay_ms = settings.event_retry_delay_ms
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = decode_event(message.body)
+        except ValueError as exc:
+            log.error("%s: undecodable message %s sent to the dead-letter queue: %s",
+                      self.consumer.name, message.message_id, exc)
+            await self._forward(message, self.queue + ".dlq", attempts=0, error=str(exc))
+            return
+        try:
+            await self.processor.process(self.consumer, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
+            attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0) or 0) + 1
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            if attempts >= self.max_attempts:
+                log.error("%s: event %s (%s) failed %d times, dead-lettered: %s",
+                          self.consumer.name, event.id, event.type, attempts, error)
+                await self._forward(message, self.queue + ".dlq", attempts=attempts, error=error)
+            else:
+                log.warning("%s: event %s (%s) failed (attempt %d of %d), will retry: %s",
+                            self.consumer.name, event.id, event.type, attempts, self.max_attempts, error)
+                await self._forward(message, self.queue + ".retry", attempts=attempts, error=error,
+                                    expiration_ms=self.retry_delay_ms * attempts)
+            return
+        await message.ack()
+
+    async def _forward(self, message: AbstractIncomingMessage, queue: str, *, attempts: int, error: str,
+                       expiration_ms: int | None = None) -> None:
+        """Move the delivery to another queue: publish (confirmed) first, then ack, so a
+        crash in between duplicates it rather than losing it."""
+        headers = {**(message.headers or {}), ATTEMPTS_HEADER: attempts, ERROR_HEADER: error}
+        copy = aio_pika.Message(
+            body=message.body, message_id=message.message_id, type=message.type,
+            content_type=message.content_type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, headers=headers,
+            expiration=(expiration_ms / 1000) if expiration_ms else None,
+        )
+        try:
+            await self.channel.default_exchange.publish(copy, routing_key=queue)
+        except Exception as exc:  # noqa: BLE001 - could not move it: let the broker redeliver
+            log.warning("%s: could not move message to %s (%r); requeueing", self.consumer.name, queue, exc)
+            try:
+                await message.nack(requeue=True)
+            except Exception:  # noqa: BLE001 - channel gone: the broker redelivers anyway
+                pass
+            return
+        await message.ack()

@@ -1,0 +1,49 @@
+"""Runs a consumer's handler at most once per event id (per consumer).
+
+The processed_events table remembers which ids a consumer has handled: an id seen
+before is skipped, and an id is recorded only after the handler succeeded (a failure
+leaves it free for the retry). Handlers must still be idempotent: a crash between the
+handler's effect and the record means one more run.
+"""
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+from server.events.types import Consumer, DomainEvent
+from storage.postgres.pool import Database
+from storage.postgres.repos.processed_events import ProcessedEventsRepo
+
+log = logging.getLogger("pulse.events")
+
+
+class EventProcessor:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.processed = ProcessedEventsRepo()
+        # (consumer, event id) being handled in this process: a duplicate delivered
+        # meanwhile waits for the retry instead of running the handler a second time.
+        self._in_flight: set[tuple[str, str]] = set()
+
+    async def process(self, consumer: Consumer, event: DomainEvent) -> bool:
+        """Handle the event once; False when this consumer had already handled it.
+        Raises what the handler raised (the caller retries or dead-letters)."""
+        event_id = UUID(event.id)
+        key = (consumer.name, event.id)
+        async with self.db.read() as conn:
+            if await self.processed.was_processed(conn, consumer.name, event_id):
+                return False
+        if key in self._in_flight:
+            raise DuplicateInFlight(f"{consumer.name} is already handling event {event.id}")
+        self._in_flight.add(key)
+        try:
+            await consumer.handle(event)
+            async with self.db.connection() as conn:
+                await self.processed.record(conn, consumer.name, event_id)
+        finally:
+            self._in_flight.discard(key)
+        return True
+
+
+class DuplicateInFlight(RuntimeError):
+    """The same event is being handled right now; try again after it is done."""
