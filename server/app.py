@@ -9,6 +9,9 @@ from aiohttp import web
 
 from api.middleware import metrics_middleware, problem_middleware
 from api.routes import setup_routes
+from realtime.fanout import FanoutListener, RedisPusher
+from realtime.presence import InstancePresence
+from realtime.server import RealtimeServer
 from server import appkeys
 from server.config import Settings
 from server.events.bus import EventBus
@@ -25,7 +28,9 @@ from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_un
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
+from storage.redis.offset_log import OffsetLog
 from storage.redis.popular import PopularPosts
+from storage.redis.presence import PresenceStore
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitCounters
 from storage.redis.sessions_cache import SessionsCache
@@ -84,6 +89,34 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await redis.aclose()
 
 
+async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Offset log, fan-out listener and presence heartbeat for the Socket.IO server;
+    provides PUSHER and PRESENCE for the services (so it runs before services_ctx)."""
+    settings = app[appkeys.SETTINGS]
+    redis = app[appkeys.REDIS]
+    keys = Keys(settings.namespace)
+    realtime = app[appkeys.REALTIME]
+    offset_log = OffsetLog(redis, keys, settings.offset_log_max_events, settings.offset_log_max_age_seconds)
+    presence = InstancePresence(PresenceStore(redis, keys, settings.presence_ttl_seconds), settings.instance_id)
+    listener = FanoutListener(settings, keys, realtime.deliver, realtime.catch_up)
+    realtime.start(offset_log, presence, listener)
+    app[appkeys.PUSHER] = RedisPusher(offset_log)
+    app[appkeys.PRESENCE] = presence
+    listener.start()
+    presence.start()
+    if not await listener.wait_subscribed(timeout=5 * settings.redis_timeout_seconds):
+        log.warning("fan-out not subscribed yet (Redis unavailable?); live events reach other instances once it is")
+    yield
+    await realtime.disconnect_all()  # normally done already by on_shutdown
+    await listener.stop()
+    await presence.stop()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    # On shutdown, before aiohttp waits for open connections: clients reconnect elsewhere.
+    await app[appkeys.REALTIME].disconnect_all()
+
+
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     redis = app[appkeys.REDIS]
@@ -95,7 +128,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         rate_limits, passwords, settings,
     )
     posts = PostsService(app[appkeys.DB], users, PopularPosts(redis, keys), settings)
-    privacy = PrivacyService(app[appkeys.DB], users, settings)
+    privacy = PrivacyService(app[appkeys.DB], users, settings, pusher=app[appkeys.PUSHER])
     services = Services(users=users, rate_limits=rate_limits, posts=posts, privacy=privacy)
     # Last: every context's service exists, so each can contribute its erasure steps
     # and export sections.
@@ -151,6 +184,9 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
     app[appkeys.READINESS_CHECKS] = {}
-    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, services_ctx, events_ctx, privacy_worker_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, realtime_ctx, services_ctx, events_ctx,
+                            privacy_worker_ctx])
     setup_routes(app)
+    app[appkeys.REALTIME] = RealtimeServer(app)  # Socket.IO at /socket.io
+    app.on_shutdown.append(_close_sockets)
     return app

@@ -10,10 +10,13 @@ if TYPE_CHECKING:
     from pymongo import AsyncMongoClient
     from pymongo.asynchronous.database import AsyncDatabase
 
+    from realtime.server import RealtimeServer
+
     from server.config import Settings
     from server.events.bus import EventBus
     from server.metrics import Metrics
     from server.services import Services
+    from server.services.ports import Presence, Pusher
     from storage.postgres.pool import Database
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -28,3 +31,8 @@ SERVICES: web.AppKey["Services"] = web.AppKey("services")
 EVENT_BUS: web.AppKey["EventBus"] = web.AppKey("event_bus")
 # Store name -> coroutine that raises when the store does not answer (for /readyz).
 READINESS_CHECKS: web.AppKey[dict[str, ReadinessCheck]] = web.AppKey("readiness_checks")
+# Socket.IO server (attached in create_app); Pusher and Presence (realtime_ctx) are
+# what the services use to reach sockets, set before services_ctx runs.
+REALTIME: web.AppKey["RealtimeServer"] = web.AppKey("realtime")
+PUSHER: web.AppKey["Pusher"] = web.AppKey("pusher")
+PRESENCE: web.AppKey["Presence"] = web.AppKey("presence")

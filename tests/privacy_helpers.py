@@ -56,6 +56,8 @@ async def redis_traces(settings, needles: list[str]) -> list[str]:
                 value = b" ".join(await client.zrange(key, 0, -1))
             elif kind == "list":
                 value = b" ".join(await client.lrange(key, 0, -1))
+            elif kind == "stream":
+                value = b" ".join(b" ".join(f.values()) for _, f in await client.xrange(key))
             elif kind == "hash":
                 value = b" ".join(k + b"=" + v for k, v in (await client.hgetall(key)).items())
             else:

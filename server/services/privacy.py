@@ -20,6 +20,7 @@ import asyncpg
 
 from server.config import Settings
 from server.errors import NotFound, Unauthorized
+from server.services.ports import DISCONNECT_USER, Pusher
 from server.services.users import BAD_CREDENTIALS, ClientInfo, UsersService, own_user
 from server.timefmt import iso, utcnow
 from storage.postgres.pool import Database
@@ -107,8 +108,9 @@ async def keyset_pages(fetch: Callable[[Any, int], Awaitable[list[Any]]], first_
 
 
 class PrivacyService:
-    def __init__(self, db: Database, users: UsersService, settings: Settings) -> None:
+    def __init__(self, db: Database, users: UsersService, settings: Settings, pusher: Pusher | None = None) -> None:
         self.db = db
+        self.pusher = pusher
         self.users_service = users
         self.settings = settings
         self.audit_repo = AuditRepo()
@@ -196,6 +198,13 @@ class PrivacyService:
         await self.users_service.sessions_cache.drop(*token_hashes)
         await self.users_service.profile_cache.invalidate(user_id)
         await self.users_service.profile_cache.forget_username(username)
+        if self.pusher is not None:
+            # Every instance closes the user's sockets now. Best effort: with Redis down
+            # the sockets stay open until they reconnect, and a reconnect is refused.
+            try:
+                await self.pusher.push([user_id], DISCONNECT_USER, {}, replay=False)
+            except Exception as exc:  # noqa: BLE001
+                log.error("could not disconnect the sockets of a user pending erasure: %s", exc)
 
     async def restore(self, login: str, password: str, client: ClientInfo) -> tuple[dict[str, Any], str]:
         uid = await self.users_service.verify_credentials(login=login, password=password, client=client,

@@ -138,6 +138,13 @@ def _users_steps(d: PrivacyDeps) -> list[ErasureStep]:
         names = await identity(uid)
         await redis_erasure.delete_user_keys(str(uid), *(names or ()))
 
+    async def realtime_traces(uid: UUID) -> None:
+        # The user's own log and presence went with their keys; here: their id in the
+        # presence sets and in the events of others' replay logs.
+        names = await identity(uid)
+        await redis_erasure.remove_from_presence(str(uid))
+        await redis_erasure.remove_from_offset_logs([str(uid), *(names or ())])
+
     async def published_events(uid: UUID) -> None:
         # Delivered events naming the user; events still in flight are left to the
         # relay and go with the outbox retention.
@@ -148,5 +155,6 @@ def _users_steps(d: PrivacyDeps) -> list[ErasureStep]:
     return [
         ErasureStep("users.sessions", sessions),
         ErasureStep("redis.user_keys", redis_user_keys),
+        ErasureStep("realtime.presence_and_logs", realtime_traces),
         ErasureStep("outbox.published", published_events),
     ]

@@ -47,3 +47,16 @@ class Keys:
     def popular_posts_fresh(self) -> str:
         """Present while the popular set is known to match PostgreSQL (rebuilt when gone)."""
         return f"{self.ns}:popular:fresh"
+
+    # Real time (realtime/): per-user offset log, cross-instance fan-out, presence.
+    def offset_log(self, user_id: str) -> str:
+        return f"{self.ns}:rt:log:{user_id}"
+
+    def fanout_channel(self) -> str:
+        return f"{self.ns}:rt:fanout"
+
+    def presence_instances(self) -> str:
+        return f"{self.ns}:rt:presence:instances"
+
+    def presence_users(self, instance_key: str) -> str:
+        return f"{self.ns}:rt:presence:users:{instance_key}"

@@ -35,3 +35,28 @@ class RedisErasure:
         if batch:
             deleted += await self.redis.delete(*batch)
         return deleted
+
+    async def remove_from_presence(self, user_id: str) -> None:
+        """Out of every instance's set of connected users (a crashed instance's set
+        would otherwise keep the id until its TTL)."""
+        async for key in self.redis.scan_iter(match=self.keys.presence_users("*"), count=1000):
+            await self.redis.srem(key, user_id)
+
+    async def remove_from_offset_logs(self, needles: list[str], page: int = 500) -> int:
+        """Deletes the entries of every user's replay log whose event names the user
+        (their messages, notifications about them). A client resuming from before a
+        deleted entry gets ``resync`` and refetches over REST."""
+        marks = [n.lower().encode() for n in needles if n]
+        removed = 0
+        async for key in self.redis.scan_iter(match=self.keys.offset_log("*"), count=1000):
+            start = "-"
+            while True:
+                entries = await self.redis.xrange(key, min=start, max="+", count=page)
+                doomed = [entry_id for entry_id, fields in entries
+                          if any(m in (fields.get(b"d", b"") + fields.get(b"e", b"")).lower() for m in marks)]
+                if doomed:
+                    removed += await self.redis.xdel(key, *doomed)
+                if len(entries) < page:
+                    break
+                start = "(" + entries[-1][0].decode()
+        return removed

@@ -80,7 +80,14 @@ async def test_purge_leaves_no_trace_in_any_store_and_keeps_the_audit(api, serve
     # A key another context could hold about the user (presence, offsets ...).
     r = aioredis.from_url(settings.redis_url)
     await r.set(f"{settings.namespace}:presence:{acct.id}", "x")
+    # Seen online by an instance that died without cleaning up.
+    await r.sadd(f"{settings.namespace}:rt:presence:users:ghost-instance", acct.id, other.id)
     await r.aclose()
+    # An event about the user in someone else's replay log (and one in their own).
+    pusher = server.app[appkeys.PUSHER]
+    await pusher.push([other.id], "notification:new", {"notification": {"metadata": {"actor_id": acct.id}}})
+    await pusher.push([other.id], "notification:new", {"notification": {"metadata": {"actor_id": other.id}}})
+    await pusher.push([acct.id], "notification:new", {"notification": {"type": "welcome"}})
     await request_erasure(api, acct)
     await make_due(settings, acct.id)
     await wait_published(settings, acct)
@@ -107,6 +114,13 @@ async def test_purge_leaves_no_trace_in_any_store_and_keeps_the_audit(api, serve
     await server.app[appkeys.EVENT_BUS].prune()
     assert await pg_traces(settings, needles) == {}
     assert await redis_traces(settings, needles) == []
+    r = aioredis.from_url(settings.redis_url)
+    try:
+        others_log = await r.xrange(f"{settings.namespace}:rt:log:{other.id}")
+        assert any(other.id.encode() in f[b"d"] for _, f in others_log)  # the rest of their log stays
+        assert await r.sismember(f"{settings.namespace}:rt:presence:users:ghost-instance", other.id)
+    finally:
+        await r.aclose()
     assert await mongo_traces(settings, needles) == {}
 
     # The audit trail survives, pseudonymised: the whole story under the keyed hash.

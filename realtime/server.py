@@ -1,0 +1,335 @@
+"""The Socket.IO server: connections, client events with acks, delivery and resume.
+
+Delivery: the fan-out listener hands over each event once; its packet is encoded once
+(per recipient user when it carries that user's offset) and written to each of the
+user's sockets here, in the order the channel delivered them.
+
+Resume: a socket starts "held": events for it are queued until its start-up is done
+(replay after ``auth.offset``, or just noting where the user's log stands), then the
+queue is flushed, skipping what the replay already sent. So a client sees what it
+missed, in order, before anything new.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import socketio
+from aiohttp import web
+from engineio import packet as eio_packet
+from pydantic import BaseModel, ValidationError
+
+from realtime.fanout import FanoutListener, FanoutMessage
+from realtime.models import MessageRead, MessageSend, PresenceQuery, Typing
+from realtime.packets import OrjsonCodec, event_packet, event_packet_from
+from realtime.presence import InstancePresence
+from server import appkeys
+from server.errors import DomainError, RateLimited, Unauthorized
+from server.services.ports import DISCONNECT_USER
+from storage.redis.offset_log import OffsetLog, parse_offset
+from storage.redis.sessions_cache import REDIS_ERRORS
+
+log = logging.getLogger("pulse.realtime")
+
+NAMESPACE = "/"
+Held = list[tuple[str | None, eio_packet.Packet]]
+
+
+@dataclass
+class SocketState:
+    user_id: str
+    eio_sid: str
+    # Events waiting while the socket starts up or catches up; None once live.
+    held: Held | None = field(default_factory=list)
+    # Newest offset this socket has been sent (or, at start, where it stands).
+    last_offset: str | None = None
+    starter: asyncio.Task | None = None
+
+
+def user_room(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def _after(offset: str, than: str | None) -> bool:
+    if than is None:
+        return True
+    a, b = parse_offset(offset), parse_offset(than)
+    return a is None or b is None or a > b
+
+
+class RealtimeServer:
+    def __init__(self, app: web.Application) -> None:
+        settings = app[appkeys.SETTINGS]
+        self.app = app
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp", json=OrjsonCodec, logger=False, engineio_logger=False,
+            max_http_buffer_size=settings.max_json_bytes,
+        )
+        self.sio.attach(app, socketio_path="socket.io")
+        self.sockets: dict[str, SocketState] = {}
+        self.sockets_by_user: dict[str, set[str]] = {}
+        # Set by ``start`` (realtime_ctx), once the stores are up.
+        self.offset_log: OffsetLog | None = None
+        self.presence: InstancePresence | None = None
+        self.listener: FanoutListener | None = None
+        self._catch_up: asyncio.Task | None = None
+        self._register_handlers()
+
+    def start(self, offset_log: OffsetLog, presence: InstancePresence, listener: FanoutListener) -> None:
+        self.offset_log = offset_log
+        self.presence = presence
+        self.listener = listener
+
+    # --- connections -----------------------------------------------------------------
+
+    def _register_handlers(self) -> None:
+        sio = self.sio
+        sio.on("connect", self.on_connect)
+        sio.on("disconnect", self.on_disconnect)
+        sio.on("message:send", self._ack_handler(MessageSend, self.message_send, rate_limited=True))
+        sio.on("message:read", self._ack_handler(MessageRead, self.message_read))
+        sio.on("typing", self._ack_handler(Typing, self.typing, rate_limited=True))
+        sio.on("presence:query", self._ack_handler(PresenceQuery, self.presence_query))
+
+    async def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        auth = auth if isinstance(auth, dict) else {}
+        token = auth.get("token")
+        try:
+            principal = await self.app[appkeys.SERVICES].users.authenticate(token if isinstance(token, str) else None)
+        except Unauthorized:
+            raise socketio.exceptions.ConnectionRefusedError("unauthorized")
+        except DomainError as exc:  # e.g. PostgreSQL unavailable: the client retries later
+            raise socketio.exceptions.ConnectionRefusedError(exc.title)
+        user_id = principal.user_id
+        state = SocketState(user_id=user_id, eio_sid=self.sio.manager.eio_sid_from_sid(sid, NAMESPACE))
+        self.sockets[sid] = state
+        self.sockets_by_user.setdefault(user_id, set()).add(sid)
+        await self.sio.enter_room(sid, user_room(user_id))
+        self.app[appkeys.METRICS].socket_connections.inc()
+        await self.presence.socket_opened(user_id)
+        offset = auth.get("offset")
+        # Runs once the handshake completes (the CONNECT packet must precede replayed events).
+        state.starter = asyncio.create_task(self._start_socket(sid, state, offset))
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        state = self.sockets.pop(sid, None)
+        if state is None:
+            return
+        if state.starter is not None and not state.starter.done():
+            state.starter.cancel()
+        sids = self.sockets_by_user.get(state.user_id)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self.sockets_by_user[state.user_id]
+        self.app[appkeys.METRICS].socket_connections.dec()
+        await self.presence.socket_closed(state.user_id)
+
+    async def _start_socket(self, sid: str, state: SocketState, offset: Any) -> None:
+        for _ in range(200):  # the handshake is normally done at the first check
+            if self.sio.manager.is_connected(sid, NAMESPACE) or sid not in self.sockets:
+                break
+            await asyncio.sleep(0.01)
+        if state.eio_sid not in self.sio.eio.sockets:
+            # The client left while the connect handler ran: python-socketio drops
+            # that disconnect (the socket was not connected yet), so clean up here.
+            await self.on_disconnect(sid)
+            await self.sio.manager.disconnect(sid, NAMESPACE, ignore_queue=True)
+            return
+        if offset is None:
+            try:
+                state.last_offset = await self.offset_log.last_offset(state.user_id)
+            except REDIS_ERRORS as exc:
+                log.warning("offset log unavailable at connect (%s)", exc)
+            await self._release(state)
+        elif parse_offset(offset) is None:
+            await self._resync(state, "invalid_offset")
+        else:
+            await self._replay(state, offset)
+
+    async def _replay(self, state: SocketState, offset: str) -> None:
+        """Sends what the log holds after ``offset`` (the socket must be held), then releases it."""
+        for attempt in range(3):
+            try:
+                entries = await self.offset_log.read_after(state.user_id, offset)
+                break
+            except REDIS_ERRORS as exc:
+                # Right after a Redis restart, pooled connections fail once each.
+                if attempt == 2:
+                    log.warning("offset log unavailable for a replay (%s)", exc)
+                    await self._resync(state, "log_unavailable")
+                    return
+                await asyncio.sleep(0.2 * (attempt + 1))
+        if entries is None:
+            await self._resync(state, "offset_too_old")
+            return
+        state.last_offset = offset
+        for entry in entries:
+            await self.sio.eio.send_packet(state.eio_sid, event_packet(entry.event, entry.data_json, entry.offset))
+            state.last_offset = entry.offset
+        await self._release(state)
+
+    async def _resync(self, state: SocketState, reason: str) -> None:
+        state.last_offset = None
+        await self.sio.eio.send_packet(state.eio_sid, event_packet_from("resync", {"reason": reason}))
+        await self._release(state)
+
+    async def _release(self, state: SocketState) -> None:
+        """Flushes the held events (skipping those the replay sent) and goes live."""
+        while state.held:
+            batch, state.held = state.held, []
+            for offset, pkt in batch:
+                if offset is not None and not _after(offset, state.last_offset):
+                    continue
+                await self.sio.eio.send_packet(state.eio_sid, pkt)
+                if offset is not None:
+                    state.last_offset = offset
+        state.held = None
+
+    # --- delivery ----------------------------------------------------------------------
+
+    async def deliver(self, message: FanoutMessage) -> None:
+        """One event from the fan-out channel to this instance's sockets of its recipients."""
+        if message.event == DISCONNECT_USER:
+            await self._disconnect_users(message.user_ids)
+            return
+        shared: eio_packet.Packet | None = None
+        for user_id in message.user_ids:
+            sids = self.sockets_by_user.get(user_id)
+            if not sids:
+                continue
+            offset = message.offsets[user_id] if message.offsets is not None else None
+            if offset is not None:
+                pkt = event_packet(message.event, message.data_json, offset)
+            else:
+                shared = shared or event_packet(message.event, message.data_json)
+                pkt = shared
+            for sid in tuple(sids):
+                state = self.sockets.get(sid)
+                if state is None:
+                    continue
+                if state.held is not None:
+                    state.held.append((offset, pkt))
+                    continue
+                await self.sio.eio.send_packet(state.eio_sid, pkt)
+                if offset is not None:
+                    state.last_offset = offset
+
+    async def _disconnect_users(self, user_ids: list[str]) -> None:
+        """Their sessions are gone: a DISCONNECT packet tells clients not to reconnect."""
+        for user_id in user_ids:
+            for sid in tuple(self.sockets_by_user.get(user_id, ())):
+                try:
+                    await self.sio.disconnect(sid)
+                except Exception:  # noqa: BLE001 - a socket that is already gone
+                    pass
+                await self.on_disconnect(sid)
+
+    async def catch_up(self) -> None:
+        """After the fan-out subscription was interrupted: every live socket is held
+        now and catches up from the log (in one background task, not one per socket)."""
+        for state in self.sockets.values():
+            if state.held is None:
+                state.held = []
+        if self._catch_up is None or self._catch_up.done():
+            self._catch_up = asyncio.create_task(self._catch_up_all(), name="pulse-realtime-catch-up")
+
+    async def _catch_up_all(self) -> None:
+        for sid, state in list(self.sockets.items()):
+            if sid not in self.sockets or state.held is None:
+                continue
+            if state.starter is not None and not state.starter.done():
+                continue  # still starting: its own start-up releases it
+            if state.last_offset is None:
+                await self._resync(state, "events_missed")
+            else:
+                await self._replay(state, state.last_offset)
+
+    async def disconnect_all(self) -> None:
+        """Closes every socket at the transport level, so clients reconnect (to
+        another instance) by themselves."""
+        if self._catch_up is not None:
+            self._catch_up.cancel()
+        # Not sio.disconnect / eio.disconnect: those send a DISCONNECT or CLOSE packet,
+        # which clients take as "stay away" and do not reconnect. Ending the socket's
+        # send queue makes engineio close the WebSocket itself: a transport close,
+        # after which clients reconnect.
+        for state in list(self.sockets.values()):
+            eio_socket = self.sio.eio.sockets.get(state.eio_sid)
+            if eio_socket is not None:
+                await eio_socket.queue.put(None)
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while self.sockets and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        for sid in list(self.sockets):  # polling clients, or closes that did not complete
+            try:
+                await self.sio.disconnect(sid)
+            except Exception:  # noqa: BLE001 - a socket that is already gone
+                pass
+            await self.on_disconnect(sid)
+
+    # --- client events -------------------------------------------------------------------
+
+    def _ack_handler(
+        self, model: type[BaseModel], handler: Callable[[str, SocketState, Any], Awaitable[dict[str, Any]]],
+        *, rate_limited: bool = False,
+    ) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
+        async def handle(sid: str, data: Any = None) -> dict[str, Any]:
+            state = self.sockets.get(sid)
+            if state is None:
+                return _error(401, "Unauthorized", "Not connected.")
+            try:
+                payload = model.model_validate(data)
+            except ValidationError as exc:
+                return _error(400, "Bad Request", _describe(exc))
+            try:
+                if rate_limited:
+                    await self.app[appkeys.SERVICES].rate_limits.check_socket_send(sid)
+                return await handler(sid, state, payload)
+            except RateLimited as exc:
+                return {**_error(exc.status, exc.title, exc.detail), "retry_after": exc.retry_after}
+            except DomainError as exc:
+                return _error(exc.status, exc.title, exc.detail)
+            except REDIS_ERRORS:
+                return _error(503, "Service Unavailable", "Try again shortly.")
+            except Exception:  # noqa: BLE001 - one bad event must not drop the socket
+                log.exception("socket event failed")
+                return _error(500, "Internal Server Error", "Internal Server Error")
+
+        return handle
+
+    async def message_send(self, sid: str, state: SocketState, p: MessageSend) -> dict[str, Any]:
+        message, _created = await self.app[appkeys.SERVICES].messaging.send_message(
+            state.user_id, p.conversation_id, p.body, p.client_id,
+        )
+        return {"ok": True, "message": message}
+
+    async def message_read(self, sid: str, state: SocketState, p: MessageRead) -> dict[str, Any]:
+        await self.app[appkeys.SERVICES].messaging.mark_read(state.user_id, p.conversation_id, p.message_id)
+        return {"ok": True}
+
+    async def typing(self, sid: str, state: SocketState, p: Typing) -> dict[str, Any]:
+        members = await self.app[appkeys.SERVICES].messaging.member_ids(p.conversation_id, state.user_id)
+        others = [m for m in members if m != state.user_id]
+        await self.app[appkeys.PUSHER].push(
+            others, "typing", {"conversation_id": p.conversation_id, "user_id": state.user_id, "typing": p.typing},
+            replay=False,
+        )
+        return {"ok": True}
+
+    async def presence_query(self, sid: str, state: SocketState, p: PresenceQuery) -> dict[str, Any]:
+        return {"ok": True, "online": await self.presence.online(p.user_ids)}
+
+
+def _error(status: int, title: str, detail: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"status": status, "title": title, "detail": detail}}
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "payload"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "The payload is not valid."
