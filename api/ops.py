@@ -15,7 +15,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks = request.app[appkeys.READINESS_CHECKS]
+    """503 naming the failing stores; an optional store (the read replica) that does not
+    answer makes the status "degraded" but stays 200: the app serves without it."""
+    required = request.app[appkeys.READINESS_CHECKS]
+    optional = request.app[appkeys.OPTIONAL_READINESS_CHECKS]
+    checks = {**required, **optional}
     timeout = request.app[appkeys.SETTINGS].readiness_timeout_seconds
     names = list(checks)
     results = await asyncio.gather(
@@ -23,10 +27,13 @@ async def readyz(request: web.Request) -> web.Response:
     )
     status = {name: ("ok" if not isinstance(res, BaseException) else "unavailable")
               for name, res in zip(names, results)}
-    failing = [name for name, s in status.items() if s != "ok"]
+    failing = [name for name in required if status[name] != "ok"]
     if failing:
         return problem_response(503, "Service Unavailable", "Not ready: " + ", ".join(failing) + " unavailable.",
                                 instance=request.path, extra={"checks": status, "failing": failing})
+    degraded = [name for name in optional if status[name] != "ok"]
+    if degraded:
+        return json_response({"status": "degraded", "checks": status, "degraded": degraded})
     return json_response({"status": "ready", "checks": status})
 
 

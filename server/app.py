@@ -45,12 +45,16 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     db = await Database.connect(settings)
     app[appkeys.DB] = db
     app[appkeys.METRICS].watch_pool(db.pool_stats)
+    app[appkeys.METRICS].watch_reads(db.read_stats)
 
     async def ping() -> None:
         async with db.connection() as conn:
             await conn.fetchval("SELECT 1")
 
     app[appkeys.READINESS_CHECKS]["postgres"] = ping
+    if settings.postgres_replica_dsn:
+        # Reported, never failing: without the replica, lag-tolerant reads go to the primary.
+        app[appkeys.OPTIONAL_READINESS_CHECKS]["postgres_replica"] = db.ping_replica
     yield
     await db.close()
 
@@ -184,6 +188,7 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
     app[appkeys.READINESS_CHECKS] = {}
+    app[appkeys.OPTIONAL_READINESS_CHECKS] = {}
     app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, realtime_ctx, services_ctx, events_ctx,
                             privacy_worker_ctx])
     setup_routes(app)

@@ -36,3 +36,5 @@ READINESS_CHECKS: web.AppKey[dict[str, ReadinessCheck]] = web.AppKey("readiness_
 REALTIME: web.AppKey["RealtimeServer"] = web.AppKey("realtime")
 PUSHER: web.AppKey["Pusher"] = web.AppKey("pusher")
 PRESENCE: web.AppKey["Presence"] = web.AppKey("presence")
+# Stores the app can do without (a read replica): /readyz reports them as "degraded", still 200.
+OPTIONAL_READINESS_CHECKS: web.AppKey[dict[str, ReadinessCheck]] = web.AppKey("optional_readiness_checks")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -21,6 +21,20 @@ class _PoolCollector:
             family = GaugeMetricFamily(f"pulse_pg_pool_{key}", f"PostgreSQL primary pool: {key} connections")
             family.add_metric([], stats[key])
             yield family
+
+
+class _ReadsCollector:
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self):
+        stats = self._stats()
+        reads = CounterMetricFamily("pulse_pg_reads", "PostgreSQL reads by the pool that served them", labels=["pool"])
+        for pool in ("primary", "replica"):
+            reads.add_metric([pool], stats[f"reads_{pool}"])
+        yield reads
+        yield CounterMetricFamily("pulse_pg_replica_fallbacks", "Lag-tolerant reads served by the primary "
+                                  "because the replica did not answer", value=stats["replica_fallbacks"])
 
 
 class Metrics:
@@ -48,6 +62,9 @@ class Metrics:
 
     def watch_pool(self, stats: Callable[[], dict[str, int] | None]) -> None:
         self.registry.register(_PoolCollector(stats))
+
+    def watch_reads(self, stats: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_ReadsCollector(stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,6 +15,9 @@ _PG_UNAVAILABLE = (
     asyncpg.InterfaceError,
     asyncpg.QueryCanceledError,  # statement_timeout: the store is overloaded or stuck
     asyncpg.TooManyConnectionsError,
+    # The server was shut down or crashed under a running statement.
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
 )
 _MONGO_UNAVAILABLE = (
     pymongo.errors.ConnectionFailure,

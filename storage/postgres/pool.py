@@ -47,6 +47,8 @@ class Database:
         self.replica = replica
         self._acquire_timeout = settings.pg_acquire_timeout_seconds
         self.replica_failures = 0
+        # Reads served per pool (``read()`` only): shows where lag-tolerant reads go.
+        self.reads = {"primary": 0, "replica": 0}
 
     @classmethod
     async def connect(cls, settings: Settings) -> "Database":
@@ -102,13 +104,25 @@ class Database:
                 self.replica_failures += 1
                 log.warning("replica unavailable, reading from primary: %s", exc)
             if conn is not None:
+                self.reads["replica"] += 1
                 try:
                     yield conn
                 finally:
                     await self.replica.release(conn)
                 return
         async with self._acquire(self.primary) as conn:
+            self.reads["primary"] += 1
             yield conn
+
+    async def ping_replica(self) -> None:
+        """Raises when a replica is configured and does not answer (for /readyz)."""
+        if self.replica is None:
+            return
+        async with self._acquire(self.replica) as conn:
+            await conn.fetchval("SELECT 1")
+
+    def read_stats(self) -> dict[str, int]:
+        return {**{f"reads_{pool}": n for pool, n in self.reads.items()}, "replica_fallbacks": self.replica_failures}
 
     def pool_stats(self) -> dict[str, int]:
         size = self.primary.get_size()

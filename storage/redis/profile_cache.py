@@ -19,9 +19,19 @@ class ProfileCache:
         self.redis = redis
         self.keys = keys
         self.ttl = ttl_seconds
+        # Invalidations that could not reach Redis: Redis keeps its data across a restart,
+        # so these are deleted as soon as it answers again, before a cached entry is read.
+        self._pending_invalidations: set[str] = set()
+
+    async def _retry_pending_invalidations(self) -> None:
+        if self._pending_invalidations:
+            pending = list(self._pending_invalidations)
+            await self.redis.delete(*(self.keys.profile(u) for u in pending))
+            self._pending_invalidations.difference_update(pending)
 
     async def get(self, user_id: str) -> dict[str, Any] | None:
         try:
+            await self._retry_pending_invalidations()
             raw = await self.redis.get(self.keys.profile(user_id))
         except REDIS_ERRORS as exc:
             log.warning("profile cache read failed: %s", exc)
@@ -50,7 +60,8 @@ class ProfileCache:
         try:
             await self.redis.delete(*(self.keys.profile(str(u)) for u in user_ids))
         except REDIS_ERRORS as exc:
-            log.error("profile cache invalidation failed: %s", exc)
+            self._pending_invalidations.update(str(u) for u in user_ids)
+            log.error("profile cache invalidation failed; will retry when Redis answers: %s", exc)
 
     async def forget_username(self, username: str) -> None:
         try:
