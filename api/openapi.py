@@ -51,8 +51,9 @@ def build_openapi() -> dict[str, Any]:
                   for p in re.findall(r"{(\w+)}", path)]
         if ep.query is not None:
             for fname, finfo in ep.query.model_fields.items():
-                schema = ep.query.model_json_schema()["properties"].get(fname, {})
-                params.append({"name": fname, "in": "query", "required": finfo.is_required(), "schema": schema})
+                name = finfo.alias or fname  # e.g. `from`, a Python keyword
+                schema = ep.query.model_json_schema()["properties"].get(name, {})
+                params.append({"name": name, "in": "query", "required": finfo.is_required(), "schema": schema})
         op: dict[str, Any] = {
             "operationId": ep.name,
             "summary": ep.summary,

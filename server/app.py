@@ -19,16 +19,20 @@ from server.events.consumers import build_consumers
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services
+from server.services.events import EventsService
+from server.services.feed import FeedService
 from server.services.posts import PostsService
 from server.services.privacy import PrivacyService
 from server.services.privacy_registry import PrivacyDeps, build_erasure_steps, build_export_sections
 from server.services.rate_limits import RateLimits
+from server.services.social import SocialService
 from server.services.users import UsersService
 from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_until_done
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
 from storage.redis.offset_log import OffsetLog
+from storage.redis.feeds import FeedStore
 from storage.redis.popular import PopularPosts
 from storage.redis.presence import PresenceStore
 from storage.redis.profile_cache import ProfileCache
@@ -132,8 +136,15 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         rate_limits, passwords, settings,
     )
     posts = PostsService(app[appkeys.DB], users, PopularPosts(redis, keys), settings)
+    social = SocialService(app[appkeys.DB], users)
+    feed = FeedService(
+        FeedStore(redis, keys, max_items=settings.feed_max_items, ttl_seconds=settings.feed_ttl_seconds),
+        social, posts, max_items=settings.feed_max_items,
+    )
+    events = EventsService(app[appkeys.DB], users)
     privacy = PrivacyService(app[appkeys.DB], users, settings, pusher=app[appkeys.PUSHER])
-    services = Services(users=users, rate_limits=rate_limits, posts=posts, privacy=privacy)
+    services = Services(users=users, rate_limits=rate_limits, posts=posts, social=social, feed=feed,
+                        events=events, privacy=privacy)
     # Last: every context's service exists, so each can contribute its erasure steps
     # and export sections.
     deps = PrivacyDeps(db=app[appkeys.DB], mongo=app[appkeys.MONGO_DB], redis=redis, keys=keys,

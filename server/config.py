@@ -118,6 +118,8 @@ class Settings:
 
     # Feeds.
     feed_max_items: int = 800
+    # A feed nobody reads or writes for this long is evicted (rebuilt on the next read).
+    feed_ttl_seconds: int = 7 * 24 * 3600
     popular_window_hours: int = 48
     # How many posts /posts/popular ranks, and how long the Redis set is trusted before
     # it is rebuilt from PostgreSQL (likes keep it current in between).

@@ -15,4 +15,5 @@ if TYPE_CHECKING:
 def build_consumers(services: "Services") -> list[Consumer]:
     consumers: list[Consumer] = []
     consumers += services.posts.consumers()
+    consumers.append(services.feed.consumer())
     return consumers

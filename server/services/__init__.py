@@ -5,9 +5,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from server.services.events import EventsService
+    from server.services.feed import FeedService
     from server.services.posts import PostsService
     from server.services.privacy import PrivacyService
     from server.services.rate_limits import RateLimits
+    from server.services.social import SocialService
     from server.services.users import UsersService
 
 
@@ -16,4 +19,7 @@ class Services:
     users: "UsersService"
     rate_limits: "RateLimits"
     posts: "PostsService"
+    social: "SocialService"
+    feed: "FeedService"
+    events: "EventsService"
     privacy: "PrivacyService"

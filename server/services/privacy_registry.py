@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from server.services.privacy import ErasureStep, ExportSection, keyset_pages
-from server.timefmt import iso
+from server.timefmt import iso, utcnow
+from storage.postgres.repos.events import EventsRepo, RsvpsRepo
+from storage.postgres.repos.follows import FollowsRepo
 from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.posts import CommentsRepo, LikesRepo, PostsRepo
 from storage.postgres.repos.sessions import SessionsRepo
@@ -47,12 +49,14 @@ class PrivacyDeps:
 def build_erasure_steps(d: PrivacyDeps) -> list[ErasureStep]:
     # Contexts' content first, the account's own traces last (the users row itself is
     # the saga's final step).
-    return [*_posts_steps(d), *_users_steps(d)]
+    # Feeds before follows (the followers say whose feeds hold the user's posts), and
+    # before posts (the feed entries name the author).
+    return [*_feed_steps(d), *_posts_steps(d), *_social_steps(d), *_events_steps(d), *_users_steps(d)]
 
 
 def build_export_sections(d: PrivacyDeps) -> list[ExportSection]:
     # account, sessions and audit are written by PrivacyService itself.
-    return [*_posts_sections(d)]
+    return [*_posts_sections(d), *_social_sections(d), *_events_sections(d)]
 
 
 def _pg_pages(d: PrivacyDeps, fetch, render, id_column: str = "id"):
@@ -116,6 +120,86 @@ def _posts_sections(d: PrivacyDeps) -> list[ExportSection]:
     ]
 
 
+# --- follows and feeds (PostgreSQL, Redis) ----------------------------------------------
+
+def _feed_steps(d: PrivacyDeps) -> list[ErasureStep]:
+    async def feeds(uid: UUID) -> None:
+        # The user's entries out of every follower's feed (their own feed key goes with
+        # redis.user_keys).
+        for follower in await d.services.social.follower_ids(str(uid)):
+            await d.services.feed.store.remove_author(follower, str(uid))
+
+    return [ErasureStep("feed.entries", feeds)]
+
+
+def _social_steps(d: PrivacyDeps) -> list[ErasureStep]:
+    async def follows(uid: UUID) -> None:
+        # Both directions, with the others' followers/following counters adjusted in the
+        # same transaction (a rerun finds nothing to delete and changes no counter).
+        async with d.db.transaction() as conn:
+            others = await d.services.social.erase_user_follows(conn, str(uid))
+        await d.services.users.invalidate_profiles(*others)
+
+    return [ErasureStep("social.follows", follows)]
+
+
+def _social_sections(d: PrivacyDeps) -> list[ExportSection]:
+    follows_repo = FollowsRepo()
+
+    def direction(name: str):
+        async def fetch(conn, uid, after, limit):
+            return await follows_repo.page_of_user(conn, uid, name, after, limit)
+
+        return _pg_pages(d, fetch, lambda r: {"user_id": str(r["user_id"]), "since": iso(r["created_at"])},
+                         id_column="user_id")
+
+    return [ExportSection("following", direction("following")), ExportSection("followers", direction("followers"))]
+
+
+# --- events and RSVPs (PostgreSQL) -----------------------------------------------------------
+
+def _events_steps(d: PrivacyDeps) -> list[ErasureStep]:
+    events_repo, rsvps_repo, outbox_repo = EventsRepo(), RsvpsRepo(), OutboxRepo()
+
+    async def rsvps(uid: UUID) -> None:
+        # Seats freed: going counts of others' events stay exact.
+        async with d.db.transaction() as conn:
+            await d.services.events.erase_user_rsvps(conn, str(uid))
+
+    async def hosted(uid: UUID) -> None:
+        # Each hosted event is cancelled as its host would: attendees are notified
+        # (event.cancelled), one transaction per event.
+        while True:
+            async with d.db.read() as conn:
+                ids = await events_repo.ids_by_host(conn, uid, 100)
+            for event_id in ids:
+                async with d.db.transaction() as conn:
+                    attendee_ids = await rsvps_repo.attendee_ids(conn, event_id)
+                    title = await events_repo.delete_returning_title(conn, event_id)
+                    if title is not None:
+                        await outbox_repo.add(conn, "event.cancelled", {
+                            "event_id": str(event_id), "host_id": str(uid), "title": title,
+                            "attendee_ids": [str(a) for a in attendee_ids if a != uid],
+                        })
+            if len(ids) < 100:
+                return
+
+    return [ErasureStep("events.rsvps", rsvps), ErasureStep("events.hosted", hosted)]
+
+
+def _events_sections(d: PrivacyDeps) -> list[ExportSection]:
+    events_repo, rsvps_repo = EventsRepo(), RsvpsRepo()
+    return [
+        ExportSection("events_hosted", _pg_pages(d, events_repo.page_by_host, lambda r: {
+            "id": str(r["id"]), "title": r["title"], "description": r["description"],
+            "starts_at": iso(r["starts_at"]), "ends_at": iso(r["ends_at"]), "location": r["location"],
+            "capacity": r["capacity"], "going_count": r["going_count"], "created_at": iso(r["created_at"])})),
+        ExportSection("rsvps", _pg_pages(d, rsvps_repo.page_by_user, lambda r: {
+            "event_id": str(r["event_id"]), "event_title": r["title"], "status": r["status"],
+            "created_at": iso(r["created_at"]), "updated_at": iso(r["updated_at"])}, id_column="event_id")),
+    ]
+
+
 # --- users: sessions, Redis keys, delivered events ------------------------------------------
 
 def _users_steps(d: PrivacyDeps) -> list[ErasureStep]:
@@ -127,6 +211,10 @@ def _users_steps(d: PrivacyDeps) -> list[ErasureStep]:
         async with d.db.read() as conn:
             row = await users_repo.get_by_id(conn, uid, include_pending=True)
         return (row["username"], row["email"]) if row else None
+
+    async def erasure_requested_at(uid: UUID):
+        async with d.db.read() as conn:
+            return await users_repo.get_erasure_requested_at(conn, uid)
 
     async def sessions(uid: UUID) -> None:
         # Revoked at the erasure request already; again here in case one slipped in.
@@ -149,8 +237,10 @@ def _users_steps(d: PrivacyDeps) -> list[ErasureStep]:
         # Delivered events naming the user; events still in flight are left to the
         # relay and go with the outbox retention.
         names = await identity(uid)
+        # Not the events of the erasure and the purge (they are for the consumers now).
+        cutoff = await erasure_requested_at(uid) or utcnow()
         async with d.db.connection() as conn:
-            await outbox_repo.delete_published_mentioning(conn, [str(uid), *(names or ())])
+            await outbox_repo.delete_published_mentioning(conn, [str(uid), *(names or ())], cutoff)
 
     return [
         ErasureStep("users.sessions", sessions),

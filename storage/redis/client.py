@@ -60,3 +60,7 @@ class Keys:
 
     def presence_users(self, instance_key: str) -> str:
         return f"{self.ns}:rt:presence:users:{instance_key}"
+
+    def feed(self, user_id: str) -> str:
+        """A user's home feed: sorted set of ``author_id:post_id`` by creation time."""
+        return f"{self.ns}:feed:{user_id}"

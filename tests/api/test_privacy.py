@@ -201,6 +201,16 @@ async def test_export_streams_everything_about_the_user(api, settings):
     status, _, _ = await api.request("POST", f"/posts/{theirs['id']}/comments", token=other.token,
                                      json={"body": "other's private reply"})
     assert status == 201
+    assert (await api.request("PUT", f"/users/{other.id}/follow", token=acct.token))[0] == 200
+    assert (await api.request("PUT", f"/users/{acct.id}/follow", token=other.token))[0] == 200
+    status, hosted, _ = await api.request("POST", "/events", token=acct.token, json={
+        "title": "my party", "starts_at": "2030-01-01T20:00:00Z"})
+    assert status == 201, hosted
+    status, their_event, _ = await api.request("POST", "/events", token=other.token, json={
+        "title": "their meetup", "description": "other's private notes", "starts_at": "2030-02-01T20:00:00Z"})
+    assert status == 201
+    assert (await api.request("PUT", f"/events/{their_event['id']}/rsvp", token=acct.token,
+                              json={"status": "going"}))[0] == 200
     # Thousands of rows in each store section, bulk inserted.
     uid = uuid.UUID(acct.id)
     conn = await pg(settings)
@@ -244,10 +254,18 @@ async def test_export_streams_everything_about_the_user(api, settings):
     assert {"id": comment["id"], "post_id": theirs["id"], "body": "nice one"}.items() <= \
         next(c for c in doc["comments"] if c["id"] == comment["id"]).items()
     assert theirs["id"] in {like["post_id"] for like in doc["likes"]}
+    assert [f["user_id"] for f in doc["following"]] == [other.id]
+    assert [f["user_id"] for f in doc["followers"]] == [other.id]
+    assert [(e["id"], e["title"]) for e in doc["events_hosted"]] == [(hosted["id"], "my party")]
+    assert [(r["event_id"], r["status"]) for r in doc["rsvps"]] == [(their_event["id"], "going")]
     text = orjson.dumps(doc).decode()
     assert "password" not in text and "token" not in text and "argon2" not in text
     assert "other's private reply" not in text and "other's post" not in text
-    assert other.id not in text and other.email not in text
+    assert "other's private notes" not in text
+    assert other.email not in text
+    # The other user's id only where it is the user's own relation to them (public anyway).
+    without_relations = orjson.dumps({k: v for k, v in doc.items() if k not in ("following", "followers")}).decode()
+    assert other.id not in without_relations
     # The export itself is audited.
     assert "privacy.exported" in await audit_actions(settings, acct.id)
 

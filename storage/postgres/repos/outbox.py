@@ -1,6 +1,7 @@
 """The transactional outbox."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,13 +18,15 @@ class OutboxRepo:
             "INSERT INTO outbox (event_type, payload) VALUES ($1, $2) RETURNING id", event_type, payload
         )
 
-    async def delete_published_mentioning(self, conn: asyncpg.Connection, needles: list[str]) -> int:
-        """Erasure: published events whose payload names the user (unpublished ones are
-        still in flight and are left for the relay; retention removes them later)."""
+    async def delete_published_mentioning(self, conn: asyncpg.Connection, needles: list[str],
+                                          created_before: datetime) -> int:
+        """Erasure: published events created up to ``created_before`` whose payload names
+        the user. Unpublished ones are still in flight and are left for the relay, like
+        the events the purge itself emits; retention removes them later."""
         result = await conn.execute(
-            "DELETE FROM outbox WHERE published_at IS NOT NULL AND EXISTS "
+            "DELETE FROM outbox WHERE published_at IS NOT NULL AND created_at <= $2 AND EXISTS "
             "(SELECT 1 FROM unnest($1::text[]) n WHERE strpos(lower(payload::text), lower(n)) > 0)",
-            needles,
+            needles, created_before,
         )
         return int(result.split()[-1])
 

@@ -1,0 +1,87 @@
+"""Request and response bodies of the events endpoints."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from api.models.common import ListQuery, PublicUser, UserRef
+
+
+def _utc(moment: datetime) -> datetime:
+    # A time without an offset is read as UTC (the contract speaks UTC throughout).
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=5000)]
+Location = Annotated[str, StringConstraints(strip_whitespace=True, max_length=300)]
+Capacity = Annotated[int, Field(ge=1, le=1_000_000)]
+RsvpStatus = Literal["going", "interested", "not_going"]
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: Title
+    description: Description | None = None
+    starts_at: Timestamp
+    ends_at: Timestamp | None = None
+    location: Location | None = None
+    capacity: Capacity | None = Field(None, description="null = unlimited")
+
+
+class EventPatchIn(BaseModel):
+    """Any of the create fields; null clears description, ends_at, location, capacity."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: Title | None = None
+    description: Description | None = None
+    starts_at: Timestamp | None = None
+    ends_at: Timestamp | None = None
+    location: Location | None = None
+    capacity: Capacity | None = None
+
+
+class EventsQuery(ListQuery):
+    model_config = ConfigDict(populate_by_name=True)
+    from_: Timestamp | None = Field(None, alias="from", description="default: now")
+    to: Timestamp | None = None
+
+
+class EventOut(BaseModel):
+    id: str
+    host: UserRef
+    title: str
+    description: str | None
+    starts_at: str
+    ends_at: str | None
+    location: str | None
+    capacity: int | None
+    going_count: int
+    my_rsvp: RsvpStatus | None
+
+
+class EventList(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+class RsvpIn(BaseModel):
+    status: RsvpStatus
+
+
+class RsvpOut(BaseModel):
+    status: RsvpStatus
+    going_count: int
+
+
+class Attendee(BaseModel):
+    user: PublicUser
+    status: RsvpStatus
+
+
+class AttendeeList(BaseModel):
+    items: list[Attendee]
+    next_cursor: str | None

@@ -1,0 +1,215 @@
+"""The events context: events, RSVPs, capacity.
+
+A ``going`` RSVP never overbooks an event: every RSVP change locks the event row
+(``SELECT ... FOR UPDATE``) for its transaction, checks the capacity against the exact
+``going_count`` and changes both together.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from server.pagination import decode_cursor, encode_cursor, page
+from server.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from server.services.users import UsersService, parse_uuid
+from server.timefmt import iso, utcnow
+from storage.postgres.pool import Database
+from storage.postgres.repos.events import EventsRepo, RsvpsRepo
+from storage.postgres.repos.outbox import OutboxRepo
+
+RSVP_STATUSES = ("going", "interested", "not_going")
+NO_SUCH_EVENT = "No such event."
+
+
+def event_dict(row: asyncpg.Record, my_rsvp: str | None) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "host": {"id": str(row["host_id"]), "username": row["host_username"],
+                 "display_name": row["host_display_name"]},
+        "title": row["title"],
+        "description": row["description"],
+        "starts_at": iso(row["starts_at"]),
+        "ends_at": iso(row["ends_at"]),
+        "location": row["location"],
+        "capacity": row["capacity"],
+        "going_count": row["going_count"],
+        "my_rsvp": my_rsvp,
+    }
+
+
+def _check_times(starts_at: datetime, ends_at: datetime | None) -> None:
+    if ends_at is not None and ends_at < starts_at:
+        raise ValidationFailed("The event cannot end before it starts.",
+                               [FieldError("ends_at", "must not be before starts_at")])
+
+
+def _event_id(value: str) -> UUID:
+    event_id = parse_uuid(value)
+    if event_id is None:
+        raise NotFound(NO_SUCH_EVENT)
+    return event_id
+
+
+class EventsService:
+    def __init__(self, db: Database, users: UsersService) -> None:
+        self.db = db
+        self.users_service = users
+        self.events = EventsRepo()
+        self.rsvps = RsvpsRepo()
+        self.outbox = OutboxRepo()
+
+    # --- events ---------------------------------------------------------------------
+
+    async def create(self, host_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        _check_times(fields["starts_at"], fields.get("ends_at"))
+        async with self.db.transaction() as conn:
+            event_id = await self.events.insert(
+                conn, host_id=UUID(host_id), title=fields["title"], description=fields.get("description"),
+                starts_at=fields["starts_at"], ends_at=fields.get("ends_at"), location=fields.get("location"),
+                capacity=fields.get("capacity"),
+            )
+            row = await self.events.get(conn, event_id)
+        if row is None:  # the host was erased between authentication and now
+            raise NotFound("No such user.")
+        return event_dict(row, None)
+
+    async def get(self, viewer_id: str, event_id: str) -> dict[str, Any]:
+        eid = _event_id(event_id)
+        async with self.db.read() as conn:
+            row = await self.events.get(conn, eid)
+            if row is None:
+                raise NotFound(NO_SUCH_EVENT)
+            my_rsvp = await self.rsvps.get_status(conn, eid, UUID(viewer_id))
+        return event_dict(row, my_rsvp)
+
+    async def list_upcoming(
+        self, viewer_id: str, *, start: datetime | None, end: datetime | None, limit: int, cursor: str | None,
+    ) -> dict[str, Any]:
+        start = start or utcnow()
+        if end is not None and end < start:
+            raise ValidationFailed("`to` is before `from`.", [FieldError("to", "must not be before from")])
+        after = decode_cursor(cursor, datetime, UUID)
+        async with self.db.read(lag_ok=True) as conn:
+            rows = await self.events.list_upcoming(conn, start=start, end=end, after=after, limit=limit + 1)
+            shown = [r["id"] for r in rows[:limit]]
+            mine = await self.rsvps.get_statuses(conn, shown, UUID(viewer_id)) if shown else {}
+        return page(rows, limit, lambda r: encode_cursor(r["starts_at"], r["id"]),
+                    lambda r: event_dict(r, mine.get(r["id"])))
+
+    async def update(self, user_id: str, event_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        eid = _event_id(event_id)
+        for required in ("title", "starts_at"):
+            if required in changes and changes[required] is None:
+                raise ValidationFailed("The request body is not valid.", [FieldError(required, "cannot be null")])
+        async with self.db.transaction() as conn:
+            current = await self.events.lock(conn, eid)
+            if current is None:
+                raise NotFound(NO_SUCH_EVENT)
+            if str(current["host_id"]) != user_id:
+                raise Forbidden("Only the host can change an event.")
+            # Checked against the stored values the change leaves in place.
+            _check_times(changes.get("starts_at", current["starts_at"]),
+                         changes["ends_at"] if "ends_at" in changes else current["ends_at"])
+            capacity = changes.get("capacity", current["capacity"])
+            if capacity is not None and capacity < current["going_count"]:
+                raise Conflict(f"{current['going_count']} people are already going; "
+                               "the capacity cannot be lower than that.")
+            if changes:
+                await self.events.update(conn, eid, changes)
+            row = await self.events.get(conn, eid)
+            my_rsvp = await self.rsvps.get_status(conn, eid, UUID(user_id))
+        return event_dict(row, my_rsvp)
+
+    async def cancel(self, user_id: str, event_id: str) -> None:
+        """Deletes the event (host only); attendees hear of it through ``event.cancelled``."""
+        eid = _event_id(event_id)
+        async with self.db.transaction() as conn:
+            current = await self.events.lock(conn, eid)
+            if current is None:
+                raise NotFound(NO_SUCH_EVENT)
+            if str(current["host_id"]) != user_id:
+                raise Forbidden("Only the host can cancel an event.")
+            attendee_ids = await self.rsvps.attendee_ids(conn, eid)
+            await self.events.delete(conn, eid)
+            await self.outbox.add(conn, "event.cancelled", {
+                "event_id": str(eid), "host_id": user_id, "title": current["title"],
+                "attendee_ids": [str(a) for a in attendee_ids if str(a) != user_id],
+            })
+
+    # --- RSVPs ----------------------------------------------------------------------
+
+    async def rsvp(self, user_id: str, event_id: str, status: str) -> dict[str, Any]:
+        if status not in RSVP_STATUSES:
+            raise ValidationFailed("The request body is not valid.",
+                                   [FieldError("status", "must be one of " + ", ".join(RSVP_STATUSES))])
+        eid, uid = _event_id(event_id), UUID(user_id)
+        async with self.db.transaction() as conn:
+            event = await self.events.lock(conn, eid)
+            if event is None:
+                raise NotFound(NO_SUCH_EVENT)
+            previous = await self.rsvps.get_status(conn, eid, uid)
+            going_count = event["going_count"]
+            if previous == status:
+                return {"status": status, "going_count": going_count}
+            delta = (status == "going") - (previous == "going")
+            if delta > 0 and event["capacity"] is not None and going_count >= event["capacity"]:
+                raise Conflict("The event is full.")
+            await self.rsvps.upsert(conn, eid, uid, status)
+            if delta:
+                going_count = await self.events.add_to_going_count(conn, eid, delta)
+            await self.outbox.add(conn, "event.rsvp", {
+                "event_id": str(eid), "host_id": str(event["host_id"]), "actor_id": user_id, "status": status,
+            })
+        return {"status": status, "going_count": going_count}
+
+    async def withdraw_rsvp(self, user_id: str, event_id: str) -> None:
+        """Removes the caller's RSVP (idempotent); a ``going`` one frees its seat."""
+        eid, uid = _event_id(event_id), UUID(user_id)
+        async with self.db.transaction() as conn:
+            event = await self.events.lock(conn, eid)
+            if event is None:
+                raise NotFound(NO_SUCH_EVENT)
+            previous = await self.rsvps.delete(conn, eid, uid)
+            if previous == "going":
+                await self.events.add_to_going_count(conn, eid, -1)
+
+    async def attendees(self, event_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        eid = _event_id(event_id)
+        after = decode_cursor(cursor, datetime, UUID)
+        async with self.db.read(lag_ok=True) as conn:
+            if await self.events.get(conn, eid) is None:
+                raise NotFound(NO_SUCH_EVENT)
+            rows = await self.rsvps.list_attendees(conn, eid, after=after, limit=limit + 1)
+        result = page(rows, limit, lambda r: encode_cursor(r["created_at"], r["user_id"]))
+        profiles = await self.users_service.get_public_many([str(r["user_id"]) for r in result["items"]])
+        result["items"] = [{"user": profiles[str(r["user_id"])], "status": r["status"]}
+                           for r in result["items"] if str(r["user_id"]) in profiles]
+        return result
+
+    # --- for the privacy context --------------------------------------------------------
+
+    async def export_for_user(self, user_id: str) -> dict[str, Any]:
+        """The events a user hosts and their RSVPs (GDPR export)."""
+        uid = UUID(user_id)
+        async with self.db.read() as conn:
+            hosted = await self.events.list_by_host(conn, uid)
+            rsvps = await self.rsvps.list_by_user(conn, uid)
+        return {
+            "events_hosted": [{
+                "id": str(r["id"]), "title": r["title"], "description": r["description"],
+                "starts_at": iso(r["starts_at"]), "ends_at": iso(r["ends_at"]), "location": r["location"],
+                "capacity": r["capacity"], "going_count": r["going_count"], "created_at": iso(r["created_at"]),
+            } for r in hosted],
+            "rsvps": [{
+                "event_id": str(r["event_id"]), "event_title": r["title"], "status": r["status"],
+                "created_at": iso(r["created_at"]), "updated_at": iso(r["updated_at"]),
+            } for r in rsvps],
+        }
+
+    async def erase_user_rsvps(self, conn: asyncpg.Connection, user_id: str) -> None:
+        """Inside the caller's (purge) transaction: drop the user's RSVPs and free their
+        seats. Their hosted events go with the user row (ON DELETE CASCADE)."""
+        await self.rsvps.delete_by_user(conn, UUID(user_id))

@@ -1,0 +1,107 @@
+"""The home feed: fan-out on write into Redis, read in pages, rebuilt from PostgreSQL
+when a feed is cold.
+
+A consumer of the domain events keeps the feeds: ``post.created`` adds the post to its
+author's followers' feeds and the author's own, ``post.deleted`` takes it out again,
+``user.unfollowed`` removes that author's posts from the unfollower's feed and
+``user.followed`` adds the followee's recent posts. Every handler is idempotent (sorted
+set adds and removals), and the follow handlers check the graph as it is now, so
+follow/unfollow events handled out of order still leave the right feed.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from server.errors import FieldError, ValidationFailed
+from server.events.types import Consumer, DomainEvent
+from server.pagination import decode_cursor, encode_cursor
+from server.services.social import SocialService
+from storage.redis.feeds import FeedStore
+
+# Names a durable queue and the processed-events record: never change it.
+FEED_CONSUMER = "social.feed"
+FEED_EVENTS = ("post.created", "post.deleted", "user.followed", "user.unfollowed")
+
+
+class PostsReader(Protocol):
+    """What the feed needs of the posts context (``PostsService``)."""
+
+    async def get_many(self, viewer_id: str, post_ids: list[str]) -> list[dict[str, Any]]:
+        """API ``post`` dicts in the order asked, missing or hidden ones left out."""
+
+    async def recent_ids_by_authors(self, author_ids: list[str], limit: int) -> list[tuple[str, str, datetime]]:
+        """(post id, author id, created_at) of these authors' newest posts, newest first."""
+
+
+def _score(moment: datetime | str) -> float:
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return moment.timestamp()
+
+
+class FeedService:
+    def __init__(self, store: FeedStore, social: SocialService, posts: PostsReader, *, max_items: int) -> None:
+        self.store = store
+        self.social = social
+        self.posts = posts
+        self.max_items = max_items
+
+    # --- reading --------------------------------------------------------------------
+
+    async def page(self, viewer_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        """Posts of followed users and the viewer's own, newest first."""
+        after = self._decode(cursor)
+        entries = await self.store.page(viewer_id, after=after, count=limit + 1)
+        if entries is None:
+            await self.rebuild(viewer_id)
+            entries = await self.store.page(viewer_id, after=after, count=limit + 1) or []
+        more = len(entries) > limit
+        entries = entries[:limit]
+        posts = await self.posts.get_many(viewer_id, [e.post_id for e in entries]) if entries else []
+        last = entries[-1] if more else None
+        return {"items": posts, "next_cursor": encode_cursor(last.score, last.member) if last else None}
+
+    async def rebuild(self, user_id: str) -> None:
+        """Fills a cold feed from PostgreSQL (merging with anything fanned out meanwhile)."""
+        authors = [*await self.social.followee_ids(user_id), user_id]
+        rows = await self.posts.recent_ids_by_authors(authors, self.max_items)
+        await self.store.merge(user_id, [(author_id, post_id, _score(created_at))
+                                         for post_id, author_id, created_at in rows], built=True)
+
+    @staticmethod
+    def _decode(cursor: str | None) -> tuple[str, str] | None:
+        values = decode_cursor(cursor, str, str)
+        if values is None:
+            return None
+        score, member = values
+        try:
+            float(score)
+            author_id, post_id = member.split(":")
+            UUID(author_id), UUID(post_id)
+        except ValueError as exc:
+            raise ValidationFailed("The cursor is not valid.", [FieldError("cursor", "not a valid cursor")]) from exc
+        return score, member
+
+    # --- keeping feeds (the event consumer) -------------------------------------------
+
+    def consumer(self) -> Consumer:
+        return Consumer(name=FEED_CONSUMER, event_types=FEED_EVENTS, handle=self.handle)
+
+    async def handle(self, event: DomainEvent) -> None:
+        p = event.payload
+        if event.type == "post.created":
+            readers = [*await self.social.follower_ids(p["author_id"]), p["author_id"]]
+            await self.store.add_to_feeds(readers, p["author_id"], p["post_id"], _score(p["created_at"]))
+        elif event.type == "post.deleted":
+            readers = [*await self.social.follower_ids(p["author_id"]), p["author_id"]]
+            await self.store.remove_from_feeds(readers, p["author_id"], p["post_id"])
+        elif event.type == "user.unfollowed":
+            if not await self.social.is_following(p["follower_id"], p["followee_id"]):
+                await self.store.remove_author(p["follower_id"], p["followee_id"])
+        elif event.type == "user.followed":
+            if await self.social.is_following(p["follower_id"], p["followee_id"]):
+                rows = await self.posts.recent_ids_by_authors([p["followee_id"]], self.max_items)
+                await self.store.merge(p["follower_id"], [(author_id, post_id, _score(created_at))
+                                                          for post_id, author_id, created_at in rows], built=False)

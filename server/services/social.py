@@ -1,0 +1,144 @@
+"""The social context's graph: follows, followers/following lists, profile counters.
+
+Follow and unfollow change the follows row, both profiles' counters and the outbox in
+one transaction, so the counters stay exact under concurrent requests; the counter rows
+are updated in a fixed (id) order so two users following each other at once cannot
+deadlock.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from server.pagination import decode_cursor, encode_cursor, page
+from server.errors import FieldError, NotFound, ValidationFailed
+from server.services.users import UsersService, parse_uuid
+from server.timefmt import iso
+from storage.postgres.pool import Database
+from storage.postgres.repos.follows import FollowsRepo
+from storage.postgres.repos.outbox import OutboxRepo
+from storage.postgres.repos.users import UsersRepo
+
+NO_SUCH_USER = "No such user."
+
+
+class SocialService:
+    def __init__(self, db: Database, users: UsersService) -> None:
+        self.db = db
+        self.users_service = users
+        self.users = UsersRepo()
+        self.follows = FollowsRepo()
+        self.outbox = OutboxRepo()
+
+    async def follow(self, follower_id: str, followee_id: str) -> dict[str, Any]:
+        """Idempotent: following someone already followed changes nothing."""
+        follower, followee = UUID(follower_id), self._target(follower_id, followee_id)
+        async with self.db.transaction() as conn:
+            if await self.users.get_by_id(conn, followee) is None:
+                raise NotFound(NO_SUCH_USER)
+            created = await self.follows.insert(conn, follower, followee)
+            if created:
+                await self._add_to_counters(conn, follower, followee, +1)
+                await self.outbox.add(conn, "user.followed",
+                                      {"follower_id": follower_id, "followee_id": str(followee)})
+        if created:
+            await self.users_service.invalidate_profiles(follower_id, str(followee))
+        return {"following": True}
+
+    async def unfollow(self, follower_id: str, followee_id: str) -> dict[str, Any]:
+        """Idempotent: unfollowing someone not followed changes nothing."""
+        follower, followee = UUID(follower_id), self._target(follower_id, followee_id)
+        async with self.db.transaction() as conn:
+            if await self.users.get_by_id(conn, followee) is None:
+                raise NotFound(NO_SUCH_USER)
+            removed = await self.follows.delete(conn, follower, followee)
+            if removed:
+                await self._add_to_counters(conn, follower, followee, -1)
+                await self.outbox.add(conn, "user.unfollowed",
+                                      {"follower_id": follower_id, "followee_id": str(followee)})
+        if removed:
+            await self.users_service.invalidate_profiles(follower_id, str(followee))
+        return {"following": False}
+
+    async def followers(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        return await self._list(user_id, self.follows.list_followers, limit=limit, cursor=cursor)
+
+    async def following(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        return await self._list(user_id, self.follows.list_following, limit=limit, cursor=cursor)
+
+    async def is_following(self, follower_id: str, followee_id: str) -> bool:
+        follower, followee = parse_uuid(follower_id), parse_uuid(followee_id)
+        if follower is None or followee is None:
+            return False
+        async with self.db.read() as conn:
+            return await self.follows.exists(conn, follower, followee)
+
+    async def follower_ids(self, user_id: str) -> list[str]:
+        """Ids of everyone following ``user_id`` (feed fan-out, notifications)."""
+        async with self.db.read() as conn:
+            return [str(u) for u in await self.follows.follower_ids(conn, UUID(user_id))]
+
+    async def followee_ids(self, user_id: str) -> list[str]:
+        """Ids of everyone ``user_id`` follows."""
+        async with self.db.read() as conn:
+            return [str(u) for u in await self.follows.followee_ids(conn, UUID(user_id))]
+
+    # --- for the privacy context --------------------------------------------------------
+
+    async def export_for_user(self, user_id: str) -> dict[str, Any]:
+        """The user's follows in both directions (GDPR export)."""
+        async with self.db.read() as conn:
+            rows = await self.follows.list_all_of_user(conn, UUID(user_id))
+        return {
+            "following": [{"user_id": str(r["followee_id"]), "since": iso(r["created_at"])}
+                          for r in rows if str(r["follower_id"]) == user_id],
+            "followers": [{"user_id": str(r["follower_id"]), "since": iso(r["created_at"])}
+                          for r in rows if str(r["followee_id"]) == user_id],
+        }
+
+    async def erase_user_follows(self, conn: asyncpg.Connection, user_id: str) -> list[str]:
+        """Inside the caller's (purge) transaction: remove the user's follows both ways
+        and fix the other side's counters. Returns the other users' ids: the caller
+        invalidates their profiles (``UsersService.invalidate_profiles``) after commit."""
+        uid = UUID(user_id)
+        others: list[str] = []
+        for row in sorted(await self.follows.delete_all_of_user(conn, uid),
+                          key=lambda r: (str(r["follower_id"]), str(r["followee_id"]))):
+            if row["follower_id"] == uid:
+                await self.users.add_to_counters(conn, row["followee_id"], followers=-1)
+                others.append(str(row["followee_id"]))
+            else:
+                await self.users.add_to_counters(conn, row["follower_id"], following=-1)
+                others.append(str(row["follower_id"]))
+        return others
+
+    # --- helpers --------------------------------------------------------------------
+
+    @staticmethod
+    def _target(follower_id: str, followee_id: str) -> UUID:
+        followee = parse_uuid(followee_id)
+        if followee is None:
+            raise NotFound(NO_SUCH_USER)
+        if str(followee) == follower_id:
+            raise ValidationFailed("You cannot follow yourself.", [FieldError("id", "cannot be yourself")])
+        return followee
+
+    async def _add_to_counters(self, conn: asyncpg.Connection, follower: UUID, followee: UUID, delta: int) -> None:
+        changes = sorted([(follower, {"following": delta}), (followee, {"followers": delta})], key=lambda c: c[0])
+        for user_id, counters in changes:
+            await self.users.add_to_counters(conn, user_id, **counters)
+
+    async def _list(self, user_id: str, fetch, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        uid = parse_uuid(user_id)
+        after = decode_cursor(cursor, datetime, UUID)
+        async with self.db.read(lag_ok=True) as conn:
+            if uid is None or await self.users.get_by_id(conn, uid) is None:
+                raise NotFound(NO_SUCH_USER)
+            rows = await fetch(conn, uid, after=after, limit=limit + 1)
+        result = page(rows, limit, lambda r: encode_cursor(r["created_at"], r["user_id"]))
+        profiles = await self.users_service.get_public_many([str(r["user_id"]) for r in result["items"]])
+        result["items"] = [profiles[str(r["user_id"])] for r in result["items"] if str(r["user_id"]) in profiles]
+        return result
