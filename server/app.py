@@ -21,6 +21,8 @@ from server.security import Passwords
 from server.services import Services
 from server.services.events import EventsService
 from server.services.feed import FeedService
+from server.services.messaging import MessagingService
+from server.services.notifications import NotificationsService
 from server.services.posts import PostsService
 from server.services.privacy import PrivacyService
 from server.services.privacy_registry import PrivacyDeps, build_erasure_steps, build_export_sections
@@ -70,10 +72,10 @@ async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.MONGO_DB] = db
     retry: asyncio.Task | None = None
     try:
-        await ensure_indexes(db)
+        await ensure_indexes(db, settings)
     except Exception as exc:  # noqa: BLE001 - MongoDB down must not stop the REST API
         log.warning("MongoDB unavailable at start (%s); chat and notifications answer 503 until it is back", exc)
-        retry = asyncio.create_task(ensure_indexes_until_done(db))
+        retry = asyncio.create_task(ensure_indexes_until_done(db, settings))
 
     async def ping() -> None:
         await client.admin.command("ping")
@@ -142,9 +144,12 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         social, posts, max_items=settings.feed_max_items,
     )
     events = EventsService(app[appkeys.DB], users)
+    notifications = NotificationsService(app[appkeys.MONGO_DB], users, pusher=app[appkeys.PUSHER])
+    messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications, pusher=app[appkeys.PUSHER],
+                                 presence=app[appkeys.PRESENCE])
     privacy = PrivacyService(app[appkeys.DB], users, settings, pusher=app[appkeys.PUSHER])
     services = Services(users=users, rate_limits=rate_limits, posts=posts, social=social, feed=feed,
-                        events=events, privacy=privacy)
+                        events=events, notifications=notifications, messaging=messaging, privacy=privacy)
     # Last: every context's service exists, so each can contribute its erasure steps
     # and export sections.
     deps = PrivacyDeps(db=app[appkeys.DB], mongo=app[appkeys.MONGO_DB], redis=redis, keys=keys,

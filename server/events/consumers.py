@@ -16,4 +16,5 @@ def build_consumers(services: "Services") -> list[Consumer]:
     consumers: list[Consumer] = []
     consumers += services.posts.consumers()
     consumers.append(services.feed.consumer())
+    consumers += services.notifications.consumers()
     return consumers

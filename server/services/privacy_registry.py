@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID
 
+from server.services.messaging import message_dict
+from server.services.notifications import notification_dict
 from server.services.privacy import ErasureStep, ExportSection, keyset_pages
 from server.timefmt import iso, utcnow
 from storage.postgres.repos.events import EventsRepo, RsvpsRepo
@@ -22,6 +24,9 @@ from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.posts import CommentsRepo, LikesRepo, PostsRepo
 from storage.postgres.repos.sessions import SessionsRepo
 from storage.postgres.repos.users import UsersRepo
+from storage.mongo.conversations import ConversationsRepo
+from storage.mongo.messages import MessagesRepo
+from storage.mongo.notifications import NotificationsRepo
 from storage.redis.client import Keys
 from storage.redis.privacy import RedisErasure
 
@@ -51,12 +56,13 @@ def build_erasure_steps(d: PrivacyDeps) -> list[ErasureStep]:
     # the saga's final step).
     # Feeds before follows (the followers say whose feeds hold the user's posts), and
     # before posts (the feed entries name the author).
-    return [*_feed_steps(d), *_posts_steps(d), *_social_steps(d), *_events_steps(d), *_users_steps(d)]
+    return [*_feed_steps(d), *_posts_steps(d), *_social_steps(d), *_events_steps(d), *_messaging_steps(d),
+            *_users_steps(d)]
 
 
 def build_export_sections(d: PrivacyDeps) -> list[ExportSection]:
     # account, sessions and audit are written by PrivacyService itself.
-    return [*_posts_sections(d), *_social_sections(d), *_events_sections(d)]
+    return [*_posts_sections(d), *_social_sections(d), *_events_sections(d), *_messaging_sections(d)]
 
 
 def _pg_pages(d: PrivacyDeps, fetch, render, id_column: str = "id"):
@@ -198,6 +204,58 @@ def _events_sections(d: PrivacyDeps) -> list[ExportSection]:
             "event_id": str(r["event_id"]), "event_title": r["title"], "status": r["status"],
             "created_at": iso(r["created_at"]), "updated_at": iso(r["updated_at"])}, id_column="event_id")),
     ]
+
+
+# --- messaging and notifications (MongoDB) --------------------------------------------------
+
+def _messaging_steps(d: PrivacyDeps) -> list[ErasureStep]:
+    conversations, messages, notifications = (ConversationsRepo(d.mongo), MessagesRepo(d.mongo),
+                                              NotificationsRepo(d.mongo))
+
+    async def own_messages(uid: UUID) -> None:
+        # Their messages go; the others' stay. Conversations showing one of theirs as the
+        # last message show the newest remaining one instead.
+        user_id = str(uid)
+        await messages.delete_by_sender(user_id)
+        for conversation_id in await conversations.ids_with_last_message_from(user_id):
+            latest = await messages.latest_in_conversation(str(conversation_id))
+            await conversations.replace_last_message(conversation_id, user_id, latest)
+
+    async def membership(uid: UUID) -> None:
+        for doc in await conversations.remove_member(str(uid)):
+            if not doc.get("memberIds"):  # nobody left to read it
+                await messages.delete_in_conversation(str(doc["_id"]))
+                await conversations.delete(doc["_id"])
+
+    async def notes(uid: UUID) -> None:
+        await notifications.delete_for_or_about(str(uid))
+
+    return [ErasureStep("messaging.messages", own_messages), ErasureStep("messaging.membership", membership),
+            ErasureStep("notifications.for_and_about", notes)]
+
+
+def _messaging_sections(d: PrivacyDeps) -> list[ExportSection]:
+    conversations, messages, notifications = (ConversationsRepo(d.mongo), MessagesRepo(d.mongo),
+                                              NotificationsRepo(d.mongo))
+
+    def conversation_pages(uid: UUID):
+        # The user's view: members and title, not the others' read positions.
+        return keyset_pages(lambda after, limit: conversations.page_for_member(str(uid), after, limit), None,
+                            lambda doc: doc["_id"], lambda doc: {
+                                "id": str(doc["_id"]), "kind": doc["kind"], "title": doc.get("title"),
+                                "member_ids": list(doc["memberIds"]), "created_at": iso(doc["createdAt"])})
+
+    def message_pages(uid: UUID):
+        # Only the messages they sent: the others' are the others' data.
+        return keyset_pages(lambda after, limit: messages.page_by_sender(str(uid), after, limit), None,
+                            lambda doc: doc["_id"], message_dict)
+
+    def notification_pages(uid: UUID):
+        return keyset_pages(lambda after, limit: notifications.page_for_user(str(uid), after, limit), None,
+                            lambda doc: (doc["createdAt"], doc["_id"]), notification_dict)
+
+    return [ExportSection("conversations", conversation_pages), ExportSection("messages", message_pages),
+            ExportSection("notifications", notification_pages)]
 
 
 # --- users: sessions, Redis keys, delivered events ------------------------------------------

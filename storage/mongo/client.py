@@ -8,7 +8,9 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from server.config import Settings
-from storage.mongo.indexes import INDEXES
+from pymongo.errors import OperationFailure
+
+from storage.mongo.indexes import indexes_for
 
 log = logging.getLogger("pulse.mongo")
 
@@ -27,17 +29,28 @@ def create_mongo(settings: Settings) -> tuple[AsyncMongoClient, AsyncDatabase]:
     return client, client[settings.mongo_db]
 
 
-async def ensure_indexes(db: AsyncDatabase) -> None:
-    for collection, keys, options in INDEXES:
-        await db[collection].create_index(keys, **options)
+# IndexOptionsConflict / IndexKeySpecsConflict: an index of that name exists with other options.
+_INDEX_CONFLICTS = (85, 86)
 
 
-async def ensure_indexes_until_done(db: AsyncDatabase, first_error: BaseException | None = None) -> None:
+async def ensure_indexes(db: AsyncDatabase, settings: Settings) -> None:
+    for collection, keys, options in indexes_for(settings):
+        try:
+            await db[collection].create_index(keys, **options)
+        except OperationFailure as exc:
+            if exc.code not in _INDEX_CONFLICTS or "expireAfterSeconds" not in options:
+                raise
+            # A changed TTL setting: adjust the existing index in place.
+            await db.command("collMod", collection, index={
+                "name": options["name"], "expireAfterSeconds": options["expireAfterSeconds"]})
+
+
+async def ensure_indexes_until_done(db: AsyncDatabase, settings: Settings) -> None:
     """Keeps trying in the background when MongoDB was down at start."""
     delay = 1.0
     while True:
         try:
-            await ensure_indexes(db)
+            await ensure_indexes(db, settings)
             log.info("MongoDB indexes ensured")
             return
         except Exception as exc:  # noqa: BLE001 - keep trying whatever the failure

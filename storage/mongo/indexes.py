@@ -1,6 +1,45 @@
-"""Every MongoDB index: (collection, keys, create_index options). Ensured at start."""
+"""Every MongoDB index: (collection, keys, create_index options). Ensured at start.
+
+Documents carry their shard key candidates: ``conversationId`` on messages, ``userId``
+on notifications (conversations are looked up by ``_id`` or by member).
+"""
 from __future__ import annotations
 
 from typing import Any
 
-INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = []
+from server.config import Settings
+
+IndexSpec = tuple[str, list[tuple[str, int]], dict[str, Any]]
+
+INDEXES: list[IndexSpec] = [
+    # Conversations of a user, most recent activity first (keyset on lastActivityAt, _id).
+    ("conversations", [("memberIds", 1), ("lastActivityAt", -1), ("_id", -1)], {"name": "members_activity"}),
+    # At most one direct conversation per pair: directKey = "<min id>:<max id>", only on directs.
+    ("conversations", [("directKey", 1)], {
+        "name": "direct_pair", "unique": True, "partialFilterExpression": {"directKey": {"$type": "string"}},
+    }),
+    ("messages", [("conversationId", 1), ("createdAt", -1)], {"name": "conversation_history"}),
+    # Idempotent sends: a retried (sender, client id) finds the stored message.
+    ("messages", [("senderId", 1), ("clientId", 1)], {"name": "sender_client_id", "unique": True}),
+    ("notifications", [("userId", 1), ("createdAt", -1)], {"name": "user_recent"}),
+    ("notifications", [("userId", 1), ("read", 1)], {"name": "user_read"}),
+    # One notification per (recipient, cause): consumers run at least once.
+    ("notifications", [("userId", 1), ("sourceId", 1)], {
+        "name": "user_source", "unique": True, "partialFilterExpression": {"sourceId": {"$type": "string"}},
+    }),
+    # Privacy: a user's own messages (export page by page, erasure), notifications
+    # about a user (erasure), conversations whose last message is a user's (erasure).
+    ("messages", [("senderId", 1), ("_id", 1)], {"name": "sender_export"}),
+    ("notifications", [("metadata.actorId", 1)], {"name": "actor"}),
+    ("conversations", [("lastMessage.senderId", 1)], {"name": "last_message_sender"}),
+]
+
+
+def indexes_for(settings: Settings) -> list[IndexSpec]:
+    """The static indexes plus those whose options come from settings."""
+    return [
+        *INDEXES,
+        ("notifications", [("createdAt", 1)], {
+            "name": "expire_after_ttl", "expireAfterSeconds": int(settings.notification_ttl_days * 86400),
+        }),
+    ]

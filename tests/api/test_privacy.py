@@ -7,7 +7,10 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import orjson
 import pytest
+from bson import ObjectId
+from pymongo import AsyncMongoClient
 
+from tests.conftest import eventually
 from tests.privacy_helpers import pg, subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -211,6 +214,20 @@ async def test_export_streams_everything_about_the_user(api, settings):
     assert status == 201
     assert (await api.request("PUT", f"/events/{their_event['id']}/rsvp", token=acct.token,
                               json={"status": "going"}))[0] == 200
+    status, direct, _ = await api.request("POST", "/conversations", token=acct.token, json={"member_ids": [other.id]})
+    assert status == 201, direct
+    status, mine, _ = await api.request("POST", f"/conversations/{direct['id']}/messages", token=acct.token,
+                                        json={"body": "hello from me", "client_id": "c-1"})
+    assert status == 201
+    status, _, _ = await api.request("POST", f"/conversations/{direct['id']}/messages", token=other.token,
+                                     json={"body": "other's private answer", "client_id": "c-2"})
+    assert status == 201
+
+    async def welcomed() -> bool:
+        status, notes, _ = await api.request("GET", "/notifications", token=acct.token)
+        return status == 200 and any(n["type"] == "welcome" for n in notes["items"])
+
+    await eventually(welcomed)
     # Thousands of rows in each store section, bulk inserted.
     uid = uuid.UUID(acct.id)
     conn = await pg(settings)
@@ -233,6 +250,21 @@ async def test_export_streams_everything_about_the_user(api, settings):
     finally:
         await conn.close()
     assert expected == {"posts": 2500, "comments": 2501, "likes": 2501}
+    mongo = AsyncMongoClient(settings.mongo_url)
+    try:
+        db = mongo[settings.mongo_db]
+        now = datetime.now(timezone.utc)
+        await db["messages"].insert_many([
+            {"_id": ObjectId(), "conversationId": direct["id"], "senderId": acct.id, "body": f"bulk {i}",
+             "clientId": f"bulk-{i}", "createdAt": now} for i in range(2000)])
+        await db["notifications"].insert_many([
+            {"_id": ObjectId(), "userId": acct.id, "type": "like", "message": f"bulk {i}", "read": False,
+             "createdAt": now, "metadata": {"actorId": other.id}, "sourceId": f"bulk-{i}"} for i in range(1500)])
+        expected["messages"] = await db["messages"].count_documents({"senderId": acct.id})
+        expected["notifications"] = await db["notifications"].count_documents({"userId": acct.id})
+    finally:
+        await mongo.close()
+    assert expected["messages"] == 2001 and expected["notifications"] >= 1501
 
     status, raw, resp = await api.request("GET", "/users/me/export", token=acct.token)
     assert status == 200
@@ -258,13 +290,19 @@ async def test_export_streams_everything_about_the_user(api, settings):
     assert [f["user_id"] for f in doc["followers"]] == [other.id]
     assert [(e["id"], e["title"]) for e in doc["events_hosted"]] == [(hosted["id"], "my party")]
     assert [(r["event_id"], r["status"]) for r in doc["rsvps"]] == [(their_event["id"], "going")]
+    assert [(c["id"], sorted(c["member_ids"])) for c in doc["conversations"]] == [
+        (direct["id"], sorted([acct.id, other.id]))]
+    assert doc["messages"][0] == {**mine, "conversation_id": direct["id"]}
+    assert len({m["id"] for m in doc["messages"]}) == 2001
+    assert any(n["type"] == "welcome" for n in doc["notifications"])
     text = orjson.dumps(doc).decode()
     assert "password" not in text and "token" not in text and "argon2" not in text
     assert "other's private reply" not in text and "other's post" not in text
-    assert "other's private notes" not in text
+    assert "other's private notes" not in text and "other's private answer" not in text
     assert other.email not in text
     # The other user's id only where it is the user's own relation to them (public anyway).
-    without_relations = orjson.dumps({k: v for k, v in doc.items() if k not in ("following", "followers")}).decode()
+    relations = ("following", "followers", "conversations", "notifications")
+    without_relations = orjson.dumps({k: v for k, v in doc.items() if k not in relations}).decode()
     assert other.id not in without_relations
     # The export itself is audited.
     assert "privacy.exported" in await audit_actions(settings, acct.id)

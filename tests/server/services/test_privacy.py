@@ -74,8 +74,10 @@ async def test_purge_leaves_no_trace_in_any_store_and_keeps_the_audit(api, serve
     await api.request("GET", "/posts/popular", token=other.token)
     assert (await api.request("PUT", f"/users/{acct.id}/follow", token=other.token))[0] == 200
     assert (await api.request("PUT", f"/users/{other.id}/follow", token=acct.token))[0] == 200
+    # (The title reaches the attendees in their cancellation notice: their record, which
+    # keeps no link to the host.)
     status, party, _ = await api.request("POST", "/events", token=acct.token, json={
-        "title": f"{acct.username}'s party", "starts_at": "2030-01-01T20:00:00Z"})
+        "title": "Rooftop party", "starts_at": "2030-01-01T20:00:00Z"})
     assert status == 201
     assert (await api.request("PUT", f"/events/{party['id']}/rsvp", token=other.token, json={"status": "going"}))[0] == 200
     status, meetup, _ = await api.request("POST", "/events", token=other.token, json={
@@ -87,6 +89,30 @@ async def test_purge_leaves_no_trace_in_any_store_and_keeps_the_audit(api, serve
         return status == 200 and own_post["id"] in {p["id"] for p in feed["items"]}
 
     await eventually(in_feed)
+    third = await api.register("pw3")
+    status, direct, _ = await api.request("POST", "/conversations", token=acct.token, json={"member_ids": [other.id]})
+    assert status == 201
+    status, group, _ = await api.request("POST", "/conversations", token=other.token,
+                                         json={"member_ids": [acct.id, third.id], "title": "trio"})
+    assert status == 201
+    for conv, sender, body in ((direct, other, "hi"), (direct, acct, f"hi, {acct.username} here"),
+                               (group, acct, "hello all"), (group, third, "hey")):
+        status, _, _ = await api.request("POST", f"/conversations/{conv['id']}/messages", token=sender.token,
+                                         json={"body": body, "client_id": uuid.uuid4().hex})
+        assert status == 201
+    status, _, _ = await api.request("POST", f"/conversations/{direct['id']}/read", token=acct.token,
+                                     json={"message_id": (await api.request(
+                                         "GET", f"/conversations/{direct['id']}/messages", token=acct.token))[1]["items"][0]["id"]})
+    assert status == 200
+
+    async def notified() -> bool:
+        _, mine, _ = await api.request("GET", "/notifications", token=acct.token)
+        _, theirs, _ = await api.request("GET", "/notifications", token=other.token)
+        about = [n for n in theirs["items"] if n["metadata"].get("actor_id") == acct.id]
+        return any(n["type"] == "welcome" for n in mine["items"]) and {"like", "comment", "follow"} <= {
+            n["type"] for n in about}
+
+    await eventually(notified)
     await api.request("POST", "/auth/login", json={"login": acct.username, "password": "wrong guess"})
     await api.request("PATCH", "/users/me", token=acct.token, json={"bio": "to be forgotten"})
     await api.request("GET", f"/users/{acct.username}", token=other.token)  # profile cache
@@ -137,7 +163,6 @@ async def test_purge_leaves_no_trace_in_any_store_and_keeps_the_audit(api, serve
         assert await r.sismember(f"{settings.namespace}:rt:presence:users:ghost-instance", other.id)
     finally:
         await r.aclose()
-    assert await mongo_traces(settings, needles) == {}
 
     # The audit trail survives, pseudonymised: the whole story under the keyed hash.
     conn = await pg(settings)
@@ -150,9 +175,23 @@ async def test_purge_leaves_no_trace_in_any_store_and_keeps_the_audit(api, serve
     for action in ("privacy.exported", "erasure.requested", "erasure.purge_started", "erasure.step_done",
                    "erasure.purged"):
         assert action in actions
-    # The other user is untouched.
+    # The other users keep their side: their messages, the conversations without the user.
     status, me, _ = await api.request("GET", "/users/me", token=other.token)
     assert status == 200 and me["id"] == other.id
+    status, conv, _ = await api.request("GET", f"/conversations/{direct['id']}", token=other.token)
+    assert status == 200 and conv["member_ids"] == [other.id] and conv["last_message"]["body"] == "hi"
+    status, history, _ = await api.request("GET", f"/conversations/{direct['id']}/messages", token=other.token)
+    assert [m["body"] for m in history["items"]] == ["hi"]
+    status, conv, _ = await api.request("GET", f"/conversations/{group['id']}", token=third.token)
+    assert sorted(conv["member_ids"]) == sorted([other.id, third.id]) and conv["last_message"]["body"] == "hey"
+    # Attendees heard of the cancelled event, anonymously; nothing else about the user.
+    async def cancelled_notice():
+        _, notes, _ = await api.request("GET", "/notifications", token=other.token)
+        return [n for n in notes["items"] if n["type"] == "event_cancelled"]
+
+    notice = (await eventually(cancelled_notice))[0]
+    assert notice["message"] == "Rooftop party was cancelled" and "actor_id" not in notice["metadata"]
+    assert await mongo_traces(settings, needles) == {}
 
 
 async def test_purge_keeps_counters_on_other_users_exact(api, server, settings):

@@ -1,0 +1,263 @@
+"""The messaging context: conversations, messages and read positions in MongoDB.
+
+Messages are stored first, then pushed to every member's sockets (the sender's too);
+recipients with no connected socket get a ``message`` notification. REST and the
+socket layer share these methods, so both behave the same.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from server.errors import FieldError, NotFound, ValidationFailed
+from server.pagination import page
+from server.services.notifications import NotificationsService
+from server.services.ports import Presence, Pusher
+from server.services.users import UsersService, parse_uuid
+from server.timefmt import iso
+from storage.mongo.conversations import ConversationsRepo
+from storage.mongo.messages import MessagesRepo
+from storage.mongo.values import decode_keyset, keyset_cursor, mongo_now, parse_object_id
+
+log = logging.getLogger("pulse.messaging")
+
+MAX_BODY_CHARS = 4000
+MAX_CLIENT_ID_CHARS = 128
+MAX_TITLE_CHARS = 200
+MAX_MEMBERS = 256
+
+
+def message_dict(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(doc["_id"]),
+        "conversation_id": doc["conversationId"],
+        "sender_id": doc["senderId"],
+        "body": doc["body"],
+        "client_id": doc["clientId"],
+        "created_at": iso(doc["createdAt"]),
+    }
+
+
+def direct_key(a: str, b: str) -> str:
+    low, high = sorted((a, b))
+    return f"{low}:{high}"
+
+
+def _read_position(doc: dict[str, Any], user_id: str) -> dict[str, Any] | None:
+    return (doc.get("reads") or {}).get(user_id)
+
+
+class MessagingService:
+    def __init__(
+        self, mongo: AsyncDatabase, users: UsersService, notifications: NotificationsService,
+        pusher: Pusher | None = None, presence: Presence | None = None,
+    ) -> None:
+        self.conversations = ConversationsRepo(mongo)
+        self.messages = MessagesRepo(mongo)
+        self.users = users
+        self.notifications = notifications
+        # Set by the real-time layer. Without a pusher nothing is pushed; without
+        # presence every recipient counts as offline (and gets a notification).
+        self.pusher = pusher
+        self.presence = presence
+
+    # --- conversations ------------------------------------------------------------------
+
+    async def create_conversation(
+        self, user_id: str, member_ids: list[str], title: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """(conversation, created). One other member: the pair's direct conversation,
+        the existing one when there is one (created False). Two or more: a new group."""
+        others: list[str] = []
+        for raw in member_ids:
+            uid = parse_uuid(raw) if isinstance(raw, str) else None
+            if uid is None:
+                raise ValidationFailed("The request body is not valid.",
+                                       [FieldError("member_ids", f"{raw!r} is not a user id")])
+            if str(uid) != user_id and str(uid) not in others:
+                others.append(str(uid))
+        if not others:
+            raise ValidationFailed("A conversation needs at least one other member.",
+                                   [FieldError("member_ids", "name at least one other user")])
+        if len(others) >= MAX_MEMBERS:
+            raise ValidationFailed("Too many members.",
+                                   [FieldError("member_ids", f"at most {MAX_MEMBERS - 1} others")])
+        found = await self.users.get_public_many(others)
+        missing = [u for u in others if u not in found]
+        if missing:
+            raise ValidationFailed("Members must be existing users.",
+                                   [FieldError("member_ids", f"no such user: {u}") for u in missing])
+        now = mongo_now()
+        doc: dict[str, Any] = {
+            "_id": ObjectId(), "kind": "direct" if len(others) == 1 else "group", "title": title,
+            "memberIds": [user_id, *others], "createdAt": now, "lastActivityAt": now, "lastMessage": None,
+            "reads": {},
+        }
+        if len(others) == 1:
+            doc["directKey"] = direct_key(user_id, others[0])
+            existing = await self.conversations.get_direct(doc["directKey"])
+            if existing is not None:
+                return await self._conversation_for(existing, user_id), False
+            if not await self.conversations.insert(doc):
+                # Lost a race with the other member creating the same pair.
+                existing = await self.conversations.get_direct(doc["directKey"])
+                return await self._conversation_for(existing, user_id), False
+        else:
+            await self.conversations.insert(doc)
+        return await self._conversation_for(doc, user_id), True
+
+    async def _conversation_for(self, doc: dict[str, Any], user_id: str) -> dict[str, Any]:
+        """The API shape of a conversation, as ``user_id`` sees it (their unread count)."""
+        position = _read_position(doc, user_id)
+        unread = await self.messages.count_unread(
+            str(doc["_id"]), user_id, (position["at"], position["messageId"]) if position else None)
+        return {
+            "id": str(doc["_id"]),
+            "kind": doc["kind"],
+            "title": doc.get("title"),
+            "member_ids": list(doc["memberIds"]),
+            "created_at": iso(doc["createdAt"]),
+            "last_message": message_dict(doc["lastMessage"]) if doc.get("lastMessage") else None,
+            "unread_count": unread,
+        }
+
+    async def _member_conversation(self, user_id: str, conversation_id: str) -> dict[str, Any]:
+        oid = parse_object_id(conversation_id)
+        doc = await self.conversations.get_for_member(oid, user_id) if oid is not None else None
+        if doc is None:
+            # Same answer whether it does not exist or the caller is not a member.
+            raise NotFound("No such conversation.")
+        return doc
+
+    async def get_conversation(self, user_id: str, conversation_id: str) -> dict[str, Any]:
+        return await self._conversation_for(await self._member_conversation(user_id, conversation_id), user_id)
+
+    async def list_conversations(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        docs = await self.conversations.list_for_member(user_id, limit + 1, decode_keyset(cursor))
+        result = page(docs, limit, keyset_cursor("lastActivityAt"))
+        result["items"] = list(await asyncio.gather(*(self._conversation_for(d, user_id) for d in result["items"])))
+        return result
+
+    async def member_ids(self, conversation_id: str, user_id: str) -> list[str]:
+        """Every member of the conversation; NotFound unless ``user_id`` is one of them."""
+        return list((await self._member_conversation(user_id, conversation_id))["memberIds"])
+
+    # --- messages -----------------------------------------------------------------------
+
+    async def history(
+        self, user_id: str, conversation_id: str, *, limit: int, before: str | None,
+    ) -> dict[str, Any]:
+        """Newest first. ``before`` is a message id of this conversation (the previous
+        page's ``next_cursor``)."""
+        conversation_id = str((await self._member_conversation(user_id, conversation_id))["_id"])
+        start = None
+        if before is not None:
+            oid = parse_object_id(before)
+            anchor = await self.messages.get_in_conversation(conversation_id, oid) if oid is not None else None
+            if anchor is None:
+                raise ValidationFailed("The request query is not valid.",
+                                       [FieldError("before", "not a message of this conversation")])
+            start = (anchor["createdAt"], anchor["_id"])
+        docs = await self.messages.history(conversation_id, limit + 1, start)
+        # The next page starts before this page's oldest message: its id is the cursor.
+        return page(docs, limit, lambda doc: str(doc["_id"]), message_dict)
+
+    async def send_message(
+        self, user_id: str, conversation_id: str, body: str, client_id: str | None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Store and fan out a message: (message, created). A retry with the same
+        ``client_id`` returns the stored message with created False (and pushes nothing)."""
+        errors = []
+        if not isinstance(body, str) or not body.strip() or len(body) > MAX_BODY_CHARS:
+            errors.append(FieldError("body", f"1 to {MAX_BODY_CHARS} characters, not only spaces"))
+        if client_id is not None and (not isinstance(client_id, str) or not 1 <= len(client_id) <= MAX_CLIENT_ID_CHARS):
+            errors.append(FieldError("client_id", f"1 to {MAX_CLIENT_ID_CHARS} characters"))
+        if errors:
+            raise ValidationFailed("The message is not valid.", errors)
+        conversation = await self._member_conversation(user_id, conversation_id)
+        if client_id is not None:
+            existing = await self.messages.get_by_client_id(user_id, client_id)
+            if existing is not None:
+                return await self._retried(existing, conversation)
+        doc = {
+            "_id": ObjectId(), "conversationId": str(conversation["_id"]), "senderId": user_id, "body": body,
+            "clientId": client_id or uuid.uuid4().hex, "createdAt": mongo_now(),
+        }
+        if not await self.messages.insert(doc):
+            # A concurrent retry stored it first: the unique (senderId, clientId) index decides.
+            existing = await self.messages.get_by_client_id(user_id, doc["clientId"])
+            if existing is None:  # pragma: no cover - the index said it exists
+                raise NotFound("No such message.")
+            return await self._retried(existing, conversation)
+        await self._after_store(doc, conversation)
+        message = message_dict(doc)
+        await self._fan_out(message, list(conversation["memberIds"]))
+        return message, True
+
+    async def _retried(self, existing: dict[str, Any], conversation: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        if existing["conversationId"] != str(conversation["_id"]):
+            raise ValidationFailed("This client_id was already used for another conversation.",
+                                   [FieldError("client_id", "already used in another conversation")])
+        # The first attempt may have died between storing and updating the conversation.
+        await self._after_store(existing, conversation)
+        return message_dict(existing), False
+
+    async def _after_store(self, doc: dict[str, Any], conversation: dict[str, Any]) -> None:
+        await self.conversations.record_message(conversation["_id"], doc)
+        # Sending means the sender has seen the conversation up to here.
+        await self.conversations.advance_read(conversation["_id"], doc["senderId"], doc["_id"], doc["createdAt"])
+
+    async def _fan_out(self, message: dict[str, Any], member_ids: list[str]) -> None:
+        await self._push(member_ids, "message:new", {"message": message})
+        recipients = [m for m in member_ids if m != message["sender_id"]]
+        if not recipients:
+            return
+        online: set[str] = set()
+        if self.presence is not None:
+            try:
+                online = set(await self.presence.online(recipients))
+            except Exception:  # noqa: BLE001 - unknown presence: notify rather than lose it
+                log.exception("presence lookup failed; notifying every recipient")
+        offline = [r for r in recipients if r not in online]
+        if offline:
+            try:
+                await self.notifications.notify_message(offline, message)
+            except Exception:  # noqa: BLE001 - the message is stored; a missed notice is not a failed send
+                log.exception("message notifications for %s failed", message["id"])
+
+    async def _push(self, user_ids: list[str], event: str, data: dict[str, Any]) -> None:
+        if self.pusher is None or not user_ids:
+            return
+        try:
+            await self.pusher.push(user_ids, event, data)
+        except Exception:  # noqa: BLE001 - stored is what matters; clients catch up over REST
+            log.exception("pushing %s failed", event)
+
+    # --- read positions -----------------------------------------------------------------
+
+    async def mark_read(self, user_id: str, conversation_id: str, message_id: str) -> dict[str, Any]:
+        """Move the caller's read position up to ``message_id`` (never backwards):
+        ``{conversation_id, last_read_message_id}`` with the position now held."""
+        conversation = await self._member_conversation(user_id, conversation_id)
+        conversation_id = str(conversation["_id"])
+        oid = parse_object_id(message_id)
+        message = await self.messages.get_in_conversation(conversation_id, oid) if oid is not None else None
+        if message is None:
+            raise ValidationFailed("The request body is not valid.",
+                                   [FieldError("message_id", "not a message of this conversation")])
+        moved = await self.conversations.advance_read(conversation["_id"], user_id, message["_id"],
+                                                      message["createdAt"])
+        if moved:
+            others = [m for m in conversation["memberIds"] if m != user_id]
+            await self._push(others, "message:read", {
+                "conversation_id": conversation_id, "user_id": user_id, "message_id": str(message["_id"])})
+            return {"conversation_id": conversation_id, "last_read_message_id": str(message["_id"])}
+        current = await self.conversations.get_for_member(conversation["_id"], user_id)
+        position = _read_position(current or conversation, user_id)
+        last = str(position["messageId"]) if position else str(message["_id"])
+        return {"conversation_id": conversation_id, "last_read_message_id": last}

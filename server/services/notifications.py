@@ -1,0 +1,188 @@
+"""The notifications context: documents in MongoDB, created from domain events (and by
+messaging for offline recipients), pushed live to the user's sockets as they are stored."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from server.errors import NotFound
+from server.events.types import Consumer, DomainEvent
+from server.services.ports import Pusher
+from server.services.users import UsersService
+from server.timefmt import iso
+from storage.mongo.notifications import NotificationsRepo
+from server.pagination import page
+from storage.mongo.values import decode_keyset, keyset_cursor, mongo_now, parse_object_id
+
+log = logging.getLogger("pulse.notifications")
+
+# Consumer names key durable queues and processed-event records: never rename.
+CONSUMER_NAME = "notifications"
+
+_METADATA_FIELDS = {"postId": "post_id", "actorId": "actor_id", "eventId": "event_id",
+                    "conversationId": "conversation_id"}
+
+
+def notification_dict(doc: dict[str, Any]) -> dict[str, Any]:
+    metadata = doc.get("metadata") or {}
+    return {
+        "id": str(doc["_id"]),
+        "type": doc["type"],
+        "message": doc["message"],
+        "read": bool(doc.get("read")),
+        "created_at": iso(doc["createdAt"]),
+        "metadata": {api: metadata[field] for field, api in _METADATA_FIELDS.items() if metadata.get(field)},
+    }
+
+
+class NotificationsService:
+    def __init__(self, mongo: AsyncDatabase, users: UsersService, pusher: Pusher | None = None) -> None:
+        self.notifications = NotificationsRepo(mongo)
+        self.users = users
+        # Set by the real-time layer; without one, notifications are stored but not pushed.
+        self.pusher = pusher
+
+    # --- reading ----------------------------------------------------------------------
+
+    async def list(self, user_id: str, *, unread_only: bool, limit: int, cursor: str | None) -> dict[str, Any]:
+        docs = await self.notifications.list_for_user(user_id, unread_only=unread_only, limit=limit + 1,
+                                                      after=decode_keyset(cursor))
+        return page(docs, limit, keyset_cursor("createdAt"), notification_dict)
+
+    async def unread_count(self, user_id: str) -> int:
+        return await self.notifications.count_unread(user_id)
+
+    async def mark_read(self, user_id: str, notification_id: str) -> dict[str, Any]:
+        oid = parse_object_id(notification_id)
+        doc = await self.notifications.mark_read(user_id, oid) if oid is not None else None
+        if doc is None:
+            raise NotFound("No such notification.")
+        return notification_dict(doc)
+
+    async def mark_all_read(self, user_id: str) -> int:
+        return await self.notifications.mark_all_read(user_id)
+
+    # --- creating ---------------------------------------------------------------------
+
+    async def notify(
+        self, user_id: str, kind: str, message: str, *, source_id: str, post_id: str | None = None,
+        actor_id: str | None = None, event_id: str | None = None, conversation_id: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Store a notification and push it; None (nothing stored or pushed) when this
+        user already has one from ``source_id``."""
+        if actor_id and not await self.users.exists(actor_id):
+            # The actor is pending erasure or purged (the event was still in flight): no
+            # notification names them; a cancelled event is still announced, anonymously.
+            if kind != "event_cancelled":
+                return None
+            actor_id = None
+        metadata = {k: v for k, v in (("postId", post_id), ("actorId", actor_id), ("eventId", event_id),
+                                      ("conversationId", conversation_id)) if v}
+        doc = {"_id": ObjectId(), "userId": user_id, "type": kind, "message": message, "read": False,
+               "createdAt": mongo_now(), "metadata": metadata, "sourceId": source_id}
+        if not await self.notifications.insert(doc):
+            return None
+        notification = notification_dict(doc)
+        await self._push(user_id, notification)
+        return notification
+
+    async def _push(self, user_id: str, notification: dict[str, Any]) -> None:
+        if self.pusher is None:
+            return
+        try:
+            await self.pusher.push([user_id], "notification:new", {"notification": notification})
+        except Exception:  # noqa: BLE001 - stored is what matters; the client refetches over REST
+            log.exception("pushing notification %s to %s failed", notification["id"], user_id)
+
+    async def _name_of(self, user_id: str) -> str:
+        profiles = await self.users.get_public_many([user_id])
+        profile = profiles.get(user_id)
+        return profile["display_name"] if profile else "Someone"
+
+    async def notify_message(self, recipient_ids: list[str], message: dict[str, Any]) -> None:
+        """A ``message`` notification for recipients with no connected socket (messaging
+        calls this after storing a message); one per (recipient, message)."""
+        sender_id = message["sender_id"]
+        recipients = [r for r in recipient_ids if r != sender_id]
+        if not recipients:
+            return
+        name = await self._name_of(sender_id)
+        for recipient in recipients:
+            await self.notify(recipient, "message", f"New message from {name}",
+                              source_id=f"message:{message['id']}", actor_id=sender_id,
+                              conversation_id=message["conversation_id"])
+
+    # --- domain event handlers (at least once: idempotent on the event id) -------------
+
+    async def on_user_registered(self, event: DomainEvent) -> None:
+        p = event.payload
+        await self.notify(p["user_id"], "welcome", f"Welcome to Pulse, {p.get('display_name') or p['username']}!",
+                          source_id=event.id)
+
+    async def on_post_liked(self, event: DomainEvent) -> None:
+        p = event.payload
+        if p["actor_id"] == p["post_author_id"]:
+            return
+        await self.notify(p["post_author_id"], "like", f"{await self._name_of(p['actor_id'])} liked your post",
+                          source_id=event.id, post_id=p["post_id"], actor_id=p["actor_id"])
+
+    async def on_comment_created(self, event: DomainEvent) -> None:
+        p = event.payload
+        if p["actor_id"] == p["post_author_id"]:
+            return
+        await self.notify(p["post_author_id"], "comment",
+                          f"{await self._name_of(p['actor_id'])} commented on your post",
+                          source_id=event.id, post_id=p["post_id"], actor_id=p["actor_id"])
+
+    async def on_user_followed(self, event: DomainEvent) -> None:
+        p = event.payload
+        if p["follower_id"] == p["followee_id"]:
+            return
+        await self.notify(p["followee_id"], "follow", f"{await self._name_of(p['follower_id'])} started following you",
+                          source_id=event.id, actor_id=p["follower_id"])
+
+    async def on_event_rsvp(self, event: DomainEvent) -> None:
+        p = event.payload
+        if p["actor_id"] == p["host_id"]:
+            return
+        name = await self._name_of(p["actor_id"])
+        text = {"going": f"{name} is going to your event",
+                "interested": f"{name} is interested in your event",
+                "not_going": f"{name} is not going to your event"}.get(
+            p.get("status"), f"{name} answered your event invitation")
+        await self.notify(p["host_id"], "rsvp", text, source_id=event.id, event_id=p["event_id"],
+                          actor_id=p["actor_id"])
+
+    async def on_event_cancelled(self, event: DomainEvent) -> None:
+        p = event.payload
+        title = p.get("title") or "An event"
+        for attendee in p.get("attendee_ids") or []:
+            if attendee == p["host_id"]:
+                continue
+            await self.notify(attendee, "event_cancelled", f"{title} was cancelled", source_id=event.id,
+                              event_id=p["event_id"], actor_id=p["host_id"])
+
+    async def handle(self, event: DomainEvent) -> None:
+        handler = {
+            "user.registered": self.on_user_registered,
+            "post.liked": self.on_post_liked,
+            "comment.created": self.on_comment_created,
+            "user.followed": self.on_user_followed,
+            "event.rsvp": self.on_event_rsvp,
+            "event.cancelled": self.on_event_cancelled,
+        }.get(event.type)
+        if handler is not None:
+            await handler(event)
+
+    def consumers(self) -> list[Consumer]:
+        """For ``build_consumers``: one consumer for every event that notifies someone."""
+        return [Consumer(
+            name=CONSUMER_NAME,
+            event_types=("user.registered", "post.liked", "comment.created", "user.followed", "event.rsvp",
+                         "event.cancelled"),
+            handle=self.handle,
+        )]
+

@@ -1,0 +1,98 @@
+"""Conversations: members, kind, title, last message and each member's read position.
+
+Document: ``{_id: ObjectId, kind, title, memberIds: [user id], directKey?: "a:b",
+createdAt, lastActivityAt, lastMessage: message document | null,
+reads: {<user id>: {messageId: ObjectId, at: datetime}}}``.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from storage.mongo.values import insert_unique, older_than
+
+
+class ConversationsRepo:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.collection = db["conversations"]
+
+    async def insert(self, doc: dict[str, Any]) -> bool:
+        """False when a direct conversation for the same pair exists already."""
+        return await insert_unique(self.collection, doc)
+
+    async def get_for_member(self, conversation_id: ObjectId, user_id: str) -> dict[str, Any] | None:
+        return await self.collection.find_one({"_id": conversation_id, "memberIds": user_id})
+
+    async def get_direct(self, direct_key: str) -> dict[str, Any] | None:
+        return await self.collection.find_one({"directKey": direct_key})
+
+    async def list_for_member(
+        self, user_id: str, limit: int, after: tuple[datetime, ObjectId] | None,
+    ) -> list[dict[str, Any]]:
+        """Most recent activity first; ``after`` is the (lastActivityAt, _id) of the previous page's last."""
+        query: dict[str, Any] = {"memberIds": user_id}
+        if after is not None:
+            query.update(older_than("lastActivityAt", *after))
+        cursor = self.collection.find(query).sort([("lastActivityAt", -1), ("_id", -1)]).limit(limit)
+        return await cursor.to_list(None)
+
+    async def record_message(self, conversation_id: ObjectId, message: dict[str, Any]) -> None:
+        """Make ``message`` the last one, unless a later one is there already (sends race)."""
+        at, oid = message["createdAt"], message["_id"]
+        await self.collection.update_one(
+            {"_id": conversation_id, "$or": [
+                {"lastActivityAt": {"$lt": at}},
+                {"lastActivityAt": at, "lastMessage": None},
+                {"lastActivityAt": at, "lastMessage._id": {"$lt": oid}},
+            ]},
+            {"$set": {"lastMessage": message, "lastActivityAt": at}},
+        )
+
+    async def advance_read(self, conversation_id: ObjectId, user_id: str, message_id: ObjectId, at: datetime) -> bool:
+        """Move the member's read position to the message, never backwards. True if it moved."""
+        field = f"reads.{user_id}"
+        result = await self.collection.update_one(
+            {"_id": conversation_id, "memberIds": user_id, "$or": [
+                {field: {"$exists": False}},
+                {f"{field}.at": {"$lt": at}},
+                {f"{field}.at": at, f"{field}.messageId": {"$lt": message_id}},
+            ]},
+            {"$set": {field: {"messageId": message_id, "at": at}}},
+        )
+        return result.modified_count > 0
+
+    # --- privacy (export, erasure) ------------------------------------------------------
+
+    async def page_for_member(self, user_id: str, after: ObjectId | None, limit: int) -> list[dict[str, Any]]:
+        """A page of a member's conversations, oldest first (keyset on _id)."""
+        query: dict[str, Any] = {"memberIds": user_id}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return await self.collection.find(query).sort("_id", 1).limit(limit).to_list(None)
+
+    async def ids_with_last_message_from(self, sender_id: str) -> list[ObjectId]:
+        docs = await self.collection.find({"lastMessage.senderId": sender_id}, {"_id": 1}).to_list(None)
+        return [d["_id"] for d in docs]
+
+    async def replace_last_message(self, conversation_id: ObjectId, sender_id: str,
+                                   message: dict[str, Any] | None) -> None:
+        """After the sender's messages were erased: the newest remaining one (or none)."""
+        await self.collection.update_one({"_id": conversation_id, "lastMessage.senderId": sender_id},
+                                         {"$set": {"lastMessage": message}})
+
+    async def remove_member(self, user_id: str) -> list[dict[str, Any]]:
+        """Takes the user out of every conversation (membership, read position, the
+        direct pair key that names them); returns the conversations as they are now."""
+        ids = [d["_id"] for d in await self.collection.find({"memberIds": user_id}, {"_id": 1}).to_list(None)]
+        if ids:
+            await self.collection.update_many(
+                {"_id": {"$in": ids}},
+                {"$pull": {"memberIds": user_id}, "$unset": {f"reads.{user_id}": "", "directKey": ""}},
+            )
+        return await self.collection.find({"_id": {"$in": ids}}).to_list(None) if ids else []
+
+    async def delete(self, conversation_id: ObjectId) -> None:
+        await self.collection.delete_one({"_id": conversation_id})

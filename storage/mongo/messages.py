@@ -1,0 +1,67 @@
+"""Chat messages: ``{_id: ObjectId, conversationId, senderId, body, clientId, createdAt}``.
+
+``conversationId`` (a string) is the shard key candidate; history is read newest
+first on (createdAt, _id).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from storage.mongo.values import insert_unique, newer_than, older_than
+
+
+class MessagesRepo:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.collection = db["messages"]
+
+    async def insert(self, doc: dict[str, Any]) -> bool:
+        """False when the sender already stored a message with this client id."""
+        return await insert_unique(self.collection, doc)
+
+    async def get_by_client_id(self, sender_id: str, client_id: str) -> dict[str, Any] | None:
+        return await self.collection.find_one({"senderId": sender_id, "clientId": client_id})
+
+    async def get_in_conversation(self, conversation_id: str, message_id: ObjectId) -> dict[str, Any] | None:
+        return await self.collection.find_one({"_id": message_id, "conversationId": conversation_id})
+
+    async def history(
+        self, conversation_id: str, limit: int, before: tuple[datetime, ObjectId] | None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``before`` is the (createdAt, _id) of a message to page back from."""
+        query: dict[str, Any] = {"conversationId": conversation_id}
+        if before is not None:
+            query.update(older_than("createdAt", *before))
+        cursor = self.collection.find(query).sort([("createdAt", -1), ("_id", -1)]).limit(limit)
+        return await cursor.to_list(None)
+
+    async def count_unread(
+        self, conversation_id: str, user_id: str, read_up_to: tuple[datetime, ObjectId] | None,
+    ) -> int:
+        """Messages from others after the member's read position (all of them without one)."""
+        query: dict[str, Any] = {"conversationId": conversation_id, "senderId": {"$ne": user_id}}
+        if read_up_to is not None:
+            query.update(newer_than("createdAt", *read_up_to))
+        return await self.collection.count_documents(query)
+
+    # --- privacy (export, erasure) ------------------------------------------------------
+
+    async def page_by_sender(self, sender_id: str, after: ObjectId | None, limit: int) -> list[dict[str, Any]]:
+        """A page of the messages a user sent, oldest first (keyset on _id)."""
+        query: dict[str, Any] = {"senderId": sender_id}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return await self.collection.find(query).sort("_id", 1).limit(limit).to_list(None)
+
+    async def delete_by_sender(self, sender_id: str) -> int:
+        return (await self.collection.delete_many({"senderId": sender_id})).deleted_count
+
+    async def latest_in_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        return await self.collection.find_one({"conversationId": conversation_id},
+                                              sort=[("createdAt", -1), ("_id", -1)])
+
+    async def delete_in_conversation(self, conversation_id: str) -> int:
+        return (await self.collection.delete_many({"conversationId": conversation_id})).deleted_count

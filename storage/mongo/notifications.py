@@ -1,0 +1,66 @@
+"""Notifications: ``{_id: ObjectId, userId, type, message, read, createdAt,
+metadata: {postId?, actorId?, eventId?, conversationId?}, sourceId?}``.
+
+``userId`` is the shard key candidate. ``sourceId`` names what caused the notification
+(a domain event id, a message id) so a cause handled twice notifies once. Expired by
+the TTL index on ``createdAt``.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from storage.mongo.values import insert_unique, newer_than, older_than
+
+
+class NotificationsRepo:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.collection = db["notifications"]
+
+    async def insert(self, doc: dict[str, Any]) -> bool:
+        """False when the user already has a notification from the same source."""
+        return await insert_unique(self.collection, doc)
+
+    async def list_for_user(
+        self, user_id: str, *, unread_only: bool, limit: int, after: tuple[datetime, ObjectId] | None,
+    ) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"userId": user_id}
+        if unread_only:
+            query["read"] = False
+        if after is not None:
+            query.update(older_than("createdAt", *after))
+        cursor = self.collection.find(query).sort([("createdAt", -1), ("_id", -1)]).limit(limit)
+        return await cursor.to_list(None)
+
+    async def count_unread(self, user_id: str) -> int:
+        return await self.collection.count_documents({"userId": user_id, "read": False})
+
+    async def mark_read(self, user_id: str, notification_id: ObjectId) -> dict[str, Any] | None:
+        """The notification after the change; None when it is not the user's."""
+        return await self.collection.find_one_and_update(
+            {"_id": notification_id, "userId": user_id}, {"$set": {"read": True}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def mark_all_read(self, user_id: str) -> int:
+        result = await self.collection.update_many({"userId": user_id, "read": False}, {"$set": {"read": True}})
+        return result.modified_count
+
+    # --- privacy (export, erasure) ------------------------------------------------------
+
+    async def page_for_user(self, user_id: str, after: tuple[datetime, ObjectId] | None,
+                            limit: int) -> list[dict[str, Any]]:
+        """A page of a user's notifications, oldest first (keyset on createdAt, _id)."""
+        query: dict[str, Any] = {"userId": user_id}
+        if after is not None:
+            query.update(newer_than("createdAt", *after))
+        return await self.collection.find(query).sort([("createdAt", 1), ("_id", 1)]).limit(limit).to_list(None)
+
+    async def delete_for_or_about(self, user_id: str) -> int:
+        """Erasure: the user's notifications and those others got about them."""
+        result = await self.collection.delete_many({"$or": [{"userId": user_id}, {"metadata.actorId": user_id}]})
+        return result.deleted_count

@@ -1,0 +1,122 @@
+"""What messaging pushes through the real-time port, and the ``message`` notifications
+for recipients with no connected socket (the socket layer's entry points included)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server import appkeys
+from server.errors import NotFound, ValidationFailed
+from server.services.messaging import MessagingService
+from server.services.notifications import NotificationsService
+from tests.server.services.ports import FixedPresence, RecordingPusher
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+def pusher() -> RecordingPusher:
+    return RecordingPusher()
+
+
+@pytest.fixture
+def presence() -> FixedPresence:
+    return FixedPresence(set())
+
+
+@pytest.fixture
+def messaging(server, pusher, presence) -> MessagingService:
+    mongo, users = server.app[appkeys.MONGO_DB], server.app[appkeys.SERVICES].users
+    notifications = NotificationsService(mongo, users, pusher=pusher)
+    return MessagingService(mongo, users, notifications, pusher=pusher, presence=presence)
+
+
+async def notification_types(api, acct) -> list[str]:
+    """Types of the account's notifications, less the welcome the bus delivers."""
+    items = (await api.request("GET", "/notifications", token=acct.token))[1]["items"]
+    return [n["type"] for n in items if n["type"] != "welcome"]
+
+
+async def test_send_pushes_to_every_member_and_notifies_offline_ones(api, messaging, pusher, presence):
+    a, b, c = [await api.register(p) for p in ("pa", "pb", "pc")]
+    presence.connected = {a.id, b.id}
+    group, created = await messaging.create_conversation(a.id, [b.id, c.id], "G")
+    assert created
+    message, created = await messaging.send_message(a.id, group["id"], "hello", "c-1")
+    assert created and message["body"] == "hello" and message["client_id"] == "c-1"
+
+    new = [(ids, data) for ids, name, data in pusher.pushed if name == "message:new"]
+    assert new == [(group["member_ids"], {"message": message})]
+    notes = [(ids, data["notification"]) for ids, name, data in pusher.pushed if name == "notification:new"]
+    assert len(notes) == 1 and notes[0][0] == [c.id]
+    assert notes[0][1]["type"] == "message"
+    assert notes[0][1]["metadata"] == {"actor_id": a.id, "conversation_id": group["id"]}
+    assert await notification_types(api, c) == ["message"]
+    assert await notification_types(api, b) == [] and await notification_types(api, a) == []
+
+    # A retry returns the stored message and pushes or notifies nothing more.
+    pusher.pushed.clear()
+    again, created = await messaging.send_message(a.id, group["id"], "hello", "c-1")
+    assert not created and again == message and pusher.pushed == []
+    assert await notification_types(api, c) == ["message"]
+
+
+async def test_concurrent_socket_retries_store_one(api, messaging, pusher):
+    a, b = await api.register("sa"), await api.register("sb")
+    conv, _ = await messaging.create_conversation(a.id, [b.id])
+    results = await asyncio.gather(*(messaging.send_message(a.id, conv["id"], "x", "same") for _ in range(6)))
+    assert [created for _, created in results].count(True) == 1
+    assert len({m["id"] for m, _ in results}) == 1
+    assert len([1 for _, name, _ in pusher.pushed if name == "message:new"]) == 1
+    assert await notification_types(api, b) == ["message"]
+
+
+async def test_read_pushes_receipt_to_the_other_members_once(api, messaging, pusher):
+    a, b, c = [await api.register(p) for p in ("ra", "rb", "rc")]
+    group, _ = await messaging.create_conversation(a.id, [b.id, c.id])
+    first, _ = await messaging.send_message(a.id, group["id"], "one", "r-1")
+    second, _ = await messaging.send_message(a.id, group["id"], "two", "r-2")
+    pusher.pushed.clear()
+    position = await messaging.mark_read(b.id, group["id"], second["id"])
+    assert position == {"conversation_id": group["id"], "last_read_message_id": second["id"]}
+    assert pusher.pushed == [(
+        [a.id, c.id], "message:read", {"conversation_id": group["id"], "user_id": b.id, "message_id": second["id"]})]
+    # Not moving (an older or the same message) tells nobody anything.
+    pusher.pushed.clear()
+    assert (await messaging.mark_read(b.id, group["id"], first["id"]))["last_read_message_id"] == second["id"]
+    assert (await messaging.mark_read(b.id, group["id"], second["id"]))["last_read_message_id"] == second["id"]
+    assert pusher.pushed == []
+
+
+async def test_socket_entry_points_refuse_non_members_and_bad_input(api, messaging, pusher):
+    a, b, outsider = [await api.register(p) for p in ("ea", "eb", "eo")]
+    conv, _ = await messaging.create_conversation(a.id, [b.id])
+    assert sorted(await messaging.member_ids(conv["id"], b.id)) == sorted([a.id, b.id])
+    for bad in (outsider.id, "nobody"):
+        with pytest.raises(NotFound):
+            await messaging.member_ids(conv["id"], bad)
+    with pytest.raises(NotFound):
+        await messaging.member_ids("not-an-id", a.id)
+    with pytest.raises(NotFound):
+        await messaging.send_message(outsider.id, conv["id"], "hi", "o-1")
+    for body, client_id in [("", "k"), (None, "k"), ("x" * 4001, "k"), ("ok", ""), ("ok", 5)]:
+        with pytest.raises(ValidationFailed):
+            await messaging.send_message(a.id, conv["id"], body, client_id)
+    with pytest.raises(ValidationFailed):
+        await messaging.mark_read(a.id, conv["id"], None)
+    assert pusher.pushed == []
+    history = await messaging.history(a.id, conv["id"], limit=10, before=None)
+    assert history["items"] == []
+
+
+async def test_without_pusher_or_presence_messages_are_still_stored_and_notified(api, server):
+    services = server.app[appkeys.SERVICES]
+    a, b = await api.register("na"), await api.register("nb")
+    bare = MessagingService(server.app[appkeys.MONGO_DB], services.users,
+                            NotificationsService(server.app[appkeys.MONGO_DB], services.users))
+    conv, _ = await bare.create_conversation(a.id, [b.id])
+    message, created = await bare.send_message(a.id, conv["id"], "quiet", "q-1")
+    assert created
+    assert (await bare.get_conversation(b.id, conv["id"]))["last_message"] == message
+    assert await notification_types(api, b) == ["message"]

@@ -1,0 +1,43 @@
+"""The Mongo indexes the app relies on exist with the right options, and a changed
+notification TTL is applied to the existing index."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from storage.mongo.client import ensure_indexes
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_indexes_are_ensured_with_their_options(server, settings):
+    from server import appkeys
+
+    db = server.app[appkeys.MONGO_DB]
+    messages = await db["messages"].index_information()
+    assert messages["conversation_history"]["key"] == [("conversationId", 1), ("createdAt", -1)]
+    assert messages["sender_client_id"]["unique"] is True
+    conversations = await db["conversations"].index_information()
+    assert conversations["direct_pair"]["unique"] is True
+    assert conversations["members_activity"]["key"][0] == ("memberIds", 1)
+    notifications = await db["notifications"].index_information()
+    assert notifications["user_recent"]["key"] == [("userId", 1), ("createdAt", -1)]
+    assert notifications["user_read"]["key"] == [("userId", 1), ("read", 1)]
+    assert notifications["user_source"]["unique"] is True
+    assert notifications["expire_after_ttl"]["expireAfterSeconds"] == settings.notification_ttl_days * 86400
+
+
+async def test_changed_ttl_updates_the_existing_index(settings):
+    client = AsyncMongoClient(settings.mongo_url)
+    db = client[f"indexes_{uuid.uuid4().hex[:8]}"]
+    try:
+        await ensure_indexes(db, settings)
+        await ensure_indexes(db, settings)  # idempotent
+        await ensure_indexes(db, settings.replace(notification_ttl_days=7))
+        info = await db["notifications"].index_information()
+        assert info["expire_after_ttl"]["expireAfterSeconds"] == 7 * 86400
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
