@@ -128,7 +128,7 @@ def purge(settings: Settings, args: argparse.Namespace) -> int:
 
     from server import appkeys
     from server.app import create_app
-    from server.errors import NotFound
+    from server.errors import NotFound, StoreUnavailable
 
     settings, stores = with_stores(settings.replace(run_workers=False))
 
@@ -144,6 +144,9 @@ def purge(settings: Settings, args: argparse.Namespace) -> int:
                 except (NotFound, ValueError):
                     print(f"pulse purge: no user {args.now}", file=sys.stderr)
                     return 2
+                except StoreUnavailable as exc:
+                    print(f"pulse purge: {exc.detail}", file=sys.stderr)
+                    return 1
                 print(json.dumps({"saga_id": outcome.saga_id, "status": outcome.status,
                                   "failed_step": outcome.failed_step, "error": outcome.error}))
             else:

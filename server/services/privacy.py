@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -19,7 +20,7 @@ from uuid import UUID
 import asyncpg
 
 from server.config import Settings
-from server.errors import NotFound, Unauthorized
+from server.errors import NotFound, StoreUnavailable, Unauthorized
 from server.services.ports import DISCONNECT_USER, Pusher
 from server.services.users import BAD_CREDENTIALS, ClientInfo, UsersService, own_user
 from server.timefmt import iso, utcnow
@@ -262,32 +263,43 @@ class PrivacyService:
 
     # --- purge saga -------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _purge_lock(self, wait_seconds: float) -> AsyncIterator[bool]:
+        """One purge run at a time across instances (a session advisory lock held on one
+        pooled connection); yields False when another run kept it ``wait_seconds``."""
+        async with self.db.connection() as lock_conn:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_seconds
+            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK_KEY):
+                if loop.time() >= deadline:
+                    yield False
+                    return
+                await asyncio.sleep(0.2)
+            try:
+                yield True
+            finally:
+                await lock_conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK_KEY)
+
     async def run_due_purges(self, *, limit: int = 100, wait_for_lock: float = 0.0) -> PurgeReport:
         """Purge every user whose window is over and resume unfinished sagas, one run at a
         time across instances. ``wait_for_lock``: seconds to wait for another run."""
         report = PurgeReport()
-        async with self.db.connection() as lock_conn:
-            deadline = asyncio.get_running_loop().time() + wait_for_lock
-            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK_KEY):
-                if asyncio.get_running_loop().time() >= deadline:
-                    report.skipped = True
-                    return report
-                await asyncio.sleep(0.2)
-            try:
-                async with self.db.read() as conn:
-                    due = await self.sagas.due_user_ids(conn, utcnow(), limit)
-                for uid in due:
-                    outcome = await self.purge_user(uid)
-                    if outcome is None:
-                        continue
-                    if outcome.status == "completed":
-                        report.completed.append(outcome.saga_id)
-                    elif outcome.status == "stuck":
-                        report.stuck.append(outcome)
-                    else:
-                        report.retrying.append(outcome)
-            finally:
-                await lock_conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK_KEY)
+        async with self._purge_lock(wait_for_lock) as locked:
+            if not locked:
+                report.skipped = True
+                return report
+            async with self.db.read() as conn:
+                due = await self.sagas.due_user_ids(conn, utcnow(), limit)
+            for uid in due:
+                outcome = await self.purge_user(uid)
+                if outcome is None:
+                    continue
+                if outcome.status == "completed":
+                    report.completed.append(outcome.saga_id)
+                elif outcome.status == "stuck":
+                    report.stuck.append(outcome)
+                else:
+                    report.retrying.append(outcome)
         return report
 
     async def purge_now(self, user_id: str) -> SagaOutcome:
@@ -308,7 +320,10 @@ class PrivacyService:
             profile = await self.users.get_by_id(conn, uid, include_pending=True)
         if profile is not None:
             await self._forget_cached(user_id, profile["username"], token_hashes)
-        outcome = await self.purge_user(uid)
+        async with self._purge_lock(wait_seconds=60.0) as locked:
+            if not locked:
+                raise StoreUnavailable("postgres", "Another purge run holds the lock; try again.")
+            outcome = await self.purge_user(uid)
         assert outcome is not None
         return outcome
 
