@@ -29,6 +29,7 @@ from server import appkeys
 from server.errors import DomainError, RateLimited, Unauthorized
 from server.services.ports import DISCONNECT_USER
 from storage.redis.offset_log import OffsetLog, parse_offset
+from storage.errors import as_unavailable
 from storage.redis.sessions_cache import REDIS_ERRORS
 
 log = logging.getLogger("pulse.realtime")
@@ -292,9 +293,10 @@ class RealtimeServer:
                 return {**_error(exc.status, exc.title, exc.detail), "retry_after": exc.retry_after}
             except DomainError as exc:
                 return _error(exc.status, exc.title, exc.detail)
-            except REDIS_ERRORS:
-                return _error(503, "Service Unavailable", "Try again shortly.")
-            except Exception:  # noqa: BLE001 - one bad event must not drop the socket
+            except Exception as exc:  # noqa: BLE001 - one bad event must not drop the socket
+                unavailable = as_unavailable(exc)  # a store down: 503 naming it, as over REST
+                if unavailable is not None:
+                    return _error(unavailable.status, unavailable.title, unavailable.detail)
                 log.exception("socket event failed")
                 return _error(500, "Internal Server Error", "Internal Server Error")
 

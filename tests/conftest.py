@@ -450,6 +450,13 @@ class Account:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+def is_problem(status: int, body: Any, resp: aiohttp.ClientResponse, expected: int) -> None:
+    """The response is an application/problem+json error with the expected status."""
+    assert status == expected, body
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert body["status"] == expected and body["title"] and body["detail"] and body["type"]
+
+
 ROOT_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/socket.io")
 
 

@@ -10,6 +10,7 @@ follow/unfollow events handled out of order still leave the right feed.
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -18,7 +19,10 @@ from server.errors import FieldError, ValidationFailed
 from server.events.types import Consumer, DomainEvent
 from server.pagination import decode_cursor, encode_cursor
 from server.services.social import SocialService
-from storage.redis.feeds import FeedStore
+from storage.redis.feeds import FeedEntry, FeedStore
+from storage.redis.sessions_cache import REDIS_ERRORS
+
+log = logging.getLogger("pulse.feed")
 
 # Names a durable queue and the processed-events record: never change it.
 FEED_CONSUMER = "social.feed"
@@ -53,15 +57,33 @@ class FeedService:
     async def page(self, viewer_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
         """Posts of followed users and the viewer's own, newest first."""
         after = self._decode(cursor)
-        entries = await self.store.page(viewer_id, after=after, count=limit + 1)
-        if entries is None:
-            await self.rebuild(viewer_id)
-            entries = await self.store.page(viewer_id, after=after, count=limit + 1) or []
+        try:
+            entries = await self.store.page(viewer_id, after=after, count=limit + 1)
+            if entries is None:
+                await self.rebuild(viewer_id)
+                entries = await self.store.page(viewer_id, after=after, count=limit + 1) or []
+        except REDIS_ERRORS as exc:
+            log.warning("feed store unavailable, reading the feed from PostgreSQL: %s", exc)
+            entries = await self._entries_from_postgres(viewer_id, after=after, count=limit + 1)
         more = len(entries) > limit
         entries = entries[:limit]
         posts = await self.posts.get_many(viewer_id, [e.post_id for e in entries]) if entries else []
         last = entries[-1] if more else None
         return {"items": posts, "next_cursor": encode_cursor(last.score, last.member) if last else None}
+
+    async def _entries_from_postgres(self, user_id: str, *, after: tuple[str, str] | None,
+                                     count: int) -> list[FeedEntry]:
+        """The same page as the Redis feed would give (same cursors), from PostgreSQL:
+        the degraded path while Redis is down."""
+        authors = [*await self.social.followee_ids(user_id), user_id]
+        rows = await self.posts.recent_ids_by_authors(authors, self.max_items)
+        entries = [FeedEntry(author_id, post_id, repr(_score(created_at)))
+                   for post_id, author_id, created_at in rows]
+        entries.sort(key=lambda e: (float(e.score), e.member), reverse=True)
+        if after is not None:
+            cursor = (float(after[0]), after[1])
+            entries = [e for e in entries if (float(e.score), e.member) < cursor]
+        return entries[:count]
 
     async def rebuild(self, user_id: str) -> None:
         """Fills a cold feed from PostgreSQL (merging with anything fanned out meanwhile)."""

@@ -134,7 +134,8 @@ class PostsService:
         """A user's posts (by id or username), newest first."""
         before = decode_cursor(cursor, datetime, UUID)
         profile = await self.users.get_public(user)  # 404 for unknown or hidden users
-        async with self.db.read(lag_ok=True) as conn:
+        # Authors read their own list from the primary: they must see the post they just made.
+        async with self.db.read(lag_ok=profile["id"] != viewer_id) as conn:
             rows = await self.posts.list_by_author(conn, parse_uuid(viewer_id or ""), UUID(profile["id"]),
                                                    limit=limit + 1, before=before)
         return page(rows, limit, lambda r: encode_cursor(r["created_at"], r["id"]), post_dict)

@@ -9,6 +9,8 @@ import asyncpg
 import orjson
 import pytest
 
+from tests.conftest import is_problem
+
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
@@ -17,11 +19,6 @@ def at(hours: float, base: datetime | None = None) -> str:
     moment = (base or datetime.now(timezone.utc)) + timedelta(hours=hours)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-
-def is_problem(status, body, resp, expected: int) -> None:
-    assert status == expected, body
-    assert resp.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == expected and body["detail"]
 
 
 async def create_event(api, token, **fields):

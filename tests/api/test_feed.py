@@ -6,7 +6,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from storage.redis.client import Keys
-from tests.conftest import eventually
+from tests.conftest import RedisServer, eventually, is_problem
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -15,11 +15,6 @@ FEED_DELAY_SECONDS = 2.0
 # Removals (unfollow, delete) and follow back-fills are eventual, with no promised bound.
 SETTLE_SECONDS = 10.0
 
-
-def is_problem(status, body, resp, expected: int) -> None:
-    assert status == expected, body
-    assert resp.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == expected and body["detail"]
 
 
 async def post(api, acct, body="hello"):
@@ -149,3 +144,37 @@ async def test_feed_rejects_bad_query(api, query):
 async def test_feed_needs_a_token(api):
     status, body, resp = await api.request("GET", "/feed")
     is_problem(status, body, resp, 401)
+
+
+async def test_feed_is_served_from_postgres_while_redis_is_down(start_app, tmp_path):
+    redis_server = RedisServer(tmp_path).start()
+    try:
+        async with start_app(redis_url=redis_server.url, redis_timeout_seconds=0.3) as app_api:
+            reader, author = await app_api.register("fdr"), await app_api.register("fda")
+            status, _, _ = await app_api.request("PUT", f"/users/{author.id}/follow", token=reader.token)
+            assert status == 200
+            made = []
+            for i in range(3):
+                status, post, _ = await app_api.request("POST", "/posts", token=author.token, json={"body": f"p{i}"})
+                assert status == 201
+                made.append(post["id"])
+            newest_first = list(reversed(made))
+
+            async def in_feed() -> bool:
+                _, body, _ = await app_api.request("GET", "/feed?limit=10", token=reader.token)
+                return [p["id"] for p in body["items"]] == newest_first
+
+            await eventually(in_feed)
+            redis_server.stop()
+            seen, cursor = [], None
+            while True:
+                path = "/feed?limit=2" + (f"&cursor={cursor}" if cursor else "")
+                status, body, _ = await app_api.request("GET", path, token=reader.token)
+                assert status == 200, body
+                seen += [p["id"] for p in body["items"]]
+                cursor = body["next_cursor"]
+                if not cursor:
+                    break
+            assert seen == newest_first
+    finally:
+        redis_server.stop()

@@ -8,13 +8,10 @@ import asyncpg
 import orjson
 import pytest
 
+from tests.conftest import is_problem
+
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-
-def is_problem(status, body, resp, expected: int) -> None:
-    assert status == expected, body
-    assert resp.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == expected and body["detail"]
 
 
 async def profile(api, viewer, user_id):

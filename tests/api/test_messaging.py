@@ -6,13 +6,10 @@ import uuid
 
 import pytest
 
+from tests.conftest import is_problem
+
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-
-def is_problem(status: int, body, resp, expected: int) -> None:
-    assert status == expected, body
-    assert resp.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == expected and body["title"] and body["detail"]
 
 
 async def conversation(api, owner, *others, title=None) -> dict:

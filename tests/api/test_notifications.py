@@ -8,15 +8,10 @@ import pytest
 from server import appkeys
 from server.events.types import DomainEvent
 from server.timefmt import iso, utcnow
-from tests.conftest import eventually
+from tests.conftest import eventually, is_problem
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-
-def is_problem(status: int, body, resp, expected: int) -> None:
-    assert status == expected, body
-    assert resp.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == expected and body["title"] and body["detail"]
 
 
 def event(type_: str, **payload) -> DomainEvent:

@@ -11,15 +11,10 @@ import redis.asyncio as aioredis
 
 from server import appkeys
 from storage.redis.client import Keys
-from tests.conftest import eventually
+from tests.conftest import eventually, is_problem
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-
-def is_problem(status, body, resp, expected: int) -> None:
-    assert status == expected, body
-    assert resp.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == expected and body["title"] and body["detail"]
 
 
 async def pg(settings) -> asyncpg.Connection:

@@ -7,13 +7,10 @@ import uuid
 import asyncpg
 import pytest
 
+from tests.conftest import is_problem
+
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-
-def is_problem(status: int, body, resp, expected: int) -> None:
-    assert status == expected, body
-    assert resp.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == expected and body["title"] and body["detail"] and body["type"]
 
 
 async def test_register_returns_user_with_email_and_token(api):

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 from server import appkeys
 from server.app import create_app
 from server.config import Settings
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import Account, Api, eventually, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_AUTH = object()
@@ -237,3 +237,24 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.1) -> Any
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+class QuietApi(Api):
+    """Registers users and waits for their welcome notification to be stored (and so
+    pushed), so a test's sockets see only the events the test itself causes."""
+
+    async def register(self, prefix: str = "u", **fields: Any) -> Account:
+        account = await super().register(prefix, **fields)
+
+        async def welcomed() -> bool:
+            status, body, _ = await self.request("GET", "/notifications", token=account.token)
+            return status == 200 and any(n["type"] == "welcome" for n in body["items"])
+
+        await eventually(welcomed)
+        return account
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def api(server) -> AsyncIterator[QuietApi]:
+    async with aiohttp.ClientSession() as session:
+        yield QuietApi(session, str(server.make_url("")).rstrip("/"))

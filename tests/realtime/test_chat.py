@@ -1,20 +1,13 @@
-"""Chat over sockets through MessagingService (runs once the messaging context is merged:
-skipped while ``Services`` has no ``messaging``)."""
+"""Chat over sockets through MessagingService."""
 from __future__ import annotations
 
 import uuid
 
 import pytest
 
-from server import appkeys
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture
-def messaging_merged(instance_a):
-    if not hasattr(instance_a.app[appkeys.SERVICES], "messaging"):
-        pytest.skip("MessagingService not merged on this branch yet")
 
 
 async def direct_conversation(api, a, b) -> str:
@@ -24,7 +17,7 @@ async def direct_conversation(api, a, b) -> str:
 
 
 async def test_message_send_acks_the_stored_message_and_reaches_every_member_on_both_instances(
-        messaging_merged, api, instance_a, instance_b, clients):
+        api, instance_a, instance_b, clients):
     alice, bob, eve = (await api.register("rtchat"), await api.register("rtchat"), await api.register("rtchat"))
     conversation = await direct_conversation(api, alice, bob)
     alice_socket = await clients(instance_a.url, alice.token)
@@ -47,7 +40,7 @@ async def test_message_send_acks_the_stored_message_and_reaches_every_member_on_
     assert eve_socket.sio.connected
 
 
-async def test_typing_and_read_receipts_go_to_the_other_members(messaging_merged, api, instance_a, instance_b, clients):
+async def test_typing_and_read_receipts_go_to_the_other_members(api, instance_a, instance_b, clients):
     alice, bob = await api.register("rttr"), await api.register("rttr")
     conversation = await direct_conversation(api, alice, bob)
     alice_socket = await clients(instance_a.url, alice.token)
@@ -65,3 +58,15 @@ async def test_typing_and_read_receipts_go_to_the_other_members(messaging_merged
     assert receipt["user_id"] == bob.id and receipt["message_id"] == message_id and receipt["offset"]
     unknown = await bob_socket.call("typing", {"conversation_id": uuid.uuid4().hex, "typing": True})
     assert unknown["ok"] is False and unknown["error"]["status"] == 404
+
+
+async def test_message_send_while_mongo_is_down_acks_503_and_keeps_the_socket(api, start_instance, clients):
+    alice, bob = await api.register("rtmdown"), await api.register("rtmdown")
+    conversation = await direct_conversation(api, alice, bob)
+    async with start_instance(mongo_url=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+                              mongo_timeout_ms=300) as broken:
+        socket = await clients(broken.url, alice.token)
+        ack = await socket.call("message:send", {"conversation_id": conversation, "body": "lost?",
+                                                 "client_id": uuid.uuid4().hex})
+        assert ack["ok"] is False and ack["error"]["status"] == 503
+        assert socket.sio.connected
