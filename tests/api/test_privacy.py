@@ -10,16 +10,10 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from tests.conftest import eventually
+from tests.conftest import eventually, is_problem
 from tests.privacy_helpers import pg, subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def is_problem(status, body, resp, expected: int) -> None:
-    assert status == expected, body
-    assert resp.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == expected and body["detail"]
 
 
 async def audit_actions(settings, value: str) -> list[str]:

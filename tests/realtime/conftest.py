@@ -28,14 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NO_AUTH = object()
 
 
-def _is_registration_welcome(event: str, data: Any) -> bool:
-    """The welcome notification every registration produces (user.registered ->
-    notifications consumer) reaches a freshly connected socket at an unpredictable
-    moment; tests push their own events and ignore it."""
-    note = data.get("notification") if event == "notification:new" and isinstance(data, dict) else None
-    return isinstance(note, dict) and str(note.get("message", "")).startswith("Welcome to Pulse")
-
-
 class SocketClient:
     """A python-socketio client that records every event it receives, in order."""
 
@@ -49,8 +41,6 @@ class SocketClient:
 
         @self.sio.on("*")
         async def any_event(event: str, data: Any = None) -> None:
-            if _is_registration_welcome(event, data):
-                return  # the messaging consumer's, racing the test's own pushes
             await self.received.put((event, data))
 
         @self.sio.event
