@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import events, feed, messaging, notifications, posts, social, users
+from api import events, feed, messaging, notifications, posts, privacy, social, users
 from api.http import Endpoint, make_aiohttp_handler
 from api.ops import add_ops_routes
 
 ROUTERS = [users.router, posts.router, social.router, feed.router, events.router, messaging.router,
-           notifications.router]
+           notifications.router, privacy.router]
 
 
 def all_endpoints() -> list[Endpoint]:

@@ -27,6 +27,7 @@ from realtime.packets import OrjsonCodec, event_packet, event_packet_from
 from realtime.presence import InstancePresence
 from server import appkeys
 from server.errors import DomainError, RateLimited, Unauthorized
+from server.services.ports import DISCONNECT_USER
 from storage.redis.offset_log import OffsetLog, parse_offset
 from storage.errors import as_unavailable
 from storage.redis.sessions_cache import REDIS_ERRORS
@@ -192,6 +193,9 @@ class RealtimeServer:
 
     async def deliver(self, message: FanoutMessage) -> None:
         """One event from the fan-out channel to this instance's sockets of its recipients."""
+        if message.event == DISCONNECT_USER:
+            await self._disconnect_users(message.user_ids)
+            return
         shared: eio_packet.Packet | None = None
         for user_id in message.user_ids:
             sids = self.sockets_by_user.get(user_id)
@@ -213,6 +217,16 @@ class RealtimeServer:
                 await self.sio.eio.send_packet(state.eio_sid, pkt)
                 if offset is not None:
                     state.last_offset = offset
+
+    async def _disconnect_users(self, user_ids: list[str]) -> None:
+        """Their sessions are gone: a DISCONNECT packet tells clients not to reconnect."""
+        for user_id in user_ids:
+            for sid in tuple(self.sockets_by_user.get(user_id, ())):
+                try:
+                    await self.sio.disconnect(sid)
+                except Exception:  # noqa: BLE001 - a socket that is already gone
+                    pass
+                await self.on_disconnect(sid)
 
     async def catch_up(self) -> None:
         """After the fan-out subscription was interrupted: every live socket is held

@@ -24,6 +24,8 @@ from server.services.feed import FeedService
 from server.services.messaging import MessagingService
 from server.services.notifications import NotificationsService
 from server.services.posts import PostsService
+from server.services.privacy import PrivacyService
+from server.services.privacy_registry import PrivacyDeps, build_erasure_steps, build_export_sections
 from server.services.rate_limits import RateLimits
 from server.services.social import SocialService
 from server.services.users import UsersService
@@ -145,9 +147,41 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     notifications = NotificationsService(app[appkeys.MONGO_DB], users, pusher=app[appkeys.PUSHER])
     messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications, pusher=app[appkeys.PUSHER],
                                  presence=app[appkeys.PRESENCE])
-    app[appkeys.SERVICES] = Services(users=users, rate_limits=rate_limits, posts=posts, social=social, feed=feed,
-                                     events=events, notifications=notifications, messaging=messaging)
+    privacy = PrivacyService(app[appkeys.DB], users, settings, pusher=app[appkeys.PUSHER])
+    services = Services(users=users, rate_limits=rate_limits, posts=posts, social=social, feed=feed,
+                        events=events, notifications=notifications, messaging=messaging, privacy=privacy)
+    # Last: every context's service exists, so each can contribute its erasure steps
+    # and export sections.
+    deps = PrivacyDeps(db=app[appkeys.DB], mongo=app[appkeys.MONGO_DB], redis=redis, keys=keys,
+                       settings=settings, services=services)
+    privacy.install(build_erasure_steps(deps), build_export_sections(deps))
+    app[appkeys.SERVICES] = services
     yield
+
+
+async def privacy_worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Due purges and retention, periodically (one run at a time across instances)."""
+    settings = app[appkeys.SETTINGS]
+    if not settings.run_workers:
+        yield
+        return
+    privacy = app[appkeys.SERVICES].privacy
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(settings.privacy_worker_interval_seconds)
+            try:
+                await privacy.run_periodic()
+            except Exception:  # noqa: BLE001 - a store outage must not end the loop
+                log.exception("privacy worker pass failed; retrying next interval")
+
+    task = asyncio.create_task(loop(), name="privacy-worker")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -171,7 +205,8 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.METRICS] = Metrics()
     app[appkeys.READINESS_CHECKS] = {}
     app[appkeys.OPTIONAL_READINESS_CHECKS] = {}
-    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, realtime_ctx, services_ctx, events_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, realtime_ctx, services_ctx, events_ctx,
+                            privacy_worker_ctx])
     setup_routes(app)
     app[appkeys.REALTIME] = RealtimeServer(app)  # Socket.IO at /socket.io
     app.on_shutdown.append(_close_sockets)

@@ -115,10 +115,67 @@ def migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _purge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--now", metavar="USER_ID", help="purge this user at once, whatever their recovery window")
+
+
+def purge(settings: Settings, args: argparse.Namespace) -> int:
+    """Runs due erasure sagas (or one user's at once) with the app's own assembly, and
+    reports sagas that cannot finish. Exit code 1 when any saga is unfinished."""
+    import json
+
+    from aiohttp import web
+
+    from server import appkeys
+    from server.app import create_app
+    from server.errors import NotFound, StoreUnavailable
+
+    settings, stores = with_stores(settings.replace(run_workers=False))
+
+    async def run() -> int:
+        app = create_app(settings)
+        runner = web.AppRunner(app)
+        await runner.setup()  # runs the cleanup contexts: stores and services, no server
+        try:
+            privacy = app[appkeys.SERVICES].privacy
+            if args.now:
+                try:
+                    outcome = await privacy.purge_now(args.now)
+                except (NotFound, ValueError):
+                    print(f"pulse purge: no user {args.now}", file=sys.stderr)
+                    return 2
+                except StoreUnavailable as exc:
+                    print(f"pulse purge: {exc.detail}", file=sys.stderr)
+                    return 1
+                print(json.dumps({"saga_id": outcome.saga_id, "status": outcome.status,
+                                  "failed_step": outcome.failed_step, "error": outcome.error}))
+            else:
+                report = await privacy.run_due_purges(wait_for_lock=30.0)
+                if report.skipped:
+                    print("pulse purge: another purge run holds the lock; try again later", file=sys.stderr)
+                    return 1
+                print(json.dumps({"completed": report.completed,
+                                  "retrying": [o.__dict__ for o in report.retrying],
+                                  "stuck": [o.__dict__ for o in report.stuck]}))
+            unfinished = await privacy.unfinished_sagas()
+            for saga in unfinished:
+                log.error("unfinished erasure saga %s (%s): %s", saga["saga_id"], saga["status"], saga["steps"])
+            return 1 if unfinished else 0
+        finally:
+            await runner.cleanup()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        if stores is not None:
+            stores.stop()
+
+
 COMMANDS: dict[str, Command] = {
     "serve": ("serve HTTP and Socket.IO", _serve_args, serve),
     "worker": ("run the outbox relay and event consumers only (no HTTP)", lambda p: None, worker),
     "migrate": ("apply pending PostgreSQL migrations and exit", lambda p: None, migrate),
+    "purge": ("run due erasure purges (GDPR) and report unfinished ones", _purge_args, purge),
 }
 
 

@@ -111,6 +111,10 @@ class Settings:
     # Keyed hash for pseudonymised audit entries; must be set (and kept) in production.
     audit_key: str = field(default_factory=lambda: secrets.token_hex(32))
     notification_ttl_days: int = 180
+    # A purge step failing this many times marks its saga stuck (reported; still retried).
+    purge_max_attempts: int = 5
+    # The privacy worker (purges, retention) runs this often when workers run.
+    privacy_worker_interval_seconds: float = 300.0
 
     # Feeds.
     feed_max_items: int = 800

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from server.services.messaging import MessagingService
     from server.services.notifications import NotificationsService
     from server.services.posts import PostsService
+    from server.services.privacy import PrivacyService
     from server.services.rate_limits import RateLimits
     from server.services.social import SocialService
     from server.services.users import UsersService
@@ -25,3 +26,4 @@ class Services:
     events: "EventsService"
     notifications: "NotificationsService"
     messaging: "MessagingService"
+    privacy: "PrivacyService"

@@ -73,6 +73,12 @@ class NotificationsService:
     ) -> dict[str, Any] | None:
         """Store a notification and push it; None (nothing stored or pushed) when this
         user already has one from ``source_id``."""
+        if actor_id and not await self.users.exists(actor_id):
+            # The actor is pending erasure or purged (the event was still in flight): no
+            # notification names them; a cancelled event is still announced, anonymously.
+            if kind != "event_cancelled":
+                return None
+            actor_id = None
         metadata = {k: v for k, v in (("postId", post_id), ("actorId", actor_id), ("eventId", event_id),
                                       ("conversationId", conversation_id)) if v}
         doc = {"_id": ObjectId(), "userId": user_id, "type": kind, "message": message, "read": False,

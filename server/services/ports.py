@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+# Pushed with ``replay=False``, this event is never sent to clients: every instance
+# closes the recipients' sockets instead (e.g. all sessions revoked by an erasure).
+DISCONNECT_USER = "pulse:disconnect"
+
 
 class Pusher(Protocol):
     async def push(self, user_ids: list[str], event: str, data: dict[str, Any], *, replay: bool = True) -> None:

@@ -94,6 +94,7 @@ class UsersService:
             await self.outbox.add(conn, "user.registered", {
                 "user_id": str(row["id"]), "username": row["username"], "display_name": row["display_name"],
             })
+            await self.on_registered(conn, row["id"])
             token = await self._open_session(conn, row["id"], client)
         return own_user(row), token
 
@@ -128,6 +129,9 @@ class UsersService:
     async def on_login_failure(self, login: str, client: ClientInfo) -> None:
         """Hook for the audit trail (privacy context)."""
 
+    async def on_registered(self, conn: asyncpg.Connection, user_id: UUID) -> None:
+        """Hook for the audit trail (privacy context), inside the registration transaction."""
+
     async def check_password(self, user_id: str, password: str) -> None:
         async with self.db.read() as conn:
             password_hash = await self.users.get_password_hash(conn, UUID(user_id))
@@ -135,6 +139,10 @@ class UsersService:
             raise Unauthorized(BAD_CREDENTIALS)
 
     # --- sessions -------------------------------------------------------------------
+
+    async def open_session(self, conn: asyncpg.Connection, user_id: UUID, client: ClientInfo) -> str:
+        """A new session for a user whose credentials the caller verified (restore)."""
+        return await self._open_session(conn, user_id, client)
 
     async def _open_session(self, conn: asyncpg.Connection, user_id: UUID, client: ClientInfo) -> str:
         token = new_session_token()

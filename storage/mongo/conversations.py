@@ -63,3 +63,36 @@ class ConversationsRepo:
             {"$set": {field: {"messageId": message_id, "at": at}}},
         )
         return result.modified_count > 0
+
+    # --- privacy (export, erasure) ------------------------------------------------------
+
+    async def page_for_member(self, user_id: str, after: ObjectId | None, limit: int) -> list[dict[str, Any]]:
+        """A page of a member's conversations, oldest first (keyset on _id)."""
+        query: dict[str, Any] = {"memberIds": user_id}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return await self.collection.find(query).sort("_id", 1).limit(limit).to_list(None)
+
+    async def ids_with_last_message_from(self, sender_id: str) -> list[ObjectId]:
+        docs = await self.collection.find({"lastMessage.senderId": sender_id}, {"_id": 1}).to_list(None)
+        return [d["_id"] for d in docs]
+
+    async def replace_last_message(self, conversation_id: ObjectId, sender_id: str,
+                                   message: dict[str, Any] | None) -> None:
+        """After the sender's messages were erased: the newest remaining one (or none)."""
+        await self.collection.update_one({"_id": conversation_id, "lastMessage.senderId": sender_id},
+                                         {"$set": {"lastMessage": message}})
+
+    async def remove_member(self, user_id: str) -> list[dict[str, Any]]:
+        """Takes the user out of every conversation (membership, read position, the
+        direct pair key that names them); returns the conversations as they are now."""
+        ids = [d["_id"] for d in await self.collection.find({"memberIds": user_id}, {"_id": 1}).to_list(None)]
+        if ids:
+            await self.collection.update_many(
+                {"_id": {"$in": ids}},
+                {"$pull": {"memberIds": user_id}, "$unset": {f"reads.{user_id}": "", "directKey": ""}},
+            )
+        return await self.collection.find({"_id": {"$in": ids}}).to_list(None) if ids else []
+
+    async def delete(self, conversation_id: ObjectId) -> None:
+        await self.collection.delete_one({"_id": conversation_id})

@@ -27,6 +27,11 @@ INDEXES: list[IndexSpec] = [
     ("notifications", [("userId", 1), ("sourceId", 1)], {
         "name": "user_source", "unique": True, "partialFilterExpression": {"sourceId": {"$type": "string"}},
     }),
+    # Privacy: a user's own messages (export page by page, erasure), notifications
+    # about a user (erasure), conversations whose last message is a user's (erasure).
+    ("messages", [("senderId", 1), ("_id", 1)], {"name": "sender_export"}),
+    ("notifications", [("metadata.actorId", 1)], {"name": "actor"}),
+    ("conversations", [("lastMessage.senderId", 1)], {"name": "last_message_sender"}),
 ]
 
 

@@ -46,3 +46,22 @@ class MessagesRepo:
         if read_up_to is not None:
             query.update(newer_than("createdAt", *read_up_to))
         return await self.collection.count_documents(query)
+
+    # --- privacy (export, erasure) ------------------------------------------------------
+
+    async def page_by_sender(self, sender_id: str, after: ObjectId | None, limit: int) -> list[dict[str, Any]]:
+        """A page of the messages a user sent, oldest first (keyset on _id)."""
+        query: dict[str, Any] = {"senderId": sender_id}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return await self.collection.find(query).sort("_id", 1).limit(limit).to_list(None)
+
+    async def delete_by_sender(self, sender_id: str) -> int:
+        return (await self.collection.delete_many({"senderId": sender_id})).deleted_count
+
+    async def latest_in_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        return await self.collection.find_one({"conversationId": conversation_id},
+                                              sort=[("createdAt", -1), ("_id", -1)])
+
+    async def delete_in_conversation(self, conversation_id: str) -> int:
+        return (await self.collection.delete_many({"conversationId": conversation_id})).deleted_count

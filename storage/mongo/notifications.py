@@ -14,7 +14,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from storage.mongo.values import insert_unique, older_than
+from storage.mongo.values import insert_unique, newer_than, older_than
 
 
 class NotificationsRepo:
@@ -49,3 +49,18 @@ class NotificationsRepo:
     async def mark_all_read(self, user_id: str) -> int:
         result = await self.collection.update_many({"userId": user_id, "read": False}, {"$set": {"read": True}})
         return result.modified_count
+
+    # --- privacy (export, erasure) ------------------------------------------------------
+
+    async def page_for_user(self, user_id: str, after: tuple[datetime, ObjectId] | None,
+                            limit: int) -> list[dict[str, Any]]:
+        """A page of a user's notifications, oldest first (keyset on createdAt, _id)."""
+        query: dict[str, Any] = {"userId": user_id}
+        if after is not None:
+            query.update(newer_than("createdAt", *after))
+        return await self.collection.find(query).sort([("createdAt", 1), ("_id", 1)]).limit(limit).to_list(None)
+
+    async def delete_for_or_about(self, user_id: str) -> int:
+        """Erasure: the user's notifications and those others got about them."""
+        result = await self.collection.delete_many({"$or": [{"userId": user_id}, {"metadata.actorId": user_id}]})
+        return result.deleted_count

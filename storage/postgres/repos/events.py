@@ -92,6 +92,23 @@ class EventsRepo:
             "FROM events WHERE host_id = $1 ORDER BY created_at", host_id,
         )
 
+    async def page_by_host(self, conn: asyncpg.Connection, host_id: UUID,
+                           after: tuple[datetime, UUID] | None, limit: int) -> list[asyncpg.Record]:
+        """A page of every event a user hosts, whatever their status, oldest first (export)."""
+        return await conn.fetch(
+            "SELECT id, title, description, starts_at, ends_at, location, capacity, going_count, created_at "
+            "FROM events WHERE host_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid)) "
+            "ORDER BY created_at, id LIMIT $4",
+            host_id, after[0] if after else None, after[1] if after else None, limit,
+        )
+
+    async def ids_by_host(self, conn: asyncpg.Connection, host_id: UUID, limit: int) -> list[UUID]:
+        return [r["id"] for r in await conn.fetch("SELECT id FROM events WHERE host_id = $1 LIMIT $2", host_id, limit)]
+
+    async def delete_returning_title(self, conn: asyncpg.Connection, event_id: UUID) -> str | None:
+        """Erasure of the host: deletes the event (RSVPs cascade) whatever the host's status."""
+        return await conn.fetchval("DELETE FROM events WHERE id = $1 RETURNING title", event_id)
+
 
 class RsvpsRepo:
     async def get_status(self, conn: asyncpg.Connection, event_id: UUID, user_id: UUID) -> str | None:
@@ -153,3 +170,14 @@ class RsvpsRepo:
             user_id,
         )
         return [r["id"] for r in rows]
+
+    async def page_by_user(self, conn: asyncpg.Connection, user_id: UUID,
+                           after: tuple[datetime, UUID] | None, limit: int) -> list[asyncpg.Record]:
+        """A page of every RSVP of a user, oldest first (export)."""
+        return await conn.fetch(
+            "SELECT r.event_id, e.title, r.status, r.created_at, r.updated_at FROM rsvps r "
+            "JOIN events e ON e.id = r.event_id WHERE r.user_id = $1 "
+            "AND ($2::timestamptz IS NULL OR (r.created_at, r.event_id) > ($2, $3::uuid)) "
+            "ORDER BY r.created_at, r.event_id LIMIT $4",
+            user_id, after[0] if after else None, after[1] if after else None, limit,
+        )

@@ -80,3 +80,22 @@ class FollowsRepo:
             "DELETE FROM follows WHERE follower_id = $1 OR followee_id = $1 RETURNING follower_id, followee_id",
             user_id,
         )
+
+    async def page_of_user(self, conn: asyncpg.Connection, user_id: UUID, direction: str,
+                           after: tuple[datetime, UUID] | None, limit: int) -> list[asyncpg.Record]:
+        """Export: a page of the user's follows, oldest first, whatever the other side's
+        status: ``direction`` "following" (rows of followee) or "followers" (of follower),
+        as (user_id, created_at)."""
+        if direction == "following":
+            return await conn.fetch(
+                "SELECT followee_id AS user_id, created_at FROM follows WHERE follower_id = $1 "
+                "AND ($2::timestamptz IS NULL OR (created_at, followee_id) > ($2, $3::uuid)) "
+                "ORDER BY created_at, followee_id LIMIT $4",
+                user_id, after[0] if after else None, after[1] if after else None, limit,
+            )
+        return await conn.fetch(
+            "SELECT follower_id AS user_id, created_at FROM follows WHERE followee_id = $1 "
+            "AND ($2::timestamptz IS NULL OR (created_at, follower_id) > ($2, $3::uuid)) "
+            "ORDER BY created_at, follower_id LIMIT $4",
+            user_id, after[0] if after else None, after[1] if after else None, limit,
+        )

@@ -1,6 +1,7 @@
 """The transactional outbox."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +17,18 @@ class OutboxRepo:
         return await conn.fetchval(
             "INSERT INTO outbox (event_type, payload) VALUES ($1, $2) RETURNING id", event_type, payload
         )
+
+    async def delete_published_mentioning(self, conn: asyncpg.Connection, needles: list[str],
+                                          created_before: datetime) -> int:
+        """Erasure: published events created up to ``created_before`` whose payload names
+        the user. Unpublished ones are still in flight and are left for the relay, like
+        the events the purge itself emits; retention removes them later."""
+        result = await conn.execute(
+            "DELETE FROM outbox WHERE published_at IS NOT NULL AND created_at <= $2 AND EXISTS "
+            "(SELECT 1 FROM unnest($1::text[]) n WHERE strpos(lower(payload::text), lower(n)) > 0)",
+            needles, created_before,
+        )
+        return int(result.split()[-1])
 
     async def lock_unpublished(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
         """The oldest unpublished events, locked for this transaction; rows another relay

@@ -140,6 +140,25 @@ class PostsRepo:
         )
 
 
+    async def page_by_author(self, conn: asyncpg.Connection, author_id: UUID,
+                             after: tuple[datetime, UUID] | None, limit: int) -> list[asyncpg.Record]:
+        """A page of every post of a user, whatever their status, oldest first (export)."""
+        return await conn.fetch(
+            "SELECT id, body, created_at, like_count, comment_count FROM posts WHERE author_id = $1 "
+            "AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid)) ORDER BY created_at, id LIMIT $4",
+            author_id, after[0] if after else None, after[1] if after else None, limit,
+        )
+
+    async def delete_batch_by_author(self, conn: asyncpg.Connection, author_id: UUID, limit: int) -> list[UUID]:
+        """Erasure: up to ``limit`` of the user's posts (comments and likes on them
+        cascade); returns their ids. Call until it returns nothing."""
+        rows = await conn.fetch(
+            "DELETE FROM posts WHERE id IN (SELECT id FROM posts WHERE author_id = $1 LIMIT $2) RETURNING id",
+            author_id, limit,
+        )
+        return [r["id"] for r in rows]
+
+
 class CommentsRepo:
     async def insert(self, conn: asyncpg.Connection, post_id: UUID, author_id: UUID, body: str) -> UUID:
         return await conn.fetchval(
@@ -187,6 +206,29 @@ class CommentsRepo:
             "SELECT DISTINCT post_id FROM comments WHERE author_id = $1", author_id)]
 
 
+    async def page_by_author(self, conn: asyncpg.Connection, author_id: UUID,
+                             after: tuple[datetime, UUID] | None, limit: int) -> list[asyncpg.Record]:
+        """A page of every comment of a user, oldest first (export)."""
+        return await conn.fetch(
+            "SELECT id, post_id, body, created_at FROM comments WHERE author_id = $1 "
+            "AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid)) ORDER BY created_at, id LIMIT $4",
+            author_id, after[0] if after else None, after[1] if after else None, limit,
+        )
+
+    async def delete_all_by_author(self, conn: asyncpg.Connection, author_id: UUID) -> list[UUID]:
+        """Erasure: every comment of a user, with the comment counts of the posts they were
+        on decremented in the same statement (a rerun deletes and decrements nothing).
+        Returns the posts whose count changed."""
+        rows = await conn.fetch(
+            "WITH gone AS (DELETE FROM comments WHERE author_id = $1 RETURNING post_id), "
+            "per_post AS (SELECT post_id, count(*) AS n FROM gone GROUP BY post_id) "
+            "UPDATE posts p SET comment_count = p.comment_count - per_post.n FROM per_post "
+            "WHERE p.id = per_post.post_id RETURNING p.id",
+            author_id,
+        )
+        return [r["id"] for r in rows]
+
+
 class LikesRepo:
     async def insert(self, conn: asyncpg.Connection, post_id: UUID, user_id: UUID) -> bool:
         """True when the like is new (False: it existed already)."""
@@ -209,3 +251,23 @@ class LikesRepo:
 
     async def list_post_ids_liked_by(self, conn: asyncpg.Connection, user_id: UUID) -> list[UUID]:
         return [r["post_id"] for r in await conn.fetch("SELECT post_id FROM likes WHERE user_id = $1", user_id)]
+
+    async def page_by_user(self, conn: asyncpg.Connection, user_id: UUID,
+                           after: tuple[datetime, UUID] | None, limit: int) -> list[asyncpg.Record]:
+        """A page of every like of a user, oldest first (export)."""
+        return await conn.fetch(
+            "SELECT post_id, created_at FROM likes WHERE user_id = $1 "
+            "AND ($2::timestamptz IS NULL OR (created_at, post_id) > ($2, $3::uuid)) "
+            "ORDER BY created_at, post_id LIMIT $4",
+            user_id, after[0] if after else None, after[1] if after else None, limit,
+        )
+
+    async def delete_all_by_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[UUID]:
+        """Erasure: every like of a user, with the like counts of those posts decremented in
+        the same statement (a rerun deletes and decrements nothing). Returns the posts."""
+        rows = await conn.fetch(
+            "WITH gone AS (DELETE FROM likes WHERE user_id = $1 RETURNING post_id) "
+            "UPDATE posts p SET like_count = p.like_count - 1 FROM gone WHERE p.id = gone.post_id RETURNING p.id",
+            user_id,
+        )
+        return [r["id"] for r in rows]
