@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from server import appkeys
-from server.errors import FieldError, UnsupportedMediaType, ValidationFailed
+from server.errors import FieldError, NotFound, UnsupportedMediaType, ValidationFailed
 from server.services import Services
 from server.services.users import ClientInfo, Principal
 
@@ -113,7 +113,24 @@ async def read_json_body(request: web.Request) -> Any:
         raise ValidationFailed(f"Malformed JSON: {exc}") from exc
 
 
+def nul_fields(data: Any, path: str = "") -> list[str]:
+    """Where a text value holds a NUL character, which no store of ours can keep
+    (PostgreSQL text refuses it): such input is invalid, not a server error."""
+    if isinstance(data, str):
+        return [path or "body"] if "\x00" in data else []
+    if isinstance(data, dict):
+        return [f for k, v in data.items() for f in nul_fields(v, f"{path}.{k}" if path else str(k))] + (
+            [path or "body"] if any("\x00" in str(k) for k in data) else [])
+    if isinstance(data, list):
+        return [f for i, v in enumerate(data) for f in nul_fields(v, f"{path}.{i}" if path else str(i))]
+    return []
+
+
 def validate(model: type[B], data: Any, *, what: str = "body") -> B:
+    bad = nul_fields(data)
+    if bad:
+        raise ValidationFailed(f"The request {what} is not valid.",
+                               [FieldError(f, "must not contain NUL characters") for f in bad])
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -140,6 +157,8 @@ def client_info(request: web.Request) -> ClientInfo:
 def make_aiohttp_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def aiohttp_handler(request: web.Request) -> web.StreamResponse:
         services = request.app[appkeys.SERVICES]
+        if any("\x00" in value for value in request.match_info.values()):
+            raise NotFound("No such resource.")  # no id or username holds a NUL
         principal = None
         if endpoint.auth:
             principal = await services.users.authenticate(bearer_token(request))

@@ -11,7 +11,10 @@ from api.models.common import ListQuery, PublicUser, UserRef
 
 def _utc(moment: datetime) -> datetime:
     # A time without an offset is read as UTC (the contract speaks UTC throughout).
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    try:
+        return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    except OverflowError:  # e.g. year 1 at +20:00 is before the first representable moment
+        raise ValueError("out of the supported range of dates") from None
 
 
 Timestamp = Annotated[datetime, AfterValidator(_utc)]

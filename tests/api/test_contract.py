@@ -485,3 +485,29 @@ async def test_ids_are_strings_everywhere(api):
     assert isinstance(post["id"], str) and isinstance(a.id, str)
     count = await ok(api, "GET", "/notifications/unread-count", a)
     assert set(count) == {"count"} and isinstance(count["count"], int)
+
+
+async def test_odd_input_is_4xx_never_500(api):
+    """Input no store can hold (NUL characters) or no clock can show (dates beyond the
+    representable range) is the client's error: 400 in bodies and queries, 404 in paths."""
+    a = await api.register("cod")
+    for path in ("/users/ab%00c", "/users/ab%00c/posts", "/users/ab%00c/followers", "/posts/a%00"):
+        is_problem(*await api.request("GET", path, token=a.token), 404)
+    for method, path, payload in (
+        ("POST", "/auth/login", {"login": "a\x00b", "password": "long enough\x00"}),
+        ("POST", "/auth/register", {"email": "a\x00@b.co", "username": "abc_d", "password": "12345678\x00"}),
+        ("POST", "/auth/restore", {"login": "a\x00b", "password": "x"}),
+        ("PATCH", "/users/me", {"bio": "a\x00"}),
+        ("POST", "/posts", {"body": "a\x00"}),
+        ("POST", "/events", {"title": "x\x00", "starts_at": soon(1)}),
+        ("POST", "/events", {"title": "x", "starts_at": "0001-01-01T00:00:00+20:00"}),
+        ("POST", "/events", {"title": "x", "starts_at": "9999-12-31T23:59:59-20:00"}),
+    ):
+        status, body, resp = await api.request(method, path, token=a.token, json=payload)
+        is_problem(status, body, resp, 400)
+        assert body["errors"], body
+    for query in ("from=0001-01-01T00:00:00%2B20:00", "to=9999-12-31T23:59:59-20:00", "cursor=%00"):
+        is_problem(*await api.request("GET", f"/events?{query}", token=a.token), 400)
+    # The earliest representable moment still comes back as ISO 8601 with a four-digit year.
+    event = await ok(api, "POST", "/events", a, 201, json={"title": "old", "starts_at": "0001-01-01T00:00:00Z"})
+    assert event["starts_at"] == "0001-01-01T00:00:00.000000Z"
