@@ -127,14 +127,15 @@ def nul_fields(data: Any, path: str = "") -> list[str]:
 
 
 def validate(model: type[B], data: Any, *, what: str = "body") -> B:
-    bad = nul_fields(data)
+    try:
+        value = model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(f"The request {what} is not valid.", field_errors(exc)) from exc
+    bad = nul_fields(value.model_dump(by_alias=True, exclude_unset=True))  # only what the model keeps
     if bad:
         raise ValidationFailed(f"The request {what} is not valid.",
                                [FieldError(f, "must not contain NUL characters") for f in bad])
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ValidationFailed(f"The request {what} is not valid.", field_errors(exc)) from exc
+    return value
 
 
 def bearer_token(request: web.Request) -> str | None:

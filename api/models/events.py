@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from api.models.common import ListQuery, PublicUser, UserRef
 
@@ -17,7 +17,14 @@ def _utc(moment: datetime) -> datetime:
         raise ValueError("out of the supported range of dates") from None
 
 
-Timestamp = Annotated[datetime, AfterValidator(_utc)]
+def _text_only(value: Any) -> Any:
+    # The contract's timestamps are ISO 8601 strings; a bare number is not one.
+    if not isinstance(value, (str, datetime)):
+        raise ValueError("must be an ISO 8601 date-time string")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_text_only), AfterValidator(_utc)]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=5000)]
 Location = Annotated[str, StringConstraints(strip_whitespace=True, max_length=300)]
@@ -39,9 +46,9 @@ class EventPatchIn(BaseModel):
     """Any of the create fields; null clears description, ends_at, location, capacity."""
 
     model_config = ConfigDict(extra="forbid")
-    title: Title | None = None
+    title: Title = None  # may be left out, not cleared: null is 400
     description: Description | None = None
-    starts_at: Timestamp | None = None
+    starts_at: Timestamp = None
     ends_at: Timestamp | None = None
     location: Location | None = None
     capacity: Capacity | None = None

@@ -39,7 +39,7 @@ class LoginIn(BaseModel):
 
 class ProfilePatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    display_name: DisplayName | None = None
+    display_name: DisplayName = None  # may be left out, not cleared: null is 400
     bio: Annotated[str, StringConstraints(max_length=500)] | None = None
     avatar_url: Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://\S+$")] | None = None
 

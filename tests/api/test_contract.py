@@ -511,3 +511,15 @@ async def test_odd_input_is_4xx_never_500(api):
     # The earliest representable moment still comes back as ISO 8601 with a four-digit year.
     event = await ok(api, "POST", "/events", a, 201, json={"title": "old", "starts_at": "0001-01-01T00:00:00Z"})
     assert event["starts_at"] == "0001-01-01T00:00:00.000000Z"
+
+
+async def test_patch_cannot_null_required_fields_and_times_are_strings(api):
+    a = await api.register("cpn")
+    is_problem(*await api.request("PATCH", "/users/me", token=a.token, json={"display_name": None}), 400)
+    event = await ok(api, "POST", "/events", a, 201, json={"title": "t", "starts_at": soon(1)})
+    for field in ("title", "starts_at"):
+        is_problem(*await api.request("PATCH", f"/events/{event['id']}", token=a.token, json={field: None}), 400)
+    is_problem(*await api.request("POST", "/events", token=a.token, json={"title": "t", "starts_at": 0}), 400)
+    # Nullable ones clear.
+    cleared = await ok(api, "PATCH", f"/events/{event['id']}", a, json={"location": None, "capacity": None})
+    assert cleared["location"] is None and cleared["capacity"] is None
