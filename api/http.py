@@ -56,6 +56,7 @@ class Endpoint:
     status: int = 200
     auth: bool = True
     errors: tuple[int, ...] = ()
+    also: tuple[int, ...] = ()  # other success statuses with the same body (e.g. 200 for an existing one)
 
 
 class Router:
@@ -69,13 +70,14 @@ class Router:
     def route(
         self, method: str, path: str, *, name: str, summary: str = "", body: type[BaseModel] | None = None,
         query: type[BaseModel] | None = None, response: Any = None, status: int = 200, auth: bool = True,
-        errors: tuple[int, ...] = (),
+        errors: tuple[int, ...] = (), also: tuple[int, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(
                 method=method, path=self.prefix + path, name=name, handler=handler,
                 summary=summary or (handler.__doc__ or "").strip().split("\n")[0], tag=self.tag,
                 body=body, query=query, response=response, status=status, auth=auth, errors=errors,
+                also=also,
             ))
             return handler
         return register

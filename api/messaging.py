@@ -14,7 +14,7 @@ router = Router("messaging")
 
 
 @router.route("POST", "/conversations", name="conversations.create", body=ConversationCreateIn,
-              response=ConversationOut, status=201, errors=(400, 401, 413, 415))
+              response=ConversationOut, status=201, also=(200,), errors=(400, 401, 413, 415))
 async def create_conversation(request: web.Request, call: Call[ConversationCreateIn, None]):
     """Start a conversation (the existing one, with 200, for a direct pair)."""
     conversation, created = await call.services.messaging.create_conversation(
@@ -46,7 +46,7 @@ async def list_messages(request: web.Request, call: Call[None, MessagesQuery]):
 
 
 @router.route("POST", "/conversations/{id}/messages", name="conversations.send", body=MessageSendIn,
-              response=MessageOut, status=201, errors=(400, 401, 404, 413, 415))
+              response=MessageOut, status=201, also=(200,), errors=(400, 401, 404, 413, 415))
 async def send_message(request: web.Request, call: Call[MessageSendIn, None]):
     """Send a message; a retry with the same client_id returns the stored one with 200."""
     message, created = await call.services.messaging.send_message(

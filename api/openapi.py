@@ -72,7 +72,8 @@ def build_openapi() -> dict[str, Any]:
             schema = _ref(inner[0]) if get_origin(ep.response) is not list else {
                 "type": "array", "items": _ref(inner[0])}
             success["content"] = {"application/json": {"schema": schema}}
-        op["responses"][str(ep.status)] = success
+        for code in (ep.status, *ep.also):
+            op["responses"][str(code)] = {**success, "description": _STATUS_TEXT.get(code, "Success")}
         for code in sorted(set(ep.errors) | ({401} if ep.auth else set())):
             op["responses"][str(code)] = {
                 "description": _STATUS_TEXT.get(code, "Error"),
