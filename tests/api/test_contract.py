@@ -168,12 +168,22 @@ async def test_logout_revokes_and_401_shapes(api):
 
 async def test_pending_erasure_is_404_to_others_and_cannot_log_in(api):
     a, b = await api.register("cpe"), await api.register("cpo")
+    post = await ok(api, "POST", "/posts", a, 201, json={"body": "soon hidden"})
+    other_post = await ok(api, "POST", "/posts", b, 201, json={"body": "stays"})
+    await ok(api, "POST", f"/posts/{other_post['id']}/comments", a, 201, json={"body": "soon hidden"})
+    await ok(api, "PUT", f"/users/{b.id}/follow", a)
+    event = await ok(api, "POST", "/events", a, 201, json={"title": "soon hidden", "starts_at": soon(1)})
     body = await ok(api, "DELETE", "/users/me", a, 202, json={"password": a.password})
     assert body["status"] == "pending_erasure" and is_iso_z(body["purge_after"])
     for path in (f"/users/{a.id}", f"/users/{a.username}", f"/users/{a.id}/posts", f"/users/{a.id}/followers",
                  f"/users/{a.id}/following"):
         is_problem(*await api.request("GET", path, token=b.token), 404)
     is_problem(*await api.request("PUT", f"/users/{a.id}/follow", token=b.token), 404)
+    # What they made is hidden with them.
+    for path in (f"/posts/{post['id']}", f"/events/{event['id']}"):
+        is_problem(*await api.request("GET", path, token=b.token), 404)
+    assert check_list(await ok(api, "GET", f"/posts/{other_post['id']}/comments", b)) == []
+    assert check_list(await ok(api, "GET", f"/users/{b.id}/followers", b)) == []
     is_problem(*await api.request("POST", "/conversations", token=b.token, json={"member_ids": [a.id]}), 400)
     is_problem(*await api.request("POST", "/auth/login", json={"login": a.username, "password": a.password}), 401)
     restored = await ok(api, "POST", "/auth/restore", b, json={"login": a.email, "password": a.password})
