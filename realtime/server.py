@@ -25,6 +25,7 @@ from realtime.fanout import FanoutListener, FanoutMessage
 from realtime.models import MessageRead, MessageSend, PresenceQuery, Typing
 from realtime.packets import OrjsonCodec, event_packet, event_packet_from
 from realtime.presence import InstancePresence
+from realtime.transport import DirectSocket, DirectSocketServer, packet_frame
 from server import appkeys
 from server.errors import DomainError, RateLimited, Unauthorized
 from server.services.ports import DISCONNECT_USER
@@ -42,6 +43,8 @@ Held = list[tuple[str | None, eio_packet.Packet]]
 class SocketState:
     user_id: str
     eio_sid: str
+    # The engineio socket (None if it went away during the connect handler).
+    eio_socket: DirectSocket | None = None
     # Events waiting while the socket starts up or catches up; None once live.
     held: Held | None = field(default_factory=list)
     # Newest offset this socket has been sent (or, at start, where it stands).
@@ -64,7 +67,7 @@ class RealtimeServer:
     def __init__(self, app: web.Application) -> None:
         settings = app[appkeys.SETTINGS]
         self.app = app
-        self.sio = socketio.AsyncServer(
+        self.sio = DirectSocketServer(
             async_mode="aiohttp", json=OrjsonCodec, logger=False, engineio_logger=False,
             max_http_buffer_size=settings.max_json_bytes,
         )
@@ -104,13 +107,22 @@ class RealtimeServer:
         except DomainError as exc:  # e.g. PostgreSQL unavailable: the client retries later
             raise socketio.exceptions.ConnectionRefusedError(exc.title)
         user_id = principal.user_id
-        state = SocketState(user_id=user_id, eio_sid=self.sio.manager.eio_sid_from_sid(sid, NAMESPACE))
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        state = SocketState(user_id=user_id, eio_sid=eio_sid, eio_socket=self.sio.eio.sockets.get(eio_sid))
         self.sockets[sid] = state
         self.sockets_by_user.setdefault(user_id, set()).add(sid)
         await self.sio.enter_room(sid, user_room(user_id))
         self.app[appkeys.METRICS].socket_connections.inc()
         await self.presence.socket_opened(user_id)
         offset = auth.get("offset")
+        if offset is None:
+            # Where the user's log stands, read before the client learns it is connected:
+            # anything appended later reaches this (held) socket and is flushed on release;
+            # read after the CONNECT, an event pushed meanwhile would count as already sent.
+            try:
+                state.last_offset = await self.offset_log.last_offset(user_id)
+            except REDIS_ERRORS as exc:
+                log.warning("offset log unavailable at connect (%s)", exc)
         # Runs once the handshake completes (the CONNECT packet must precede replayed events).
         state.starter = asyncio.create_task(self._start_socket(sid, state, offset))
 
@@ -140,10 +152,6 @@ class RealtimeServer:
             await self.sio.manager.disconnect(sid, NAMESPACE, ignore_queue=True)
             return
         if offset is None:
-            try:
-                state.last_offset = await self.offset_log.last_offset(state.user_id)
-            except REDIS_ERRORS as exc:
-                log.warning("offset log unavailable at connect (%s)", exc)
             await self._release(state)
         elif parse_offset(offset) is None:
             await self._resync(state, "invalid_offset")
@@ -168,13 +176,13 @@ class RealtimeServer:
             return
         state.last_offset = offset
         for entry in entries:
-            await self.sio.eio.send_packet(state.eio_sid, event_packet(entry.event, entry.data_json, entry.offset))
+            await self._send(state, event_packet(entry.event, entry.data_json, entry.offset))
             state.last_offset = entry.offset
         await self._release(state)
 
     async def _resync(self, state: SocketState, reason: str) -> None:
         state.last_offset = None
-        await self.sio.eio.send_packet(state.eio_sid, event_packet_from("resync", {"reason": reason}))
+        await self._send(state, event_packet_from("resync", {"reason": reason}))
         await self._release(state)
 
     async def _release(self, state: SocketState) -> None:
@@ -184,10 +192,19 @@ class RealtimeServer:
             for offset, pkt in batch:
                 if offset is not None and not _after(offset, state.last_offset):
                     continue
-                await self.sio.eio.send_packet(state.eio_sid, pkt)
+                await self._send(state, pkt)
                 if offset is not None:
                     state.last_offset = offset
         state.held = None
+
+    async def _send(self, state: SocketState, pkt: eio_packet.Packet, frame: bytes | None = None) -> None:
+        """One packet to one socket: written straight to its websocket when it is live
+        there (``frame``: the packet already framed, shared by many recipients), else
+        through engineio (long-polling, upgrades)."""
+        sock = state.eio_socket
+        if sock is not None and sock.write_frame(frame if frame is not None else packet_frame(pkt)):
+            return
+        await self.sio.eio.send_packet(state.eio_sid, pkt)
 
     # --- delivery ----------------------------------------------------------------------
 
@@ -196,7 +213,9 @@ class RealtimeServer:
         if message.event == DISCONNECT_USER:
             await self._disconnect_users(message.user_ids)
             return
-        shared: eio_packet.Packet | None = None
+        # Encoded and framed once per event (once per recipient user when it carries
+        # that user's offset), then the same bytes go to each socket.
+        shared: tuple[eio_packet.Packet, bytes] | None = None
         for user_id in message.user_ids:
             sids = self.sockets_by_user.get(user_id)
             if not sids:
@@ -204,9 +223,12 @@ class RealtimeServer:
             offset = message.offsets[user_id] if message.offsets is not None else None
             if offset is not None:
                 pkt = event_packet(message.event, message.data_json, offset)
+                frame = packet_frame(pkt)
             else:
-                shared = shared or event_packet(message.event, message.data_json)
-                pkt = shared
+                if shared is None:
+                    pkt = event_packet(message.event, message.data_json)
+                    shared = (pkt, packet_frame(pkt))
+                pkt, frame = shared
             for sid in tuple(sids):
                 state = self.sockets.get(sid)
                 if state is None:
@@ -214,7 +236,7 @@ class RealtimeServer:
                 if state.held is not None:
                     state.held.append((offset, pkt))
                     continue
-                await self.sio.eio.send_packet(state.eio_sid, pkt)
+                await self._send(state, pkt, frame)
                 if offset is not None:
                     state.last_offset = offset
 
@@ -254,13 +276,12 @@ class RealtimeServer:
         if self._catch_up is not None:
             self._catch_up.cancel()
         # Not sio.disconnect / eio.disconnect: those send a DISCONNECT or CLOSE packet,
-        # which clients take as "stay away" and do not reconnect. Ending the socket's
-        # send queue makes engineio close the WebSocket itself: a transport close,
-        # after which clients reconnect.
-        for state in list(self.sockets.values()):
-            eio_socket = self.sio.eio.sockets.get(state.eio_sid)
-            if eio_socket is not None:
-                await eio_socket.queue.put(None)
+        # which clients take as "stay away" and do not reconnect. Closing the WebSocket
+        # itself is a transport close, after which clients reconnect.
+        closes = [asyncio.ensure_future(sock.close_transport()) for state in list(self.sockets.values())
+                  if isinstance(sock := self.sio.eio.sockets.get(state.eio_sid), DirectSocket)]
+        if closes:  # each waits for its client's close frame; bounded as a whole
+            await asyncio.wait(closes, timeout=2.0)
         deadline = asyncio.get_running_loop().time() + 2.0
         while self.sockets and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)

@@ -8,14 +8,18 @@ from server.config import Settings
 
 def create_redis(settings: Settings) -> aioredis.Redis:
     assert settings.redis_url, "redis_url is required"
-    return aioredis.from_url(
+    # A blocking pool: a burst beyond ``redis_pool_max`` (thousands of sockets connecting
+    # at once) waits briefly for a free connection instead of failing at once.
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_pool_max,
+        timeout=settings.redis_timeout_seconds,
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
         health_check_interval=15,
         retry_on_timeout=False,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 class Keys:

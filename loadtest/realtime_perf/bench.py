@@ -1,0 +1,481 @@
+"""Real-time capacity and fan-out micro-benchmark: `pulse serve` vs bare python-socketio.
+
+Everything runs on 127.0.0.1 (clients spread over 127.0.0.2.. source addresses), bounded
+in time. Clients are a light asyncio Engine.IO v4 / Socket.IO v5 websocket client (not
+python-socketio: thousands of those would measure the client).
+
+    # memory per idle connection (RSS delta / N)
+    python -m loadtest.realtime_perf.bench memory --target pulse --n 5000
+    python -m loadtest.realtime_perf.bench memory --target bare --n 5000
+    # fan-out: events to groups of G users at a fixed delivery rate
+    python -m loadtest.realtime_perf.bench fanout --target pulse --users 2000 --group 100 --rate 10000
+    python -m loadtest.realtime_perf.bench fanout --target pulse --persist ...   # offset log + publish (Lua)
+    python -m loadtest.realtime_perf.bench fanout --target bare ...
+
+Stores: PostgreSQL database ``pulse_perf`` (recreated), Redis db 13 (flushed), a
+SecantusDB process, RabbitMQ's default vhost with exchange ``pulse.perf.events``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_DB = "pulse_perf"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+NAMESPACE = "perf"
+CLK = os.sysconf("SC_CLK_TCK")
+CLIENTS_PER_WORKER = 5000
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+# --- the light client (runs in worker processes) -------------------------------------------
+
+async def _client(session, url: str, auth: dict, src: str, stats: dict, ready: asyncio.Event) -> None:
+    import aiohttp
+
+    ws = await session.ws_connect(url + "/socket.io/?EIO=4&transport=websocket", autoping=True,
+                                  max_msg_size=0, compress=0)
+    try:
+        msg = await ws.receive()
+        if not (isinstance(msg.data, str) and msg.data.startswith("0")):
+            raise RuntimeError(f"no open packet: {msg.data!r}")
+        await ws.send_str("40" + json.dumps(auth))
+        msg = await ws.receive()
+        if not (isinstance(msg.data, str) and msg.data.startswith("40")):
+            raise RuntimeError(f"not connected: {msg.data!r}")
+        stats["connected"] += 1
+        ready.set()
+        while True:
+            msg = await ws.receive()
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            data = msg.data
+            if data == "2":
+                await ws.send_str("3")
+            elif data.startswith("42"):
+                now = time.time()
+                payload = orjson.loads(data[2:])[1]
+                ts = payload.get("ts")
+                stats["received"] += 1
+                if ts is not None:
+                    stats["latencies"].append(now - ts)
+    finally:
+        stats["closed"] += 1
+        await ws.close()
+
+
+def _worker(url: str, auths: list[dict], sources: list[str], conn: "mp.connection.Connection") -> None:
+    raise_nofile()
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_worker_main(url, auths, sources, conn))
+
+
+async def _worker_main(url: str, auths: list[dict], sources: list[str], conn) -> None:
+    import aiohttp
+
+    stats = {"connected": 0, "received": 0, "closed": 0, "errors": 0, "latencies": []}
+    sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, local_addr=(src, 0)))
+                for src in sources]
+    tasks: list[asyncio.Task] = []
+    loop = asyncio.get_running_loop()
+
+    async def one(i: int, auth: dict) -> None:
+        for attempt in range(5):
+            try:
+                await _client(sessions[i % len(sessions)], url, auth, sources[i % len(sources)], stats,
+                              asyncio.Event())
+                return
+            except (aiohttp.ClientError, OSError, RuntimeError, asyncio.TimeoutError):
+                stats["errors"] += 1
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    # Paced: a burst of thousands of handshakes overflows the server's accept backlog.
+    for i, auth in enumerate(auths):
+        tasks.append(loop.create_task(one(i, auth)))
+        if i % 200 == 199:
+            await asyncio.sleep(0.05)
+    deadline = time.monotonic() + 120
+    while stats["connected"] < len(auths) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    conn.send(("connected", stats["connected"], stats["errors"]))
+    # Commands: "reset" (clear counters), "report" (send counters + latencies), "stop".
+    while True:
+        cmd = await loop.run_in_executor(None, conn.recv)
+        if cmd == "reset":
+            stats["received"] = 0
+            stats["latencies"] = []
+            conn.send("ok")
+        elif cmd == "report":
+            conn.send(("report", stats["received"], stats["latencies"], stats["connected"] - stats["closed"]))
+        elif cmd == "stop":
+            break
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for s in sessions:
+        await s.close()
+    conn.send("stopped")
+
+
+class Clients:
+    """N light clients spread over worker processes and source addresses."""
+
+    def __init__(self, url: str, auths: list[dict]) -> None:
+        ctx = mp.get_context("spawn")
+        self.workers = []
+        per = CLIENTS_PER_WORKER
+        for w, start in enumerate(range(0, len(auths), per)):
+            parent, child = ctx.Pipe()
+            sources = [f"127.0.{w + 1}.{k}" for k in range(2, 10)]
+            proc = ctx.Process(target=_worker, args=(url, auths[start:start + per], sources, child), daemon=True)
+            proc.start()
+            self.workers.append((proc, parent))
+
+    def wait_connected(self) -> tuple[int, int]:
+        connected = errors = 0
+        for _, conn in self.workers:
+            _, c, e = conn.recv()
+            connected += c
+            errors += e
+        return connected, errors
+
+    def reset(self) -> None:
+        for _, conn in self.workers:
+            conn.send("reset")
+        for _, conn in self.workers:
+            conn.recv()
+
+    def report(self) -> tuple[int, list[float], int]:
+        received, lat, open_ = 0, [], 0
+        for _, conn in self.workers:
+            conn.send("report")
+        for _, conn in self.workers:
+            _, r, l, o = conn.recv()
+            received += r
+            lat.extend(l)
+            open_ += o
+        return received, lat, open_
+
+    def stop(self) -> None:
+        for proc, conn in self.workers:
+            try:
+                conn.send("stop")
+            except OSError:
+                pass
+        for proc, conn in self.workers:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+
+
+# --- the servers -------------------------------------------------------------------------------
+
+class Stores:
+    def __init__(self) -> None:
+        self.mongo_port = free_port()
+        self.mongo: subprocess.Popen | None = None
+
+    async def setup(self) -> None:
+        import asyncpg
+        import redis.asyncio as aioredis
+
+        conn = await asyncpg.connect(PG_ADMIN)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+            await conn.execute(f"CREATE DATABASE {PG_DB}")
+        finally:
+            await conn.close()
+        r = aioredis.from_url(REDIS_URL)
+        await r.flushdb()
+        await r.aclose()
+        self.mongo = subprocess.Popen(
+            [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.mongo_port),
+             "--storage-path", ":memory:"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.mongo_port)
+
+    def env(self, port: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+        env.update({
+            "PULSE_POSTGRES_DSN": f"postgresql://postgres@127.0.0.1:5432/{PG_DB}",
+            "PULSE_REDIS_URL": REDIS_URL,
+            "PULSE_MONGO_URL": f"mongodb://127.0.0.1:{self.mongo_port}",
+            "PULSE_MONGO_DB": "pulse_perf",
+            "PULSE_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
+            "PULSE_AMQP_EXCHANGE": "pulse.perf.events",
+            "PULSE_NAMESPACE": NAMESPACE,
+            "PULSE_RUN_WORKERS": "false",
+            "PULSE_LOG_LEVEL": "WARNING",
+            "PULSE_HOST": "127.0.0.1",
+            "PULSE_PORT": str(port),
+            "PULSE_PG_POOL_MAX": "40",
+        })
+        return env
+
+    async def users(self, n: int) -> list[tuple[str, str]]:
+        """Bulk-inserts n users with one session each: [(user_id, token)]."""
+        import asyncpg
+
+        conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{PG_DB}")
+        try:
+            rows, sessions, out = [], [], []
+            run = uuid.uuid4().hex[:6]
+            for i in range(n):
+                uid = uuid.uuid4()
+                token = f"perf-{run}-{i}-{uuid.uuid4().hex}"
+                rows.append((uid, f"p{run}{i}@perf.test", f"p{run}{i}", "x"))
+                sessions.append((hashlib.sha256(token.encode()).digest(), uid, 10**6))
+                out.append((str(uid), token))
+            await conn.copy_records_to_table("users", records=rows,
+                                             columns=["id", "email", "username", "password_hash"])
+            await conn.executemany(
+                "INSERT INTO profiles (user_id, display_name) SELECT $1::uuid, 'perf'", [(r[0],) for r in rows])
+            await conn.executemany(
+                "INSERT INTO sessions (token_hash, user_id, expires_at) "
+                "VALUES ($1, $2, now() + make_interval(secs => $3))", sessions)
+            return out
+        finally:
+            await conn.close()
+
+    def stop(self) -> None:
+        if self.mongo is not None:
+            self.mongo.terminate()
+            self.mongo.wait(10)
+
+
+def start_server(target: str, stores: Stores) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = open(f"/tmp/realtime_perf_{target}.log", "ab")
+    if target == "pulse":
+        cmd = [sys.executable, "-c",
+               "import resource,sys; s,h=resource.getrlimit(resource.RLIMIT_NOFILE); "
+               "resource.setrlimit(resource.RLIMIT_NOFILE,(h,h)); "
+               "from server.cli import main; sys.exit(main(['serve']))"]
+        env = stores.env(port)
+    else:
+        cmd = [sys.executable, "-c",
+               "import resource,sys; s,h=resource.getrlimit(resource.RLIMIT_NOFILE); "
+               "resource.setrlimit(resource.RLIMIT_NOFILE,(h,h)); sys.argv=['bare','--port',sys.argv[1],"
+               "'--redis',sys.argv[2]]; from loadtest.realtime_perf.bare_sio import main; main()",
+               str(port), REDIS_URL]
+        env = dict(os.environ)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    wait_port(port)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def make_auths(target: str, stores: Stores, n: int, group: int) -> tuple[list[dict], list[str]]:
+    if target == "pulse":
+        users = await stores.users(n)
+        return [{"token": t} for _, t in users], [u for u, _ in users]
+    ids = [f"u{i}" for i in range(n)]
+    return [{"token": u, "group": i // group} for i, u in enumerate(ids)], ids
+
+
+# --- the measurements -------------------------------------------------------------------------
+
+async def measure_memory(args) -> dict:
+    stores = Stores()
+    await stores.setup()
+    proc, url = start_server(args.target, stores)
+    clients = None
+    try:
+        auths, _ = await make_auths(args.target, stores, args.n + 50, 100)
+        # Warm-up: a first batch of sockets so lazily built state is not counted per connection.
+        warm = Clients(url, auths[:50])
+        warm.wait_connected()
+        await asyncio.sleep(2)
+        before = rss_kib(proc.pid)
+        clients = Clients(url, auths[50:])
+        connected, errors = clients.wait_connected()
+        await asyncio.sleep(args.settle)
+        after = rss_kib(proc.pid)
+        _, _, still_open = clients.report()
+        result = {
+            "target": args.target, "n_requested": args.n, "connected": connected, "open_after_settle": still_open,
+            "connect_errors": errors, "rss_before_kib": before, "rss_after_kib": after,
+            "kib_per_connection": round((after - before) / max(1, connected), 2),
+        }
+        clients.stop()
+        warm.stop()
+        return result
+    finally:
+        stop_server(proc)
+        stores.stop()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def measure_fanout(args) -> dict:
+    import redis.asyncio as aioredis
+    import socketio
+
+    stores = Stores()
+    await stores.setup()
+    proc, url = start_server(args.target, stores)
+    clients = None
+    try:
+        auths, ids = await make_auths(args.target, stores, args.users, args.group)
+        groups = [ids[i:i + args.group] for i in range(0, len(ids), args.group)]
+        clients = Clients(url, auths)
+        connected, errors = clients.wait_connected()
+        await asyncio.sleep(2)
+        redis = aioredis.from_url(REDIS_URL)
+        if args.target == "bare":
+            mgr = socketio.AsyncRedisManager(REDIS_URL, channel="perf-bare-sio", write_only=True)
+
+            async def publish(g: int, data: dict) -> None:
+                await mgr.emit("message:new", data, room=f"g:{g}", namespace="/")
+        else:
+            from storage.redis.client import Keys
+            from storage.redis.offset_log import OffsetLog
+
+            log = OffsetLog(redis, Keys(NAMESPACE), 1000, 3600)
+
+            async def publish(g: int, data: dict) -> None:
+                data_json = orjson.dumps(data)
+                if args.persist:
+                    await log.append_and_publish(groups[g], "message:new", data_json)
+                else:
+                    await log.publish_ephemeral(groups[g], "message:new", data_json)
+
+        events_per_s = args.rate / args.group
+        tick = 0.01
+        results = []
+        for phase in ("warmup", "run"):
+            clients.reset()
+            seconds = 2 if phase == "warmup" else args.seconds
+            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            sent = 0
+            due = 0.0
+            g = 0
+            while (now := time.monotonic()) - t0 < seconds:
+                due = (now - t0) * events_per_s
+                batch = []
+                while sent < due:
+                    batch.append(publish(g, {"ts": time.time(), "body": "x" * args.body, "seq": sent}))
+                    g = (g + 1) % len(groups)
+                    sent += 1
+                if batch:
+                    await asyncio.gather(*batch)
+                await asyncio.sleep(tick)
+            elapsed = time.monotonic() - t0
+            await asyncio.sleep(args.drain)
+            cpu1 = cpu_seconds(proc.pid)
+            received, lat, open_ = clients.report()
+            if phase == "run":
+                expected = sent * args.group
+                results = {
+                    "target": args.target + ("+persist" if args.persist else ""),
+                    "users": args.users, "group": args.group, "connected": connected, "connect_errors": errors,
+                    "offered_deliveries_per_s": round(expected / elapsed),
+                    "delivered": received, "expected": expected,
+                    "delivered_per_s": round(received / elapsed),
+                    "server_cpu_percent": round(100 * (cpu1 - cpu0) / (elapsed + args.drain), 1),
+                    "server_cpu_us_per_delivery": round(1e6 * (cpu1 - cpu0) / max(1, received), 2),
+                    "latency_ms_p50": round(1000 * percentile(lat, 0.50), 2),
+                    "latency_ms_p99": round(1000 * percentile(lat, 0.99), 2),
+                    "latency_ms_max": round(1000 * max(lat), 2) if lat else None,
+                    "open_sockets": open_,
+                }
+        await redis.aclose()
+        return results
+    finally:
+        if clients is not None:
+            clients.stop()
+        stop_server(proc)
+        stores.stop()
+
+
+def main() -> None:
+    raise_nofile()
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("memory")
+    m.add_argument("--target", choices=["pulse", "bare"], default="pulse")
+    m.add_argument("--n", type=int, default=5000)
+    m.add_argument("--settle", type=float, default=5.0)
+    f = sub.add_parser("fanout")
+    f.add_argument("--target", choices=["pulse", "bare"], default="pulse")
+    f.add_argument("--users", type=int, default=2000)
+    f.add_argument("--group", type=int, default=100)
+    f.add_argument("--rate", type=float, default=10000, help="offered deliveries per second")
+    f.add_argument("--seconds", type=float, default=10)
+    f.add_argument("--drain", type=float, default=2.0)
+    f.add_argument("--body", type=int, default=100)
+    f.add_argument("--persist", action="store_true", help="pulse: offset log + publish (the chat path)")
+    args = p.parse_args()
+    run = measure_memory if args.cmd == "memory" else measure_fanout
+    result = asyncio.run(run(args))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""A leaner Engine.IO websocket transport under python-socketio (same wire protocol).
+
+Stock engineio keeps, per websocket, a writer task fed by a queue, a new task for every
+receive and a sleeping task per ping cycle: ~30 µs of CPU per outgoing packet and
+~32 KB per idle connection. Here, for a socket that opened directly on the websocket
+transport (what every standard client does by default):
+
+- packets are written straight to the socket's transport as ready-made websocket
+  frames (no queue, no task switch); room fan-out encodes a frame once and writes the
+  same bytes to every recipient (``write_frame``);
+- the receive loop awaits the websocket directly (no task per message);
+- pings are a timer (``call_later``), not a task.
+
+Long-polling, and sockets that upgrade from polling to websocket, keep engineio's own
+code path (queue + writer). A client that does not read (its kernel and transport
+buffers full beyond ``max_buffered_bytes``) is dropped at the transport level; it
+reconnects and resumes from its offset.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from typing import Any
+
+import engineio
+import socketio
+from aiohttp import WSMsgType, web
+from engineio import async_socket, exceptions as eio_exceptions, packet as eio_packet
+
+log = logging.getLogger("pulse.realtime.transport")
+
+# Beyond this much unsent data for one socket, the client is too slow: drop it.
+DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+
+
+def ws_frame(payload: str | bytes) -> bytes:
+    """One unmasked, unfragmented, uncompressed server-to-client websocket frame
+    (RFC 6455 5.2; uncompressed is always allowed, even with permessage-deflate)."""
+    if isinstance(payload, str):
+        data, first = payload.encode(), 0x81  # FIN + text
+    else:
+        data, first = payload, 0x82  # FIN + binary
+    n = len(data)
+    if n < 126:
+        return bytes((first, n)) + data
+    if n < 65536:
+        return struct.pack("!BBH", first, 126, n) + data
+    return struct.pack("!BBQ", first, 127, n) + data
+
+
+def packet_frame(pkt: eio_packet.Packet) -> bytes:
+    return ws_frame(pkt.encode())
+
+
+PING_FRAME = ws_frame(eio_packet.Packet(eio_packet.PING).encode())
+
+
+class DirectSocket(async_socket.AsyncSocket):
+    """An engineio socket that writes websocket frames directly once it is live."""
+
+    # Set while the socket is live on its own websocket; None for polling/upgrades.
+    _transport: asyncio.Transport | None = None
+    _ws: web.WebSocketResponse | None = None
+    _ping_timer: asyncio.TimerHandle | None = None
+    _ping_task: asyncio.Task | None = None
+
+    @property
+    def direct(self) -> bool:
+        return self._transport is not None
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Writes a ready-made frame; False when the socket is not live on its websocket
+        (the caller then sends the packet through engineio)."""
+        transport = self._transport
+        if transport is None:
+            return False
+        if transport.is_closing():
+            return True  # going away: its disconnect is on its way
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self.server.max_buffered_bytes:
+            log.warning("socket %s does not read; dropping it", self.sid)
+            transport.abort()
+        return True
+
+    async def send(self, pkt: eio_packet.Packet) -> None:
+        if self._transport is None:
+            await super().send(pkt)
+            return
+        if not await self.check_ping_timeout():
+            return
+        self.write_frame(packet_frame(pkt))
+
+    def schedule_ping(self) -> None:
+        # As stock: a new ping cycle starts once the previous one was answered.
+        if self.last_ping:
+            self.last_ping = None
+            self._ping_timer = asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
+
+    def _ping_due(self) -> None:
+        self._ping_timer = None
+        if self.closing or self.closed:
+            return
+        self.last_ping = time.time()
+        if not self.write_frame(PING_FRAME):  # polling: through the queue
+            self._ping_task = asyncio.ensure_future(self.send(eio_packet.Packet(eio_packet.PING)))
+
+    async def close_transport(self) -> None:
+        """Ends the connection without a CLOSE packet: clients take it as a transport
+        close and reconnect (by themselves, possibly to another instance)."""
+        if self._ws is not None:
+            await self._ws.close()
+        else:
+            await self.queue.put(None)  # engineio's writer closes the websocket / ends the poll
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        await super().close(wait=wait and self._transport is None, abort=abort, reason=reason)
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        if self.connected:
+            # An upgrade from long-polling: engineio's own path (queue + writer).
+            await super()._websocket_handler(ws)
+            return
+        self.connected = True
+        self.upgraded = True
+        sock: web.WebSocketResponse = ws._sock
+        writer = sock._writer
+        transport = writer.transport if writer is not None else None
+        if transport is None:
+            return
+        # The queue holds the OPEN packet (and whatever was sent before the websocket was
+        # ready): write it in order, then go direct, with no await in between.
+        while not self.queue.empty():
+            pkt = self.queue.get_nowait()
+            self.queue.task_done()
+            if pkt is not None:
+                transport.write(packet_frame(pkt))
+        self._transport = transport
+        self._ws = sock
+        timeout = self.server.ping_interval + self.server.ping_timeout
+        max_size = self.server.max_http_buffer_size
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(timeout):
+                        msg = await sock.receive()
+                except TimeoutError:
+                    break
+                if msg.type is not WSMsgType.TEXT and msg.type is not WSMsgType.BINARY:
+                    break
+                if len(msg.data) > max_size:
+                    break
+                try:
+                    await self.receive(eio_packet.Packet(encoded_packet=msg.data))
+                except eio_exceptions.UnknownPacketError:
+                    pass
+                except eio_exceptions.SocketIsClosedError:
+                    break
+                except Exception:  # noqa: BLE001 - as engineio: log, keep the connection
+                    log.exception("socket receive failed")
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._transport = None
+            self._ws = None
+            if not sock.closed:
+                try:
+                    await sock.close()
+                except Exception:  # noqa: BLE001 - the peer is gone already
+                    pass
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+
+class DirectEngineServer(engineio.AsyncServer):
+    """engineio's server, creating ``DirectSocket``s."""
+
+    def __init__(self, *args: Any, max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_buffered_bytes = max_buffered_bytes
+
+    async def _handle_connect(self, environ, transport, jsonp_index=None):
+        """engineio 4's ``_handle_connect``, creating a ``DirectSocket`` (engineio names
+        its socket class inside this method, so it is repeated here)."""
+        if self.start_service_task:
+            self.start_service_task = False
+            self.service_task_handle = self.start_background_task(self._service_task)
+
+        sid = self.generate_id()
+        s = DirectSocket(self, sid)
+        self.sockets[sid] = s
+
+        pkt = eio_packet.Packet(eio_packet.OPEN, {
+            "sid": sid,
+            "upgrades": self._upgrades(sid, transport),
+            "pingTimeout": int(self.ping_timeout * 1000),
+            "pingInterval": int(self.ping_interval + self.ping_interval_grace_period) * 1000,
+            "maxPayload": self.max_http_buffer_size,
+        })
+        await s.send(pkt)
+
+        ret = await self._trigger_event("connect", sid, environ, run_async=False)
+        if ret is not None and ret is not True:
+            del self.sockets[sid]
+            self.logger.warning("Application rejected connection")
+            return self._unauthorized(ret or None)
+
+        s.schedule_ping()
+
+        if transport == "websocket":
+            ret = await s.handle_get_request(environ)
+            if s.closed and sid in self.sockets:
+                del self.sockets[sid]
+            return ret
+        s.connected = True
+        headers = None
+        if self.cookie:
+            cookie = self.cookie if isinstance(self.cookie, dict) else {
+                "name": self.cookie, "path": "/", "SameSite": "Lax"}
+            headers = [("Set-Cookie", self._generate_sid_cookie(sid, cookie))]
+        try:
+            return self._ok(await s.poll(), headers=headers, jsonp_index=jsonp_index)
+        except eio_exceptions.QueueEmpty:
+            return self._bad_request()
+
+
+class DirectSocketServer(socketio.AsyncServer):
+    """python-socketio's server on ``DirectEngineServer``."""
+
+    def _engineio_server_class(self):
+        return DirectEngineServer
