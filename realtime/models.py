@@ -8,10 +8,14 @@ class SocketPayload(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
 
+# As over REST: no NUL characters in text we store (PostgreSQL cannot keep them).
+NO_NUL = r"^[^\x00]*$"
+
+
 class MessageSend(SocketPayload):
     conversation_id: StrictStr = Field(min_length=1, max_length=64)
-    body: StrictStr = Field(min_length=1, max_length=4000)
-    client_id: StrictStr = Field(min_length=1, max_length=100)
+    body: StrictStr = Field(min_length=1, max_length=4000, pattern=NO_NUL)
+    client_id: StrictStr = Field(min_length=1, max_length=100, pattern=NO_NUL)
 
 
 class MessageRead(SocketPayload):

@@ -15,6 +15,8 @@ BAD_PAYLOADS = [
     ("message:send", {"conversation_id": "c", "body": "x" * 4001, "client_id": "x"}),
     ("message:send", {"conversation_id": "c", "body": "hi"}),
     ("message:send", {"conversation_id": 5, "body": "hi", "client_id": "x"}),
+    ("message:send", {"conversation_id": "c", "body": "nul\x00here", "client_id": "x"}),
+    ("message:send", {"conversation_id": "c", "body": "hi", "client_id": "x\x00"}),
     ("message:read", {}),
     ("message:read", [1, 2]),
     ("message:read", {"conversation_id": "c", "message_id": None}),
