@@ -455,7 +455,7 @@ async def run_locust(processes: Processes, urls: dict[str, str], args, seed_file
             "--rest-hosts", hosts, "--socket-hosts", hosts, "--seed-file", str(seed_file),
             "--csv", str(RESULTS / "locust"), "--csv-full-history", "--only-summary",
             "--stop-timeout", "5", "--loglevel", "WARNING",
-            "--html", str(RESULTS / "locust.html")]
+            "--html", str(RESULTS / "locust.html"), *args.user_classes]
     started = time.monotonic()
     process = processes.start("locust", argv, env=env)
     budget = args.steps * args.step_seconds + 90
@@ -603,6 +603,9 @@ def main(argv: list[str] | None = None) -> None:
                         default=int(env("PULSE_BENCH_CAPACITY", "20000")),
                         help="idle sockets opened on one instance (0: skip)")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--user-classes", nargs="*", default=[],
+                        help="locust user classes to run (default: all; e.g. RestUser to "
+                             "measure the REST side alone)")
     parser.add_argument("--targets", default=str(report.DEFAULT_TARGETS))
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a target fails (default: report only)")
