@@ -450,7 +450,7 @@ async def run_locust(processes: Processes, urls: dict[str, str], args, seed_file
         "PULSE_SAMPLES_FILE": str(RESULTS / report.SAMPLES_CSV),
     }
     argv = [sys.executable, "-m", "locust", "-f",
-            f"{ROOT / 'loadtest' / 'locustfile.py'},{ROOT / 'loadtest' / 'shape.py'}",
+            f"{ROOT / args.locustfile},{ROOT / 'loadtest' / 'shape.py'}",
             "--headless", "--host", next(iter(urls.values())),
             "--rest-hosts", hosts, "--socket-hosts", hosts, "--seed-file", str(seed_file),
             "--csv", str(RESULTS / "locust"), "--csv-full-history", "--only-summary",
@@ -603,6 +603,9 @@ def main(argv: list[str] | None = None) -> None:
                         default=int(env("PULSE_BENCH_CAPACITY", "20000")),
                         help="idle sockets opened on one instance (0: skip)")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--locustfile", default="loadtest/locustfile.py",
+                        help="scenarios, relative to the repository (loadtest/hot_rows.py: "
+                             "every write on the same profile and post rows)")
     parser.add_argument("--user-classes", nargs="*", default=[],
                         help="locust user classes to run (default: all; e.g. RestUser to "
                              "measure the REST side alone)")
