@@ -9,7 +9,10 @@ def iso(moment: datetime | None) -> str | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif moment.utcoffset():
+        moment = moment.astimezone(timezone.utc)
+    # isoformat ends in "+00:00" here; twice as fast as strftime (20 per feed page).
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def utcnow() -> datetime:
