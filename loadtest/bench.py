@@ -450,12 +450,12 @@ async def run_locust(processes: Processes, urls: dict[str, str], args, seed_file
         "PULSE_SAMPLES_FILE": str(RESULTS / report.SAMPLES_CSV),
     }
     argv = [sys.executable, "-m", "locust", "-f",
-            f"{ROOT / 'loadtest' / 'locustfile.py'},{ROOT / 'loadtest' / 'shape.py'}",
+            f"{ROOT / args.locustfile},{ROOT / 'loadtest' / 'shape.py'}",
             "--headless", "--host", next(iter(urls.values())),
             "--rest-hosts", hosts, "--socket-hosts", hosts, "--seed-file", str(seed_file),
             "--csv", str(RESULTS / "locust"), "--csv-full-history", "--only-summary",
             "--stop-timeout", "5", "--loglevel", "WARNING",
-            "--html", str(RESULTS / "locust.html")]
+            "--html", str(RESULTS / "locust.html"), *args.user_classes]
     started = time.monotonic()
     process = processes.start("locust", argv, env=env)
     budget = args.steps * args.step_seconds + 90
@@ -603,6 +603,12 @@ def main(argv: list[str] | None = None) -> None:
                         default=int(env("PULSE_BENCH_CAPACITY", "20000")),
                         help="idle sockets opened on one instance (0: skip)")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--locustfile", default="loadtest/locustfile.py",
+                        help="scenarios, relative to the repository (loadtest/hot_rows.py: "
+                             "every write on the same profile and post rows)")
+    parser.add_argument("--user-classes", nargs="*", default=[],
+                        help="locust user classes to run (default: all; e.g. RestUser to "
+                             "measure the REST side alone)")
     parser.add_argument("--targets", default=str(report.DEFAULT_TARGETS))
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a target fails (default: report only)")

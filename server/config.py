@@ -97,6 +97,9 @@ class Settings:
     login_failures_per_address: int = 50
     login_failure_window_seconds: int = 15 * 60
     requests_per_token_per_minute: int = 6000
+    # How often each instance adds its per-token request counts to the shared window
+    # (0: on every request, exact across instances at a Redis round trip per request).
+    request_limit_sync_seconds: float = 1.0
     socket_sends_per_10_seconds: int = 100
 
     # Behind a reverse proxy (compose's nginx), take the client address from the last

@@ -157,9 +157,10 @@ class EventsService:
             delta = (status == "going") - (previous == "going")
             if delta > 0 and event["capacity"] is not None and going_count >= event["capacity"]:
                 raise Conflict("The event is full.")
-            await self.rsvps.upsert(conn, eid, uid, status)
             if delta:
-                going_count = await self.events.add_to_going_count(conn, eid, delta)
+                going_count = await self.rsvps.upsert_counting_going(conn, eid, uid, status, delta)
+            else:
+                await self.rsvps.upsert(conn, eid, uid, status)
             await self.outbox.add(conn, "event.rsvp", {
                 "event_id": str(eid), "host_id": str(event["host_id"]), "actor_id": user_id, "status": status,
             })

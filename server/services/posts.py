@@ -77,11 +77,12 @@ class PostsService:
         author = UUID(author_id)
         async with self.db.transaction() as conn:
             row = await self.posts.insert(conn, author, body)
-            await self.users_repo.add_to_counters(conn, author, posts=1)
             await self.outbox.add(conn, "post.created", {
                 "post_id": str(row["id"]), "author_id": author_id, "created_at": iso(row["created_at"]),
             })
             post = await self.posts.get_visible(conn, author, row["id"])
+            # The author's profile row (locked by follows of them too) last, before commit.
+            await self.users_repo.add_to_counters(conn, author, posts=1)
         await self.users.invalidate_profiles(author_id)
         if post is None:  # the author's account is no longer active
             raise NotFound("No such user.")
@@ -161,12 +162,13 @@ class PostsService:
             except asyncpg.ForeignKeyViolationError:  # the post was deleted meanwhile
                 raise NotFound(POST_NOT_FOUND) from None
             if changed:
-                # The row lock taken by this UPDATE serialises concurrent likes of a post:
-                # the count moves by exactly one per like row added or removed.
-                like_count = await self.posts.add_to_like_count(conn, pid, 1 if liked else -1)
                 await self.outbox.add(conn, "post.liked" if liked else "post.unliked", {
                     "post_id": str(pid), "post_author_id": str(author), "actor_id": actor_id,
                 })
+                # The row lock taken by this UPDATE serialises concurrent likes of a post:
+                # the count moves by exactly one per like row added or removed. Last before
+                # the commit, so a popular post's row is locked for as short as possible.
+                like_count = await self.posts.add_to_like_count(conn, pid, 1 if liked else -1)
             else:
                 like_count = await self.posts.get_like_count(conn, pid)
             if like_count is None:
@@ -185,12 +187,13 @@ class PostsService:
                 comment_id = await self.comments.insert(conn, pid, UUID(actor_id), body)
             except asyncpg.ForeignKeyViolationError:
                 raise NotFound(POST_NOT_FOUND) from None
-            await self.posts.add_to_comment_count(conn, pid, 1)
             await self.outbox.add(conn, "comment.created", {
                 "comment_id": str(comment_id), "post_id": str(pid), "post_author_id": str(author),
                 "actor_id": actor_id,
             })
             row = await self.comments.get_visible(conn, comment_id)
+            # The post's row lock (the hot one on a popular post) last, just before commit.
+            await self.posts.add_to_comment_count(conn, pid, 1)
         if row is None:
             raise NotFound("No such user.")
         return comment_dict(row)

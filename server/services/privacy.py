@@ -267,7 +267,7 @@ class PrivacyService:
     async def _purge_lock(self, wait_seconds: float) -> AsyncIterator[bool]:
         """One purge run at a time across instances (a session advisory lock held on one
         pooled connection); yields False when another run kept it ``wait_seconds``."""
-        async with self.db.connection() as lock_conn:
+        async with self.db.session() as lock_conn:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_seconds
             while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK_KEY):

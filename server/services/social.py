@@ -2,8 +2,8 @@
 
 Follow and unfollow change the follows row, both profiles' counters and the outbox in
 one transaction, so the counters stay exact under concurrent requests; the counter rows
-are updated in a fixed (id) order so two users following each other at once cannot
-deadlock.
+are updated last (the row locks are held only until the commit just after) and in a
+fixed (id) order so two users following each other at once cannot deadlock.
 """
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ class SocialService:
                 raise NotFound(NO_SUCH_USER)
             created = await self.follows.insert(conn, follower, followee)
             if created:
-                await self._add_to_counters(conn, follower, followee, +1)
                 await self.outbox.add(conn, "user.followed",
                                       {"follower_id": follower_id, "followee_id": str(followee)})
+                await self._add_to_counters(conn, follower, followee, +1)
         if created:
             await self.users_service.invalidate_profiles(follower_id, str(followee))
         return {"following": True}
@@ -56,9 +56,9 @@ class SocialService:
                 raise NotFound(NO_SUCH_USER)
             removed = await self.follows.delete(conn, follower, followee)
             if removed:
-                await self._add_to_counters(conn, follower, followee, -1)
                 await self.outbox.add(conn, "user.unfollowed",
                                       {"follower_id": follower_id, "followee_id": str(followee)})
+                await self._add_to_counters(conn, follower, followee, -1)
         if removed:
             await self.users_service.invalidate_profiles(follower_id, str(followee))
         return {"following": False}
@@ -127,9 +127,11 @@ class SocialService:
         return followee
 
     async def _add_to_counters(self, conn: asyncpg.Connection, follower: UUID, followee: UUID, delta: int) -> None:
-        changes = sorted([(follower, {"following": delta}), (followee, {"followers": delta})], key=lambda c: c[0])
-        for user_id, counters in changes:
-            await self.users.add_to_counters(conn, user_id, **counters)
+        """The last statement before commit: a popular user's profile row is the hottest
+        lock of a follow, so it is taken as late as possible and both rows go in one
+        round trip (in id order, so that crossing follows cannot deadlock)."""
+        await self.users.add_to_counters_in_order(conn, [
+            (follower, {"following": delta}), (followee, {"followers": delta})])
 
     async def _list(self, user_id: str, fetch, *, limit: int, cursor: str | None) -> dict[str, Any]:
         uid = parse_uuid(user_id)

@@ -24,6 +24,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release. asyncpg has already rolled back a transaction left open
+    and dropped listeners; its default reset then runs ``SELECT pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL`` — a round trip on every release, for session state
+    pooled connections never carry here (no SET, LISTEN, cursors; the one advisory lock
+    holder goes through ``Database.session()``, which resets itself)."""
+
+
 async def create_pool(dsn: str, settings: Settings, *, min_size: int | None = None) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn=dsn,
@@ -36,6 +44,7 @@ async def create_pool(dsn: str, settings: Settings, *, min_size: int | None = No
             "application_name": f"pulse:{settings.instance_id}"[:63],
         },
         init=_init_connection,
+        reset=_keep_session,
     )
 
 
@@ -85,6 +94,20 @@ class Database:
         """A primary connection outside a transaction (single statements, autocommit)."""
         async with self._acquire(self.primary) as conn:
             yield conn
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[asyncpg.Connection]:
+        """A primary connection for session state (advisory locks): fully reset before
+        it goes back to the pool, or closed when the reset does not complete."""
+        async with self._acquire(self.primary) as conn:
+            try:
+                yield conn
+            finally:
+                try:
+                    await conn.execute(conn.get_reset_query())
+                except BaseException:
+                    conn.terminate()  # the server ends the session and its locks
+                    raise
 
     @asynccontextmanager
     async def transaction(self, isolation: str = "read_committed") -> AsyncIterator[asyncpg.Connection]:

@@ -86,3 +86,24 @@ async def test_forwarded_address_counts_only_behind_a_trusted_proxy(start_app):
         status, _, _ = await api.request("POST", "/auth/login", json={"login": acct.username, "password": acct.password},
                                          headers={"X-Forwarded-For": "198.51.100.9"})
         assert status == 200
+
+
+async def test_per_token_limit_is_shared_by_instances(start_app):
+    # Synced on every request: the two instances see one window for the token.
+    namespace = fresh_namespace()
+    limits = {"namespace": namespace, "requests_per_token_per_minute": 5, "request_limit_sync_seconds": 0}
+    async with start_app(**limits) as api_a, start_app(**limits) as api_b:
+        acct = await api_a.register("shared")
+        on_a = [(await api_a.request("GET", "/users/me", token=acct.token))[0] for _ in range(3)]
+        on_b = [(await api_b.request("GET", "/users/me", token=acct.token))[0] for _ in range(3)]
+        assert on_a == [200] * 3 and on_b == [200, 200, 429]
+        status, body, resp = await api_a.request("GET", "/users/me", token=acct.token)
+        assert status == 429 and int(resp.headers["Retry-After"]) >= 1
+
+
+async def test_per_token_limit_counts_each_token_apart(start_app):
+    async with start_app(namespace=fresh_namespace(), requests_per_token_per_minute=3) as api:
+        first, second = await api.register("tok1"), await api.register("tok2")
+        assert [(await api.request("GET", "/users/me", token=first.token))[0] for _ in range(4)] == [200] * 3 + [429]
+        # Another token of another user is not held back by the first one's window.
+        assert (await api.request("GET", "/users/me", token=second.token))[0] == 200

@@ -128,6 +128,18 @@ class RsvpsRepo:
             event_id, user_id, status,
         )
 
+    async def upsert_counting_going(self, conn: asyncpg.Connection, event_id: UUID, user_id: UUID,
+                                    status: str, going_delta: int) -> int:
+        """``upsert`` and the event's going count moved by ``going_delta`` in one round
+        trip (the caller holds the event's row lock: one statement less under it).
+        Returns the new going count."""
+        return await conn.fetchval(
+            "WITH saved AS (INSERT INTO rsvps (event_id, user_id, status) VALUES ($1, $2, $3) "
+            "ON CONFLICT (event_id, user_id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()) "
+            "UPDATE events SET going_count = going_count + $4 WHERE id = $1 RETURNING going_count",
+            event_id, user_id, status, going_delta,
+        )
+
     async def delete(self, conn: asyncpg.Connection, event_id: UUID, user_id: UUID) -> str | None:
         """Removes the RSVP; returns the status it had (None if there was none)."""
         return await conn.fetchval(

@@ -93,6 +93,18 @@ class UsersRepo:
             user_id, followers, following, posts,
         )
 
+    async def add_to_counters_in_order(
+        self, conn: asyncpg.Connection, changes: list[tuple[UUID, dict[str, int]]]
+    ) -> None:
+        """Several users' counters in one round trip (a pipelined executemany), the rows
+        updated — and locked — in user id order whatever the order given."""
+        await conn.executemany(
+            "UPDATE profiles SET followers_count = followers_count + $2, following_count = following_count + $3, "
+            "posts_count = posts_count + $4 WHERE user_id = $1",
+            [(user_id, c.get("followers", 0), c.get("following", 0), c.get("posts", 0))
+             for user_id, c in sorted(changes, key=lambda change: change[0])],
+        )
+
     async def mark_pending_erasure(self, conn: asyncpg.Connection, user_id: UUID, purge_after: datetime) -> None:
         await conn.execute(
             "UPDATE users SET status = 'pending_erasure', erasure_requested_at = now(), purge_after = $2 WHERE id = $1",

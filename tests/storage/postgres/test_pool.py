@@ -1,0 +1,67 @@
+"""The pools: what a released connection keeps and loses (the reset on release is cheap,
+so it must still leave the next user a clean connection)."""
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from storage.postgres.pool import Database
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+LOCK_KEY = 424242
+
+
+async def _only_connection(settings) -> Database:
+    # One connection, so the next acquire gets the very connection released before.
+    return await Database.connect(settings.replace(pg_pool_min=1, pg_pool_max=1))
+
+
+async def _advisory_locks_held(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1", LOCK_KEY)
+    finally:
+        await conn.close()
+
+
+async def test_a_transaction_left_by_an_error_is_rolled_back_on_release(settings):
+    db = await _only_connection(settings)
+    try:
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            async with db.transaction() as conn:
+                await conn.execute("CREATE TEMP TABLE pool_probe (n int)")
+                await conn.fetchval("SELECT 1 / 0")
+        async with db.connection() as conn:
+            assert not conn.is_in_transaction()
+            # The failed transaction's table went with it.
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.pool_probe')") is None
+    finally:
+        await db.close()
+
+
+async def test_a_session_releases_its_advisory_lock(settings):
+    db = await _only_connection(settings)
+    try:
+        async with db.session() as conn:
+            assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY)
+            assert await _advisory_locks_held(settings.postgres_dsn) == 1
+        # Left locked on purpose: the session's reset unlocks it.
+        assert await _advisory_locks_held(settings.postgres_dsn) == 0
+        async with db.connection() as conn:
+            assert await conn.fetchval("SELECT 1") == 1  # the pool still serves
+    finally:
+        await db.close()
+
+
+async def test_a_session_left_by_an_error_still_releases_its_lock(settings):
+    db = await _only_connection(settings)
+    try:
+        with pytest.raises(RuntimeError):
+            async with db.session() as conn:
+                await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY)
+                raise RuntimeError("the holder failed")
+        assert await _advisory_locks_held(settings.postgres_dsn) == 0
+    finally:
+        await db.close()
