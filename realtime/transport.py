@@ -305,14 +305,14 @@ class DirectEngineServer(engineio.AsyncServer):
         s = DirectSocket(self, sid)
         self.sockets[sid] = s
 
-        pkt = eio_packet.Packet(eio_packet.OPEN, {
+        # Not held in a local: this frame lives as long as the websocket does.
+        await s.send(eio_packet.Packet(eio_packet.OPEN, {
             "sid": sid,
             "upgrades": self._upgrades(sid, transport),
             "pingTimeout": int(self.ping_timeout * 1000),
             "pingInterval": int(self.ping_interval + self.ping_interval_grace_period) * 1000,
             "maxPayload": self.max_http_buffer_size,
-        })
-        await s.send(pkt)
+        }))
 
         ret = await self._trigger_event("connect", sid, environ, run_async=False)
         if ret is not None and ret is not True:
