@@ -432,18 +432,49 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+class ClientGroups:
+    """Several ``Clients`` (one per server) driven as one."""
+
+    def __init__(self, groups: list[Clients]) -> None:
+        self.groups = groups
+
+    def wait_connected(self) -> tuple[int, int]:
+        results = [g.wait_connected() for g in self.groups]
+        return sum(c for c, _ in results), sum(e for _, e in results)
+
+    def reset(self) -> None:
+        for g in self.groups:
+            g.reset()
+
+    def report(self) -> tuple[int, list[float], int]:
+        received, lat, open_ = 0, [], 0
+        for g in self.groups:
+            r, l, o = g.report()
+            received += r
+            lat.extend(l)
+            open_ += o
+        return received, lat, open_
+
+    def stop(self) -> None:
+        for g in self.groups:
+            g.stop()
+
+
 async def measure_fanout(args) -> dict:
     import redis.asyncio as aioredis
     import socketio
 
     stores = Stores()
     await stores.setup()
-    proc, url = start_server(args.target, stores)
+    # --instances 2: users alternate between two servers on the same stores, so each
+    # group's deliveries cross instances through Redis (the publisher is neither).
+    servers = [start_server(args.target, stores) for _ in range(args.instances)]
+    procs = [proc for proc, _ in servers]
     clients = None
     try:
         auths, ids = await make_auths(args.target, stores, args.users, args.group)
         groups = [ids[i:i + args.group] for i in range(0, len(ids), args.group)]
-        clients = Clients(url, auths)
+        clients = ClientGroups([Clients(url, auths[k::len(servers)]) for k, (_, url) in enumerate(servers)])
         connected, errors = clients.wait_connected()
         await asyncio.sleep(2)
         redis = aioredis.from_url(REDIS_URL)
@@ -471,7 +502,7 @@ async def measure_fanout(args) -> dict:
         for phase in ("warmup", "run"):
             clients.reset()
             seconds = 2 if phase == "warmup" else args.seconds
-            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            cpu0, t0 = sum(cpu_seconds(p.pid) for p in procs), time.monotonic()
             sent = 0
             due = 0.0
             g = 0
@@ -487,12 +518,12 @@ async def measure_fanout(args) -> dict:
                 await asyncio.sleep(tick)
             elapsed = time.monotonic() - t0
             await asyncio.sleep(args.drain)
-            cpu1 = cpu_seconds(proc.pid)
+            cpu1 = sum(cpu_seconds(p.pid) for p in procs)
             received, lat, open_ = clients.report()
             if phase == "run":
                 expected = sent * args.group
                 results = {
-                    "target": args.target + ("+persist" if args.persist else ""),
+                    "target": args.target + ("+persist" if args.persist else ""), "instances": len(procs),
                     "users": args.users, "group": args.group, "connected": connected, "connect_errors": errors,
                     "offered_deliveries_per_s": round(expected / elapsed),
                     "delivered": received, "expected": expected,
@@ -509,7 +540,8 @@ async def measure_fanout(args) -> dict:
     finally:
         if clients is not None:
             clients.stop()
-        stop_server(proc)
+        for proc in procs:
+            stop_server(proc)
         stores.stop()
 
 
@@ -532,6 +564,7 @@ def main() -> None:
     f.add_argument("--drain", type=float, default=2.0)
     f.add_argument("--body", type=int, default=100)
     f.add_argument("--persist", action="store_true", help="pulse: offset log + publish (the chat path)")
+    f.add_argument("--instances", type=int, default=1, help="servers; users alternate between them")
     args = p.parse_args()
     run = measure_memory if args.cmd == "memory" else measure_fanout
     result = asyncio.run(run(args))
