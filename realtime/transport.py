@@ -219,14 +219,29 @@ class DirectSocket(async_socket.AsyncSocket):
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         await super().close(wait=wait and self._transport is None, abort=abort, reason=reason)
 
+    async def serve_websocket(self, environ: dict) -> Any:
+        """Serves a socket opened directly on the websocket transport from this one
+        coroutine (not engineio's handle_get_request → _upgrade_websocket → wrapper →
+        handler chain: each of those frames would be kept for the socket's lifetime)."""
+        connections = [c.strip() for c in environ.get("HTTP_CONNECTION", "").lower().split(",")]
+        if "upgrade" not in connections or self.upgraded:
+            return await self.handle_get_request(environ)  # engineio's answer to these
+        sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+        await sock.prepare(environ["aiohttp.request"])
+        await self._serve_direct(sock, environ)
+        return sock
+
     async def _websocket_handler(self, ws: Any) -> None:
         if self.connected:
             # An upgrade from long-polling: engineio's own path (queue + writer).
             await super()._websocket_handler(ws)
             return
+        environ, ws.environ = ws.environ, None
+        await self._serve_direct(ws._sock, environ)
+
+    async def _serve_direct(self, sock: web.WebSocketResponse, environ: dict) -> None:
         self.connected = True
         self.upgraded = True
-        sock: web.WebSocketResponse = ws._sock
         writer = sock._writer
         transport = writer.transport if writer is not None else None
         if transport is None:
@@ -244,10 +259,7 @@ class DirectSocket(async_socket.AsyncSocket):
         # The connect environ (every request header, WSGI style) would stay referenced by
         # the request's coroutine frames and python-socketio for the socket's lifetime.
         # Our connect handler does not read it (auth comes in the CONNECT packet).
-        environ = getattr(ws, "environ", None)
-        if environ is not None:
-            environ.clear()
-            ws.environ = None
+        environ.clear()
         max_size = self.server.max_http_buffer_size
         try:
             while True:
@@ -323,7 +335,7 @@ class DirectEngineServer(engineio.AsyncServer):
         s.schedule_ping()
 
         if transport == "websocket":
-            ret = await s.handle_get_request(environ)
+            ret = await s.serve_websocket(environ)
             if s.closed and sid in self.sockets:
                 del self.sockets[sid]
             return ret
