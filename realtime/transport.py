@@ -136,9 +136,9 @@ class Deadlines:
 
 
 class LeanWebSocket(aiohttp_driver.WebSocket):
-    """engineio's aiohttp websocket wrapper, without per-connection compression (a
-    permessage-deflate context is hundreds of KB per socket; frames go out uncompressed
-    anyway) and without keeping the connect environ."""
+    """engineio's aiohttp websocket wrapper (used for upgrades from long-polling; direct
+    websockets are served by ``DirectSocket.serve_websocket``), without per-connection
+    compression: a permessage-deflate context is hundreds of KB per socket."""
 
     async def __call__(self, environ: dict) -> web.WebSocketResponse:
         request = environ["aiohttp.request"]
