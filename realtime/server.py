@@ -39,7 +39,7 @@ NAMESPACE = "/"
 Held = list[tuple[str | None, eio_packet.Packet]]
 
 
-@dataclass
+@dataclass(slots=True)
 class SocketState:
     user_id: str
     eio_sid: str
@@ -50,10 +50,6 @@ class SocketState:
     # Newest offset this socket has been sent (or, at start, where it stands).
     last_offset: str | None = None
     starter: asyncio.Task | None = None
-
-
-def user_room(user_id: str) -> str:
-    return f"user:{user_id}"
 
 
 def _after(offset: str, than: str | None) -> bool:
@@ -73,7 +69,8 @@ class RealtimeServer:
         )
         self.sio.attach(app, socketio_path="socket.io")
         self.sockets: dict[str, SocketState] = {}
-        self.sockets_by_user: dict[str, set[str]] = {}
+        # A tuple, not a set: one socket per user is the common case (a set is ~200 bytes).
+        self.sockets_by_user: dict[str, tuple[str, ...]] = {}
         # Set by ``start`` (realtime_ctx), once the stores are up.
         self.offset_log: OffsetLog | None = None
         self.presence: InstancePresence | None = None
@@ -110,8 +107,7 @@ class RealtimeServer:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
         state = SocketState(user_id=user_id, eio_sid=eio_sid, eio_socket=self.sio.eio.sockets.get(eio_sid))
         self.sockets[sid] = state
-        self.sockets_by_user.setdefault(user_id, set()).add(sid)
-        await self.sio.enter_room(sid, user_room(user_id))
+        self.sockets_by_user[user_id] = (*self.sockets_by_user.get(user_id, ()), sid)
         self.app[appkeys.METRICS].socket_connections.inc()
         await self.presence.socket_opened(user_id)
         offset = auth.get("offset")
@@ -132,15 +128,21 @@ class RealtimeServer:
             return
         if state.starter is not None and not state.starter.done():
             state.starter.cancel()
-        sids = self.sockets_by_user.get(state.user_id)
-        if sids is not None:
-            sids.discard(sid)
-            if not sids:
-                del self.sockets_by_user[state.user_id]
+        sids = tuple(s for s in self.sockets_by_user.get(state.user_id, ()) if s != sid)
+        if sids:
+            self.sockets_by_user[state.user_id] = sids
+        else:
+            self.sockets_by_user.pop(state.user_id, None)
         self.app[appkeys.METRICS].socket_connections.dec()
         await self.presence.socket_closed(state.user_id)
 
     async def _start_socket(self, sid: str, state: SocketState, offset: Any) -> None:
+        try:
+            await self._start_socket_steps(sid, state, offset)
+        finally:
+            state.starter = None  # a finished task kept per socket is ~300 bytes for nothing
+
+    async def _start_socket_steps(self, sid: str, state: SocketState, offset: Any) -> None:
         for _ in range(200):  # the handshake is normally done at the first check
             if self.sio.manager.is_connected(sid, NAMESPACE) or sid not in self.sockets:
                 break
@@ -229,7 +231,7 @@ class RealtimeServer:
                     pkt = event_packet(message.event, message.data_json)
                     shared = (pkt, packet_frame(pkt))
                 pkt, frame = shared
-            for sid in tuple(sids):
+            for sid in sids:
                 state = self.sockets.get(sid)
                 if state is None:
                     continue
@@ -243,7 +245,7 @@ class RealtimeServer:
     async def _disconnect_users(self, user_ids: list[str]) -> None:
         """Their sessions are gone: a DISCONNECT packet tells clients not to reconnect."""
         for user_id in user_ids:
-            for sid in tuple(self.sockets_by_user.get(user_id, ())):
+            for sid in self.sockets_by_user.get(user_id, ()):
                 try:
                     await self.sio.disconnect(sid)
                 except Exception:  # noqa: BLE001 - a socket that is already gone
@@ -291,6 +293,8 @@ class RealtimeServer:
             except Exception:  # noqa: BLE001 - a socket that is already gone
                 pass
             await self.on_disconnect(sid)
+        self.sio.eio.ping_due.cancel()
+        self.sio.eio.pong_due.cancel()
 
     # --- client events -------------------------------------------------------------------
 

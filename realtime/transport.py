@@ -8,8 +8,14 @@ transport (what every standard client does by default):
 - packets are written straight to the socket's transport as ready-made websocket
   frames (no queue, no task switch); room fan-out encodes a frame once and writes the
   same bytes to every recipient (``write_frame``);
-- the receive loop awaits the websocket directly (no task per message);
-- pings are a timer (``call_later``), not a task.
+- the receive loop awaits the websocket directly (no task per message, no timeout
+  object per receive);
+- ping and pong deadlines of all sockets sit in two deques under two timers
+  (``Deadlines``), not a task or a TimerHandle per socket; an unanswered ping drops the
+  socket;
+- once live, the socket's engineio queue and connect environ are released, and no
+  permessage-deflate context is negotiated (``LeanWebSocket``): what stays per idle
+  socket is mostly aiohttp's request handler and its coroutine chain.
 
 Long-polling, and sockets that upgrade from polling to websocket, keep engineio's own
 code path (queue + writer). A client that does not read (its kernel and transport
@@ -19,6 +25,7 @@ reconnects and resumes from its offset.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import struct
 import time
@@ -28,6 +35,7 @@ import engineio
 import socketio
 from aiohttp import WSMsgType, web
 from engineio import async_socket, exceptions as eio_exceptions, packet as eio_packet
+from engineio.async_drivers import aiohttp as aiohttp_driver
 
 log = logging.getLogger("pulse.realtime.transport")
 
@@ -57,14 +65,98 @@ def packet_frame(pkt: eio_packet.Packet) -> bytes:
 PING_FRAME = ws_frame(eio_packet.Packet(eio_packet.PING).encode())
 
 
+class _SpentQueue:
+    """Stands in for engineio's per-socket ``asyncio.Queue`` once a socket writes
+    directly (an idle Queue with its Event and three deques is ~3 KB a socket). Nothing
+    is queued any more; what engineio still puts after the websocket ended is dropped,
+    as it would be by the stock writer, which has exited by then."""
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
+
+    def put_nowait(self, item: Any) -> None:
+        pass
+
+    async def put(self, item: Any) -> None:
+        pass
+
+    def get_nowait(self) -> Any:
+        raise asyncio.QueueEmpty
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        pass
+
+
+SPENT_QUEUE = _SpentQueue()
+
+
+class Deadlines:
+    """Sockets to check after one fixed delay, in one deque under one timer (instead of a
+    TimerHandle per socket): with the same delay for every entry, entries are appended
+    in due order, so only the head needs a timer."""
+
+    def __init__(self, delay: float, check: Any) -> None:
+        self.delay = delay
+        self.check = check  # check(sock, stamp), called once the delay has passed
+        self.entries: collections.deque[tuple[float, Any, Any]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, sock: Any, stamp: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.delay
+        self.entries.append((due, sock, stamp))
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        entries = self.entries
+        while entries and entries[0][0] <= now:
+            _, sock, stamp = entries.popleft()
+            try:
+                self.check(sock, stamp)
+            except Exception:  # noqa: BLE001 - one socket must not stop the others' checks
+                log.exception("socket timer check failed")
+        if entries:
+            self._timer = loop.call_at(entries[0][0], self._fire)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.entries.clear()
+
+
+class LeanWebSocket(aiohttp_driver.WebSocket):
+    """engineio's aiohttp websocket wrapper (used for upgrades from long-polling; direct
+    websockets are served by ``DirectSocket.serve_websocket``), without per-connection
+    compression: a permessage-deflate context is hundreds of KB per socket."""
+
+    async def __call__(self, environ: dict) -> web.WebSocketResponse:
+        request = environ["aiohttp.request"]
+        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+        await self._sock.prepare(request)
+        self.environ = environ
+        await self.handler(self)
+        return self._sock
+
+
 class DirectSocket(async_socket.AsyncSocket):
     """An engineio socket that writes websocket frames directly once it is live."""
 
     # Set while the socket is live on its own websocket; None for polling/upgrades.
     _transport: asyncio.Transport | None = None
     _ws: web.WebSocketResponse | None = None
-    _ping_timer: asyncio.TimerHandle | None = None
     _ping_task: asyncio.Task | None = None
+    _timed_out = False
 
     @property
     def direct(self) -> bool:
@@ -96,15 +188,25 @@ class DirectSocket(async_socket.AsyncSocket):
         # As stock: a new ping cycle starts once the previous one was answered.
         if self.last_ping:
             self.last_ping = None
-            self._ping_timer = asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
+            self.server.ping_due.add(self)
 
-    def _ping_due(self) -> None:
-        self._ping_timer = None
+    def ping_due(self) -> None:
         if self.closing or self.closed:
             return
-        self.last_ping = time.time()
-        if not self.write_frame(PING_FRAME):  # polling: through the queue
+        self.last_ping = stamp = time.time()
+        if self.write_frame(PING_FRAME):
+            # The receive loop has no timeout of its own: an unanswered ping ends it.
+            self.server.pong_due.add(self, stamp)
+        else:  # polling: through the queue (engineio's poll timeout covers the rest)
             self._ping_task = asyncio.ensure_future(self.send(eio_packet.Packet(eio_packet.PING)))
+
+    def pong_due(self, stamp: float) -> None:
+        """The ping sent at ``stamp`` is unanswered after ``ping_timeout``: the client is gone."""
+        if self.last_ping != stamp or self._transport is None or self.closing or self.closed:
+            return
+        log.info("socket %s did not answer a ping; dropping it", self.sid)
+        self._timed_out = True
+        self._transport.abort()  # the receive loop ends and closes the socket
 
     async def close_transport(self) -> None:
         """Ends the connection without a CLOSE packet: clients take it as a transport
@@ -116,18 +218,30 @@ class DirectSocket(async_socket.AsyncSocket):
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         await super().close(wait=wait and self._transport is None, abort=abort, reason=reason)
-        if self._ping_timer is not None:
-            self._ping_timer.cancel()
-            self._ping_timer = None
+
+    async def serve_websocket(self, environ: dict) -> Any:
+        """Serves a socket opened directly on the websocket transport from this one
+        coroutine (not engineio's handle_get_request → _upgrade_websocket → wrapper →
+        handler chain: each of those frames would be kept for the socket's lifetime)."""
+        connections = [c.strip() for c in environ.get("HTTP_CONNECTION", "").lower().split(",")]
+        if "upgrade" not in connections or self.upgraded:
+            return await self.handle_get_request(environ)  # engineio's answer to these
+        sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+        await sock.prepare(environ["aiohttp.request"])
+        await self._serve_direct(sock, environ)
+        return sock
 
     async def _websocket_handler(self, ws: Any) -> None:
         if self.connected:
             # An upgrade from long-polling: engineio's own path (queue + writer).
             await super()._websocket_handler(ws)
             return
+        environ, ws.environ = ws.environ, None
+        await self._serve_direct(ws._sock, environ)
+
+    async def _serve_direct(self, sock: web.WebSocketResponse, environ: dict) -> None:
         self.connected = True
         self.upgraded = True
-        sock: web.WebSocketResponse = ws._sock
         writer = sock._writer
         transport = writer.transport if writer is not None else None
         if transport is None:
@@ -139,17 +253,17 @@ class DirectSocket(async_socket.AsyncSocket):
             self.queue.task_done()
             if pkt is not None:
                 transport.write(packet_frame(pkt))
+        self.queue = SPENT_QUEUE
         self._transport = transport
         self._ws = sock
-        timeout = self.server.ping_interval + self.server.ping_timeout
+        # The connect environ (every request header, WSGI style) would stay referenced by
+        # the request's coroutine frames and python-socketio for the socket's lifetime.
+        # Our connect handler does not read it (auth comes in the CONNECT packet).
+        environ.clear()
         max_size = self.server.max_http_buffer_size
         try:
             while True:
-                try:
-                    async with asyncio.timeout(timeout):
-                        msg = await sock.receive()
-                except TimeoutError:
-                    break
+                msg = await sock.receive()
                 if msg.type is not WSMsgType.TEXT and msg.type is not WSMsgType.BINARY:
                     break
                 if len(msg.data) > max_size:
@@ -172,7 +286,8 @@ class DirectSocket(async_socket.AsyncSocket):
                     await sock.close()
                 except Exception:  # noqa: BLE001 - the peer is gone already
                     pass
-        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        reason = self.server.reason.PING_TIMEOUT if self._timed_out else self.server.reason.TRANSPORT_CLOSE
+        await self.close(wait=False, abort=True, reason=reason)
 
 
 class DirectEngineServer(engineio.AsyncServer):
@@ -181,6 +296,15 @@ class DirectEngineServer(engineio.AsyncServer):
     def __init__(self, *args: Any, max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_buffered_bytes = max_buffered_bytes
+        self._async = {**self._async, "websocket": LeanWebSocket}
+        # Ping and pong deadlines of all direct sockets: two timers, not one per socket.
+        self.ping_due = Deadlines(self.ping_interval, lambda sock, _: sock.ping_due())
+        self.pong_due = Deadlines(self.ping_timeout, lambda sock, stamp: sock.pong_due(stamp))
+
+    async def shutdown(self) -> None:
+        self.ping_due.cancel()
+        self.pong_due.cancel()
+        await super().shutdown()
 
     async def _handle_connect(self, environ, transport, jsonp_index=None):
         """engineio 4's ``_handle_connect``, creating a ``DirectSocket`` (engineio names
@@ -193,14 +317,14 @@ class DirectEngineServer(engineio.AsyncServer):
         s = DirectSocket(self, sid)
         self.sockets[sid] = s
 
-        pkt = eio_packet.Packet(eio_packet.OPEN, {
+        # Not held in a local: this frame lives as long as the websocket does.
+        await s.send(eio_packet.Packet(eio_packet.OPEN, {
             "sid": sid,
             "upgrades": self._upgrades(sid, transport),
             "pingTimeout": int(self.ping_timeout * 1000),
             "pingInterval": int(self.ping_interval + self.ping_interval_grace_period) * 1000,
             "maxPayload": self.max_http_buffer_size,
-        })
-        await s.send(pkt)
+        }))
 
         ret = await self._trigger_event("connect", sid, environ, run_async=False)
         if ret is not None and ret is not True:
@@ -211,7 +335,7 @@ class DirectEngineServer(engineio.AsyncServer):
         s.schedule_ping()
 
         if transport == "websocket":
-            ret = await s.handle_get_request(environ)
+            ret = await s.serve_websocket(environ)
             if s.closed and sid in self.sockets:
                 del self.sockets[sid]
             return ret

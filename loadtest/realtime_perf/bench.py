@@ -296,11 +296,28 @@ class Stores:
             self.mongo.wait(10)
 
 
-def start_server(target: str, stores: Stores) -> tuple[subprocess.Popen, str]:
+# With ``--trace``: the server runs under tracemalloc, and each SIGUSR1 writes a snapshot
+# (plus live object counts by type) to TRACE_DIR/N.*, so the bench can diff them.
+TRACE_DIR = Path("/tmp/realtime_perf_trace")
+TRACE_HOOK = (
+    "import tracemalloc, signal, gc, pickle, collections, itertools; tracemalloc.start(12)\n"
+    "_n = itertools.count()\n"
+    "def _dump(*_):\n"
+    "    i = next(_n); gc.collect()\n"
+    "    tracemalloc.take_snapshot().dump(f'" + str(TRACE_DIR) + "/{i}.snap')\n"
+    "    c = collections.Counter(f'{type(o).__module__}.{type(o).__qualname__}' for o in gc.get_objects())\n"
+    "    pickle.dump(dict(c), open(f'" + str(TRACE_DIR) + "/{i}.types', 'wb'))\n"
+    "    open(f'" + str(TRACE_DIR) + "/{i}.done', 'w').close()\n"
+    "signal.signal(signal.SIGUSR1, _dump)\n"
+)
+
+
+def start_server(target: str, stores: Stores, trace: bool = False) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = open(f"/tmp/realtime_perf_{target}.log", "ab")
     if target == "pulse":
         cmd = [sys.executable, "-c",
+               (TRACE_HOOK if trace else "") +
                "import resource,sys; s,h=resource.getrlimit(resource.RLIMIT_NOFILE); "
                "resource.setrlimit(resource.RLIMIT_NOFILE,(h,h)); "
                "from server.cli import main; sys.exit(main(['serve']))"]
@@ -336,10 +353,45 @@ async def make_auths(target: str, stores: Stores, n: int, group: int) -> tuple[l
 
 # --- the measurements -------------------------------------------------------------------------
 
+async def trace_snapshot(proc: subprocess.Popen, i: int) -> None:
+    proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 60
+    while not (TRACE_DIR / f"{i}.done").exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("no trace snapshot")
+        await asyncio.sleep(0.5)
+
+
+def trace_report(n: int, top: int = 25) -> None:
+    """Per-connection allocations (tracemalloc diff by traceback) and objects (by type)."""
+    import pickle
+    import tracemalloc
+
+    before = tracemalloc.Snapshot.load(str(TRACE_DIR / "0.snap"))
+    after = tracemalloc.Snapshot.load(str(TRACE_DIR / "1.snap"))
+    diff = after.compare_to(before, "traceback")
+    total = sum(d.size_diff for d in diff)
+    print(f"# tracemalloc: {total / n:.0f} B per connection traced (Python allocations)", file=sys.stderr)
+    for d in diff[:top]:
+        print(f"# {d.size_diff / n:8.0f} B {d.count_diff / n:6.2f} blocks/conn", file=sys.stderr)
+        for frame in list(d.traceback)[-6:]:
+            print(f"#     {frame.filename.split('site-packages/')[-1]}:{frame.lineno}", file=sys.stderr)
+    t0 = pickle.load(open(TRACE_DIR / "0.types", "rb"))
+    t1 = pickle.load(open(TRACE_DIR / "1.types", "rb"))
+    counts = sorted(((t1.get(k, 0) - t0.get(k, 0)) / n, k) for k in t1)
+    print("# gc-tracked objects per connection, by type:", file=sys.stderr)
+    for per, k in reversed(counts[-30:]):
+        print(f"# {per:6.2f} {k}", file=sys.stderr)
+
+
 async def measure_memory(args) -> dict:
     stores = Stores()
     await stores.setup()
-    proc, url = start_server(args.target, stores)
+    if args.trace:
+        import shutil
+        shutil.rmtree(TRACE_DIR, ignore_errors=True)
+        TRACE_DIR.mkdir()
+    proc, url = start_server(args.target, stores, trace=args.trace)
     clients = None
     try:
         auths, _ = await make_auths(args.target, stores, args.n + 50, 100)
@@ -347,16 +399,23 @@ async def measure_memory(args) -> dict:
         warm = Clients(url, auths[:50])
         warm.wait_connected()
         await asyncio.sleep(2)
+        if args.trace:
+            await trace_snapshot(proc, 0)
         before = rss_kib(proc.pid)
         clients = Clients(url, auths[50:])
         connected, errors = clients.wait_connected()
         await asyncio.sleep(args.settle)
         after = rss_kib(proc.pid)
+        if args.trace:
+            await trace_snapshot(proc, 1)
+            trace_report(connected)
         _, _, still_open = clients.report()
         result = {
             "target": args.target, "n_requested": args.n, "connected": connected, "open_after_settle": still_open,
             "connect_errors": errors, "rss_before_kib": before, "rss_after_kib": after,
             "kib_per_connection": round((after - before) / max(1, connected), 2),
+            # Sockets that connected after the wait (slow handshakes under a big burst) count too.
+            "kib_per_open_connection": round((after - before) / max(1, still_open), 2),
         }
         clients.stop()
         warm.stop()
@@ -373,18 +432,49 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+class ClientGroups:
+    """Several ``Clients`` (one per server) driven as one."""
+
+    def __init__(self, groups: list[Clients]) -> None:
+        self.groups = groups
+
+    def wait_connected(self) -> tuple[int, int]:
+        results = [g.wait_connected() for g in self.groups]
+        return sum(c for c, _ in results), sum(e for _, e in results)
+
+    def reset(self) -> None:
+        for g in self.groups:
+            g.reset()
+
+    def report(self) -> tuple[int, list[float], int]:
+        received, lat, open_ = 0, [], 0
+        for g in self.groups:
+            r, l, o = g.report()
+            received += r
+            lat.extend(l)
+            open_ += o
+        return received, lat, open_
+
+    def stop(self) -> None:
+        for g in self.groups:
+            g.stop()
+
+
 async def measure_fanout(args) -> dict:
     import redis.asyncio as aioredis
     import socketio
 
     stores = Stores()
     await stores.setup()
-    proc, url = start_server(args.target, stores)
+    # --instances 2: users alternate between two servers on the same stores, so each
+    # group's deliveries cross instances through Redis (the publisher is neither).
+    servers = [start_server(args.target, stores) for _ in range(args.instances)]
+    procs = [proc for proc, _ in servers]
     clients = None
     try:
         auths, ids = await make_auths(args.target, stores, args.users, args.group)
         groups = [ids[i:i + args.group] for i in range(0, len(ids), args.group)]
-        clients = Clients(url, auths)
+        clients = ClientGroups([Clients(url, auths[k::len(servers)]) for k, (_, url) in enumerate(servers)])
         connected, errors = clients.wait_connected()
         await asyncio.sleep(2)
         redis = aioredis.from_url(REDIS_URL)
@@ -412,7 +502,7 @@ async def measure_fanout(args) -> dict:
         for phase in ("warmup", "run"):
             clients.reset()
             seconds = 2 if phase == "warmup" else args.seconds
-            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            cpu0, t0 = sum(cpu_seconds(p.pid) for p in procs), time.monotonic()
             sent = 0
             due = 0.0
             g = 0
@@ -428,12 +518,12 @@ async def measure_fanout(args) -> dict:
                 await asyncio.sleep(tick)
             elapsed = time.monotonic() - t0
             await asyncio.sleep(args.drain)
-            cpu1 = cpu_seconds(proc.pid)
+            cpu1 = sum(cpu_seconds(p.pid) for p in procs)
             received, lat, open_ = clients.report()
             if phase == "run":
                 expected = sent * args.group
                 results = {
-                    "target": args.target + ("+persist" if args.persist else ""),
+                    "target": args.target + ("+persist" if args.persist else ""), "instances": len(procs),
                     "users": args.users, "group": args.group, "connected": connected, "connect_errors": errors,
                     "offered_deliveries_per_s": round(expected / elapsed),
                     "delivered": received, "expected": expected,
@@ -450,7 +540,8 @@ async def measure_fanout(args) -> dict:
     finally:
         if clients is not None:
             clients.stop()
-        stop_server(proc)
+        for proc in procs:
+            stop_server(proc)
         stores.stop()
 
 
@@ -462,6 +553,8 @@ def main() -> None:
     m.add_argument("--target", choices=["pulse", "bare"], default="pulse")
     m.add_argument("--n", type=int, default=5000)
     m.add_argument("--settle", type=float, default=5.0)
+    m.add_argument("--trace", action="store_true",
+                   help="pulse: tracemalloc + object counts per connection (on stderr; RSS is then inflated)")
     f = sub.add_parser("fanout")
     f.add_argument("--target", choices=["pulse", "bare"], default="pulse")
     f.add_argument("--users", type=int, default=2000)
@@ -471,6 +564,7 @@ def main() -> None:
     f.add_argument("--drain", type=float, default=2.0)
     f.add_argument("--body", type=int, default=100)
     f.add_argument("--persist", action="store_true", help="pulse: offset log + publish (the chat path)")
+    f.add_argument("--instances", type=int, default=1, help="servers; users alternate between them")
     args = p.parse_args()
     run = measure_memory if args.cmd == "memory" else measure_fanout
     result = asyncio.run(run(args))

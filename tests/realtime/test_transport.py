@@ -4,13 +4,17 @@ long-polling clients and clients upgrading from polling keep working through
 engineio's own path, events and acks alike."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import uuid
 
+import aiohttp
 import pytest
 
-from realtime.transport import DirectSocket, ws_frame
+from realtime.transport import SPENT_QUEUE, Deadlines, DirectSocket, ws_frame
 from storage.redis.offset_log import parse_offset
-from tests.realtime.conftest import SocketClient
+from tests.realtime.conftest import SocketClient, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -88,3 +92,79 @@ async def test_client_upgrading_from_polling_gets_events(api, instance_a):
         assert answer["ok"] is True
     finally:
         await client.close()
+
+
+async def raw_socket(session, url: str, token: str, **ws_options):
+    """A bare Engine.IO/Socket.IO websocket (no client library answering pings for us)."""
+    ws = await session.ws_connect(url + "/socket.io/?EIO=4&transport=websocket", **ws_options)
+    opened = await ws.receive(timeout=10)
+    assert opened.data.startswith("0")
+    await ws.send_str("40" + json.dumps({"token": token}))
+    connected = await ws.receive(timeout=10)
+    assert connected.data.startswith("40")
+    return ws
+
+
+@contextlib.contextmanager
+def fast_pings(eio, interval: float, timeout: float):
+    """Short ping deadlines on a running server (each Deadlines has one fixed delay)."""
+    saved = eio.ping_due, eio.pong_due
+    eio.ping_due = Deadlines(interval, lambda sock, _: sock.ping_due())
+    eio.pong_due = Deadlines(timeout, lambda sock, stamp: sock.pong_due(stamp))
+    try:
+        yield
+    finally:
+        eio.ping_due, eio.pong_due = saved
+
+
+async def test_a_socket_that_does_not_answer_pings_is_dropped_and_one_that_does_stays(api, instance_a):
+    mute, chatty = await api.register("tpg"), await api.register("tpg")
+    realtime = instance_a.realtime
+    with fast_pings(realtime.sio.eio, 0.3, 0.3):
+        async with aiohttp.ClientSession() as session:
+            mute_ws = await raw_socket(session, instance_a.url, mute.token)
+            chatty_ws = await raw_socket(session, instance_a.url, chatty.token)
+
+            async def answer_pings() -> None:
+                async for msg in chatty_ws:
+                    if msg.data == "2":
+                        await chatty_ws.send_str("3")
+
+            answering = asyncio.create_task(answer_pings())
+            try:
+                async def mute_gone() -> bool:
+                    return mute.id not in realtime.sockets_by_user
+
+                await eventually(mute_gone)
+                assert chatty.id in realtime.sockets_by_user  # answered several pings meanwhile
+                closed = await mute_ws.receive(timeout=10)
+                assert closed.data == "2"  # the unanswered ping, then the end
+                closed = await mute_ws.receive(timeout=10)
+                assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+            finally:
+                answering.cancel()
+                await chatty_ws.close()
+                await mute_ws.close()
+
+        async def chatty_gone() -> bool:
+            return chatty.id not in realtime.sockets_by_user
+
+        await eventually(chatty_gone)
+
+
+async def test_live_websocket_keeps_no_queue_environ_or_deflate(api, instance_a, clients):
+    erin = await api.register("tlw")
+    async with aiohttp.ClientSession() as session:
+        # A browser-like client offers permessage-deflate; the server declines it.
+        ws = await raw_socket(session, instance_a.url, erin.token, compress=15)
+        try:
+            assert ws.compress == 0
+            state = next(s for s in instance_a.realtime.sockets.values() if s.user_id == erin.id)
+            sock = state.eio_socket
+            assert sock.direct and sock.queue is SPENT_QUEUE
+            assert instance_a.realtime.sio.environ[state.eio_sid] == {}
+            await instance_a.pusher.push([erin.id], "notification:new", note("after"))
+            msg = await ws.receive(timeout=10)
+            assert msg.data.startswith('42["notification:new"') and '"after"' in msg.data
+        finally:
+            await ws.close()
