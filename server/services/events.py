@@ -105,11 +105,7 @@ class EventsService:
             if required in changes and changes[required] is None:
                 raise ValidationFailed("The request body is not valid.", [FieldError(required, "cannot be null")])
         async with self.db.transaction() as conn:
-            current = await self.events.lock(conn, eid)
-            if current is None:
-                raise NotFound(NO_SUCH_EVENT)
-            if str(current["host_id"]) != user_id:
-                raise Forbidden("Only the host can change an event.")
+            current = await self._lock_as_host(conn, eid, user_id, "Only the host can change an event.")
             # Checked against the stored values the change leaves in place.
             _check_times(changes.get("starts_at", current["starts_at"]),
                          changes["ends_at"] if "ends_at" in changes else current["ends_at"])
@@ -123,15 +119,21 @@ class EventsService:
             my_rsvp = await self.rsvps.get_status(conn, eid, UUID(user_id))
         return event_dict(row, my_rsvp)
 
+    async def _lock_as_host(self, conn: asyncpg.Connection, eid: UUID, user_id: str,
+                            forbidden: str) -> asyncpg.Record:
+        """The event's row, locked for this transaction; 404 if none, 403 unless hosted by the user."""
+        current = await self.events.lock(conn, eid)
+        if current is None:
+            raise NotFound(NO_SUCH_EVENT)
+        if str(current["host_id"]) != user_id:
+            raise Forbidden(forbidden)
+        return current
+
     async def cancel(self, user_id: str, event_id: str) -> None:
         """Deletes the event (host only); attendees hear of it through ``event.cancelled``."""
         eid = _event_id(event_id)
         async with self.db.transaction() as conn:
-            current = await self.events.lock(conn, eid)
-            if current is None:
-                raise NotFound(NO_SUCH_EVENT)
-            if str(current["host_id"]) != user_id:
-                raise Forbidden("Only the host can cancel an event.")
+            current = await self._lock_as_host(conn, eid, user_id, "Only the host can cancel an event.")
             attendee_ids = await self.rsvps.attendee_ids(conn, eid)
             await self.events.delete(conn, eid)
             await self.outbox.add(conn, "event.cancelled", {

@@ -73,21 +73,35 @@ class NotificationsService:
     ) -> dict[str, Any] | None:
         """Store a notification and push it; None (nothing stored or pushed) when this
         user already has one from ``source_id``."""
+        created = await self.notify_many([user_id], kind, message, source_id=source_id, post_id=post_id,
+                                         actor_id=actor_id, event_id=event_id, conversation_id=conversation_id)
+        return created[0] if created else None
+
+    async def notify_many(
+        self, user_ids: list[str], kind: str, message: str, *, source_id: str, post_id: str | None = None,
+        actor_id: str | None = None, event_id: str | None = None, conversation_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The same notification for each user (the actor checked once for all of them);
+        returns those stored and pushed, leaving out users who already had one from
+        ``source_id``."""
         if actor_id and not await self.users.exists(actor_id):
             # The actor is pending erasure or purged (the event was still in flight): no
             # notification names them; a cancelled event is still announced, anonymously.
             if kind != "event_cancelled":
-                return None
+                return []
             actor_id = None
         metadata = {k: v for k, v in (("postId", post_id), ("actorId", actor_id), ("eventId", event_id),
                                       ("conversationId", conversation_id)) if v}
-        doc = {"_id": ObjectId(), "userId": user_id, "type": kind, "message": message, "read": False,
-               "createdAt": mongo_now(), "metadata": metadata, "sourceId": source_id}
-        if not await self.notifications.insert(doc):
-            return None
-        notification = notification_dict(doc)
-        await self._push(user_id, notification)
-        return notification
+        created = []
+        for user_id in user_ids:
+            doc = {"_id": ObjectId(), "userId": user_id, "type": kind, "message": message, "read": False,
+                   "createdAt": mongo_now(), "metadata": metadata, "sourceId": source_id}
+            if not await self.notifications.insert(doc):
+                continue
+            notification = notification_dict(doc)
+            await self._push(user_id, notification)
+            created.append(notification)
+        return created
 
     async def _push(self, user_id: str, notification: dict[str, Any]) -> None:
         if self.pusher is None:
@@ -110,10 +124,9 @@ class NotificationsService:
         if not recipients:
             return
         name = await self._name_of(sender_id)
-        for recipient in recipients:
-            await self.notify(recipient, "message", f"New message from {name}",
-                              source_id=f"message:{message['id']}", actor_id=sender_id,
-                              conversation_id=message["conversation_id"])
+        await self.notify_many(recipients, "message", f"New message from {name}",
+                               source_id=f"message:{message['id']}", actor_id=sender_id,
+                               conversation_id=message["conversation_id"])
 
     # --- domain event handlers (at least once: idempotent on the event id) -------------
 
@@ -159,11 +172,9 @@ class NotificationsService:
     async def on_event_cancelled(self, event: DomainEvent) -> None:
         p = event.payload
         title = p.get("title") or "An event"
-        for attendee in p.get("attendee_ids") or []:
-            if attendee == p["host_id"]:
-                continue
-            await self.notify(attendee, "event_cancelled", f"{title} was cancelled", source_id=event.id,
-                              event_id=p["event_id"], actor_id=p["host_id"])
+        attendees = [a for a in p.get("attendee_ids") or [] if a != p["host_id"]]
+        await self.notify_many(attendees, "event_cancelled", f"{title} was cancelled", source_id=event.id,
+                               event_id=p["event_id"], actor_id=p["host_id"])
 
     async def handle(self, event: DomainEvent) -> None:
         handler = {
