@@ -33,6 +33,7 @@ from pathlib import Path
 import aiohttp
 
 from loadtest import report
+from storage.embedded.launcher import SECANTUS_URL_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -131,7 +132,7 @@ class Stores:
 
     @property
     def mongo_url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.mongo_port}/?directConnection=true"
+        return f"mongodb://127.0.0.1:{self.mongo_port}/?{SECANTUS_URL_OPTIONS}"
 
     @property
     def amqp_url(self) -> str:

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import orjson
 
+from storage.embedded.launcher import SECANTUS_URL_OPTIONS
+
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_DB = "pulse_perf"
@@ -252,7 +254,7 @@ class Stores:
         env.update({
             "PULSE_POSTGRES_DSN": f"postgresql://postgres@127.0.0.1:5432/{PG_DB}",
             "PULSE_REDIS_URL": REDIS_URL,
-            "PULSE_MONGO_URL": f"mongodb://127.0.0.1:{self.mongo_port}",
+            "PULSE_MONGO_URL": f"mongodb://127.0.0.1:{self.mongo_port}/?{SECANTUS_URL_OPTIONS}",
             "PULSE_MONGO_DB": "pulse_perf",
             "PULSE_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
             "PULSE_AMQP_EXCHANGE": "pulse.perf.events",
