@@ -180,23 +180,28 @@ class MessagingService:
         if errors:
             raise ValidationFailed("The message is not valid.", errors)
         conversation = await self._member_conversation(user_id, conversation_id)
-        if client_id is not None:
-            existing = await self.messages.get_by_client_id(user_id, client_id)
-            if existing is not None:
-                return await self._retried(existing, conversation)
+        # No look-up of client_id first: the unique (senderId, clientId) index tells a retry
+        # apart on insert, which saves a round trip on every first attempt.
         doc = {
             "_id": ObjectId(), "conversationId": str(conversation["_id"]), "senderId": user_id, "body": body,
             "clientId": client_id or uuid.uuid4().hex, "createdAt": mongo_now(),
         }
         if not await self.messages.insert(doc):
-            # A concurrent retry stored it first: the unique (senderId, clientId) index decides.
+            # A retry, or a concurrent one stored it first.
             existing = await self.messages.get_by_client_id(user_id, doc["clientId"])
             if existing is None:  # pragma: no cover - the index said it exists
                 raise NotFound("No such message.")
             return await self._retried(existing, conversation)
-        await self._after_store(doc, conversation)
         message = message_dict(doc)
-        await self._fan_out(message, list(conversation["memberIds"]))
+        member_ids = list(conversation["memberIds"])
+        # Stored is what counts: members get it while the conversation's last message and the
+        # sender's read position are updated (a failure there is repaired by a retry, which
+        # runs _after_store again and pushes nothing).
+        await asyncio.gather(
+            self._after_store(doc, conversation),
+            self._push(member_ids, "message:new", {"message": message}),
+        )
+        await self._notify_offline(message, member_ids)
         return message, True
 
     async def _retried(self, existing: dict[str, Any], conversation: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -208,12 +213,14 @@ class MessagingService:
         return message_dict(existing), False
 
     async def _after_store(self, doc: dict[str, Any], conversation: dict[str, Any]) -> None:
-        await self.conversations.record_message(conversation["_id"], doc)
-        # Sending means the sender has seen the conversation up to here.
-        await self.conversations.advance_read(conversation["_id"], doc["senderId"], doc["_id"], doc["createdAt"])
+        # Two conditional updates of one document, independent of each other: sent together.
+        await asyncio.gather(
+            self.conversations.record_message(conversation["_id"], doc),
+            # Sending means the sender has seen the conversation up to here.
+            self.conversations.advance_read(conversation["_id"], doc["senderId"], doc["_id"], doc["createdAt"]),
+        )
 
-    async def _fan_out(self, message: dict[str, Any], member_ids: list[str]) -> None:
-        await self._push(member_ids, "message:new", {"message": message})
+    async def _notify_offline(self, message: dict[str, Any], member_ids: list[str]) -> None:
         recipients = [m for m in member_ids if m != message["sender_id"]]
         if not recipients:
             return
