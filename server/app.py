@@ -29,7 +29,7 @@ from server.services.privacy_registry import PrivacyDeps, build_erasure_steps, b
 from server.services.rate_limits import RateLimits
 from server.services.social import SocialService
 from server.services.users import UsersService
-from storage.mongo.client import create_mongo, ensure_indexes, ensure_indexes_until_done
+from storage.mongo.client import CommandTimer, create_mongo, ensure_indexes, ensure_indexes_until_done
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
@@ -67,7 +67,7 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
-    client, db = create_mongo(settings)
+    client, db = create_mongo(settings, listeners=[CommandTimer(app[appkeys.METRICS].observe_mongo_command)])
     app[appkeys.MONGO_CLIENT] = client
     app[appkeys.MONGO_DB] = db
     retry: asyncio.Task | None = None

@@ -21,6 +21,10 @@ class _PoolCollector:
             family = GaugeMetricFamily(f"pulse_pg_pool_{key}", f"PostgreSQL primary pool: {key} connections")
             family.add_metric([], stats[key])
             yield family
+        yield GaugeMetricFamily("pulse_pg_pool_in_use_peak", "PostgreSQL primary pool: most connections in "
+                                "use at once since the process started", value=stats["in_use_peak"])
+        yield CounterMetricFamily("pulse_pg_pool_exhausted", "PostgreSQL primary pool: acquisitions that "
+                                  "found every connection in use (and waited)", value=stats["exhausted"])
 
 
 class _ReadsCollector:
@@ -51,6 +55,10 @@ class Metrics:
         self.socket_connections = Gauge(
             "pulse_socketio_connections", "Socket.IO connections held by this instance", registry=self.registry,
         )
+        self.mongo_command_seconds = Histogram(
+            "pulse_mongo_command_duration_seconds", "MongoDB data commands as the driver timed them",
+            ["kind", "command"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
         self.events_published = Counter(
             "pulse_events_published_total", "Domain events published from the outbox", ["event_type"],
             registry=self.registry,
@@ -59,6 +67,9 @@ class Metrics:
             "pulse_events_consumed_total", "Domain events handled by consumers", ["consumer", "outcome"],
             registry=self.registry,
         )
+
+    def observe_mongo_command(self, kind: str, command: str, seconds: float) -> None:
+        self.mongo_command_seconds.labels(kind, command).observe(seconds)
 
     def watch_pool(self, stats: Callable[[], dict[str, int] | None]) -> None:
         self.registry.register(_PoolCollector(stats))

@@ -3,22 +3,54 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 from server.config import Settings
-from pymongo.errors import OperationFailure
 
 from storage.mongo.indexes import indexes_for
 
 log = logging.getLogger("pulse.mongo")
 
 
-def create_mongo(settings: Settings) -> tuple[AsyncMongoClient, AsyncDatabase]:
+WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
+READ_COMMANDS = frozenset({"find", "getMore", "aggregate", "count", "distinct"})
+
+
+class CommandTimer(monitoring.CommandListener):
+    """Reports how long each data command took, as the driver saw it (server time plus the
+    wire), to ``observe(kind, command, seconds)``; kind is "read" or "write". Handshakes,
+    pings and index builds are not data traffic and are left out."""
+
+    def __init__(self, observe: Callable[[str, str, float], None]) -> None:
+        self._observe = observe
+
+    def _report(self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent) -> None:
+        name = event.command_name
+        kind = "write" if name in WRITE_COMMANDS else "read" if name in READ_COMMANDS else None
+        if kind is not None:
+            self._observe(kind, name, event.duration_micros / 1_000_000)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._report(event)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._report(event)
+
+
+def create_mongo(
+    settings: Settings, *, listeners: list[monitoring.CommandListener] | None = None,
+) -> tuple[AsyncMongoClient, AsyncDatabase]:
     assert settings.mongo_url, "mongo_url is required"
     client: AsyncMongoClient = AsyncMongoClient(
         settings.mongo_url,
+        event_listeners=listeners or [],
         tz_aware=True,
         uuidRepresentation="standard",
         serverSelectionTimeoutMS=settings.mongo_timeout_ms,

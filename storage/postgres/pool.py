@@ -58,6 +58,10 @@ class Database:
         self.replica_failures = 0
         # Reads served per pool (``read()`` only): shows where lag-tolerant reads go.
         self.reads = {"primary": 0, "replica": 0}
+        # Primary pool pressure that a periodic sample of "in use" would miss: the most
+        # connections in use at once, and acquisitions that found every connection busy.
+        self.in_use_peak = 0
+        self.exhausted = 0
 
     @classmethod
     async def connect(cls, settings: Settings) -> "Database":
@@ -79,11 +83,16 @@ class Database:
 
     @asynccontextmanager
     async def _acquire(self, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+        primary = pool is self.primary
+        if primary and pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
+            self.exhausted += 1
         try:
             conn = await pool.acquire(timeout=self._acquire_timeout)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
                 asyncpg.CannotConnectNowError) as exc:
             raise StoreUnavailable("postgres") from exc
+        if primary:
+            self.in_use_peak = max(self.in_use_peak, pool.get_size() - pool.get_idle_size())
         try:
             yield conn
         finally:
@@ -150,4 +159,4 @@ class Database:
     def pool_stats(self) -> dict[str, int]:
         size = self.primary.get_size()
         return {"size": size, "idle": self.primary.get_idle_size(), "in_use": size - self.primary.get_idle_size(),
-                "max": self.primary.get_max_size()}
+                "max": self.primary.get_max_size(), "in_use_peak": self.in_use_peak, "exhausted": self.exhausted}

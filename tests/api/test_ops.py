@@ -39,13 +39,19 @@ async def test_readyz_503_names_the_unreachable_store(start_app, store):
 async def test_metrics_has_latency_statuses_and_pool(api):
     await api.request("GET", "/healthz")
     await api.request("GET", "/users/me")  # a 401
+    reader = await api.register("metrics")
+    status, _, _ = await api.request("GET", "/notifications/unread-count", token=reader.token)
+    assert status == 200
     status, text, resp = await api.request("GET", "/metrics")
     assert status == 200 and resp.headers["Content-Type"].startswith("text/plain")
     text = text.decode()
     assert 'pulse_http_request_duration_seconds_bucket{le="0.005",method="GET",route="ops.healthz"}' in text
     assert 'pulse_http_responses_total{method="GET",route="users.me",status="401"}' in text
     assert "pulse_pg_pool_size" in text and "pulse_pg_pool_in_use" in text
+    assert "pulse_pg_pool_in_use_peak" in text and "pulse_pg_pool_exhausted_total" in text
     assert "pulse_socketio_connections" in text
+    # MongoDB data commands, timed by the driver: the unread count is a read.
+    assert 'pulse_mongo_command_duration_seconds_count{command="aggregate",kind="read"}' in text
 
 
 async def test_openapi_covers_every_route(api, server):

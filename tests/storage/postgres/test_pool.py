@@ -2,6 +2,8 @@
 so it must still leave the next user a clean connection)."""
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
@@ -63,5 +65,33 @@ async def test_a_session_left_by_an_error_still_releases_its_lock(settings):
                 await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY)
                 raise RuntimeError("the holder failed")
         assert await _advisory_locks_held(settings.postgres_dsn) == 0
+    finally:
+        await db.close()
+
+
+async def test_pool_stats_keep_the_peak_and_count_waits_for_a_busy_pool(settings):
+    db = await Database.connect(settings.replace(pg_pool_min=2, pg_pool_max=2))
+    try:
+        assert db.pool_stats()["in_use_peak"] == 0 and db.pool_stats()["exhausted"] == 0
+        release = asyncio.Event()
+        holding = 0
+
+        async def hold() -> None:
+            nonlocal holding
+            async with db.connection():
+                holding += 1
+                await release.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(2)]
+        while holding < 2:
+            await asyncio.sleep(0.01)
+        waiter = asyncio.create_task(hold())  # finds both connections busy
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        release.set()
+        await asyncio.gather(*holders, waiter)
+        stats = db.pool_stats()
+        assert stats["in_use"] == 0  # a sample taken now would show no pressure at all
+        assert stats["in_use_peak"] == 2 and stats["exhausted"] == 1
     finally:
         await db.close()
