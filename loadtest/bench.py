@@ -197,14 +197,31 @@ def rabbitmqctl(*args: str) -> None:
 
 # --- metrics scraping -----------------------------------------------------------------
 
-POOL_LINE = re.compile(r"^pulse_pg_pool_(size|in_use|max)\s+([0-9.eE+-]+)$", re.M)
+POOL_LINE = re.compile(r"^pulse_pg_pool_(size|in_use|max|in_use_peak|exhausted_total)\s+([0-9.eE+-]+)$", re.M)
+MONGO_LINE = re.compile(r'^pulse_mongo_command_duration_seconds_(sum|count)\{command="[^"]*",kind="(read|write)"\}'
+                        r"\s+([0-9.eE+-]+)$", re.M)
 
 
-async def scrape_pool(urls: dict[str, str], out: Path, stop: asyncio.Event,
-                      interval: float = 1.0) -> None:
-    with open(out, "w", newline="") as handle:
+def mongo_totals(metrics_text: str) -> dict[str, dict[str, float]]:
+    """{kind: {"count": n, "sum": seconds}} over every MongoDB command of that kind."""
+    totals: dict[str, dict[str, float]] = {}
+    for field, kind, value in MONGO_LINE.findall(metrics_text):
+        entry = totals.setdefault(kind, {"count": 0.0, "sum": 0.0})
+        entry[field] += float(value)
+    return totals
+
+
+async def scrape_pool(urls: dict[str, str], out: Path, mongo_out: Path, stop: asyncio.Event,
+                      interval: float = 5.0) -> None:
+    """Samples each instance's pool gauges and MongoDB command timings. Rendering /metrics
+    costs an instance several ms of its event loop, so it is scraped every few seconds (as
+    Prometheus would); the peak gauge, the exhaustion counter and the timing sums keep what
+    happened between two scrapes."""
+    with open(out, "w", newline="") as handle, open(mongo_out, "w", newline="") as mongo_handle:
         writer = csv.writer(handle)
-        writer.writerow(["t", "instance", "size", "in_use"])
+        writer.writerow(["t", "instance", "size", "in_use", "in_use_peak", "exhausted"])
+        mongo_writer = csv.writer(mongo_handle)
+        mongo_writer.writerow(["t", "instance", "kind", "count", "sum_seconds"])
         async with aiohttp.ClientSession() as session:
             while not stop.is_set():
                 for name, url in urls.items():
@@ -214,12 +231,18 @@ async def scrape_pool(urls: dict[str, str], out: Path, stop: asyncio.Event,
                             text = await r.text()
                     except (aiohttp.ClientError, asyncio.TimeoutError):
                         continue
+                    now = round(time.time(), 3)
+                    for kind, total in sorted(mongo_totals(text).items()):
+                        mongo_writer.writerow([now, name, kind, total["count"], total["sum"]])
                     values = {k: float(v) for k, v in POOL_LINE.findall(text)}
                     if "in_use" in values:
                         # Exhausted means every connection the pool may open is busy.
                         size = values.get("max", values.get("size", 0))
-                        writer.writerow([round(time.time(), 3), name, size, values["in_use"]])
+                        writer.writerow([now, name, size, values["in_use"],
+                                         values.get("in_use_peak", values["in_use"]),
+                                         values.get("exhausted_total", 0)])
                 handle.flush()
+                mongo_handle.flush()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
 
@@ -542,7 +565,7 @@ async def bench(args) -> int:
                                                 args.baseline_seconds)
             (RESULTS / report.BASELINES_JSON).write_text(json.dumps(baselines, indent=2))
         scraper = asyncio.gather(
-            scrape_pool(urls, RESULTS / report.POOL_CSV, stop_scraper),
+            scrape_pool(urls, RESULTS / report.POOL_CSV, RESULTS / report.MONGO_CSV, stop_scraper),
             sample_cpu(processes, RESULTS / report.CPU_CSV, stop_scraper))
         log(f"locust: {info['step load']} against {', '.join(urls.values())}")
         info["load average before locust (1 min)"] = round(os.getloadavg()[0], 2)

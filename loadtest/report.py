@@ -22,6 +22,7 @@ STATS_CSV = "locust_stats.csv"
 HISTORY_CSV = "locust_stats_history.csv"
 FAILURES_CSV = "locust_failures.csv"
 POOL_CSV = "pg_pool.csv"
+MONGO_CSV = "mongo_ops.csv"
 SAMPLES_CSV = "samples.csv"
 CPU_CSV = "cpu.csv"
 BASELINES_JSON = "baselines.json"
@@ -143,15 +144,18 @@ class StepResult:
 
 def evaluate_steps(targets: list["Target"], samples: list[Sample], steps: list[Step],
                    pool: list["PoolSample"] | None = None, baselines: dict | None = None,
-                   pool_t0: float | None = None) -> list[StepResult]:
+                   pool_t0: float | None = None,
+                   mongo: list["MongoOpsSample"] | None = None) -> list[StepResult]:
     out = []
     for step in steps:
         window = [s for s in samples if step.start <= s.t < step.end]
         stats = stats_from_samples(window, step.end - step.start)
-        step_pool = None
+        step_pool = step_mongo = None
         if pool and pool_t0 is not None:
             step_pool = [p for p in pool if step.start <= p.t - pool_t0 < step.end]
-        out.append(StepResult(step, stats, evaluate(targets, stats, step_pool, baselines)))
+        if mongo and pool_t0 is not None:
+            step_mongo = mongo_window(mongo, pool_t0 + step.start, pool_t0 + step.end)
+        out.append(StepResult(step, stats, evaluate(targets, stats, step_pool, baselines, step_mongo)))
     return out
 
 
@@ -161,14 +165,69 @@ class PoolSample:
     instance: str
     size: float
     in_use: float
+    # Since the instance started: the most in use at once, and acquisitions that had to wait
+    # because every connection was busy (so pressure between two samples is not missed).
+    in_use_peak: float = 0.0
+    exhausted: float = 0.0
+
+    @property
+    def utilisation(self) -> float:
+        return 1.0 if self.exhausted else max(self.in_use, self.in_use_peak) / self.size
 
 
 def read_pool_samples(path: Path) -> list[PoolSample]:
     if not path.exists():
         return []
     with open(path, newline="") as handle:
-        return [PoolSample(float(r["t"]), r["instance"], float(r["size"]), float(r["in_use"]))
+        return [PoolSample(float(r["t"]), r["instance"], float(r["size"]), float(r["in_use"]),
+                           float(r.get("in_use_peak") or r["in_use"]), float(r.get("exhausted") or 0))
                 for r in csv.DictReader(handle)]
+
+
+@dataclass(frozen=True)
+class MongoOpsSample:
+    """Running totals of one instance's MongoDB commands of a kind ("read" or "write"), as
+    the driver timed them, at time t."""
+    t: float
+    instance: str
+    kind: str
+    count: float
+    sum_seconds: float
+
+
+def read_mongo_samples(path: Path) -> list[MongoOpsSample]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [MongoOpsSample(float(r["t"]), r["instance"], r["kind"], float(r["count"]),
+                               float(r["sum_seconds"])) for r in csv.DictReader(handle)]
+
+
+def mongo_window(samples: list[MongoOpsSample], start: float, end: float) -> list[MongoOpsSample]:
+    """The samples inside [start, end) plus, per instance and kind, the last one before start
+    (the totals the window's increase is counted from)."""
+    before: dict[tuple[str, str], MongoOpsSample] = {}
+    inside = []
+    for sample in sorted(samples, key=lambda x: x.t):
+        if sample.t < start:
+            before[(sample.instance, sample.kind)] = sample
+        elif sample.t < end:
+            inside.append(sample)
+    return list(before.values()) + inside
+
+
+def mongo_average_ms(samples: list[MongoOpsSample], kind: str) -> tuple[float, int] | None:
+    """(average ms, commands) of the commands of ``kind`` between the first and the last
+    sample of each instance; None without two samples."""
+    seconds = count = 0.0
+    for instance in {x.instance for x in samples if x.kind == kind}:
+        mine = sorted((x for x in samples if x.kind == kind and x.instance == instance), key=lambda x: x.t)
+        if len(mine) >= 2:
+            seconds += mine[-1].sum_seconds - mine[0].sum_seconds
+            count += mine[-1].count - mine[0].count
+    if count <= 0:
+        return None
+    return seconds / count * 1000, int(count)
 
 
 @dataclass(frozen=True)
@@ -181,6 +240,7 @@ class Target:
     strict: bool = False          # "<" instead of "<="
     baseline: str | None = None
     at_least: bool = False        # the value must reach the limit (capacity)
+    kind: str | None = None       # mongo_avg: "read" or "write"
 
 
 @dataclass
@@ -209,7 +269,8 @@ def load_targets(path: Path = DEFAULT_TARGETS) -> list[Target]:
                               limit=float(limit), origin=raw.get("origin", "ours"),
                               strict=bool(raw.get("strict", False)),
                               baseline=raw.get("baseline"),
-                              at_least=bool(raw.get("at_least", False))))
+                              at_least=bool(raw.get("at_least", False)),
+                              kind=raw.get("kind")))
     return targets
 
 
@@ -228,9 +289,19 @@ def _compare(value: float, target: Target) -> bool:
 
 def evaluate(targets: Iterable[Target], stats: list[EndpointStats],
              pool: list[PoolSample] | None = None,
-             baselines: dict | None = None) -> list[Result]:
+             baselines: dict | None = None,
+             mongo: list[MongoOpsSample] | None = None) -> list[Result]:
     results = []
     for target in targets:
+        if target.metric == "mongo_avg":
+            measured = mongo_average_ms(mongo or [], target.kind or "")
+            if measured is None:
+                results.append(Result(target, None, None, f"no MongoDB {target.kind} timings"))
+            else:
+                value, commands = measured
+                results.append(Result(target, value, _compare(value, target),
+                                      f"{commands} {target.kind} commands, timed by the driver"))
+            continue
         if target.metric == "measured":
             # A figure measured outside locust (baselines.json), e.g. capacity.
             value = (baselines or {}).get(target.baseline or "")
@@ -247,11 +318,12 @@ def evaluate(targets: Iterable[Target], stats: list[EndpointStats],
             if not samples:
                 results.append(Result(target, None, None, "no pool samples"))
                 continue
-            worst = max(samples, key=lambda p: p.in_use / p.size)
-            value = worst.in_use / worst.size
+            worst = max(samples, key=lambda p: p.utilisation)
+            value = worst.utilisation
             results.append(Result(target, value, _compare(value, target),
-                                  f"max {worst.in_use:.0f} of {worst.size:.0f} in use "
-                                  f"({worst.instance})"))
+                                  f"max {max(worst.in_use, worst.in_use_peak):.0f} of {worst.size:.0f} "
+                                  f"in use, {worst.exhausted:.0f} waits for a busy pool "
+                                  f"({worst.instance}, since it started)"))
             continue
         if not hits:
             results.append(Result(target, None, None, "no requests matched"))
@@ -461,13 +533,17 @@ def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list
         lines += [f"Total {total} requests/deliveries in {duration} s "
                   f"({total / float(duration):.0f}/s on average).", ""]
     if pool:
-        lines += ["## PostgreSQL pool", "", "| instance | size | max in use | mean in use |",
-                  "|---|---:|---:|---:|"]
+        lines += ["## PostgreSQL pool", "",
+                  "Max in use is the instance's own peak (every acquisition counts, not only the "
+                  "samples); waits are acquisitions that found every connection busy.", "",
+                  "| instance | size | max in use | mean in use (sampled) | waits for a busy pool |",
+                  "|---|---:|---:|---:|---:|"]
         for instance in sorted({p.instance for p in pool}):
             mine = [p for p in pool if p.instance == instance]
             lines.append(f"| {instance} | {max(p.size for p in mine):.0f} "
-                         f"| {max(p.in_use for p in mine):.0f} "
-                         f"| {sum(p.in_use for p in mine) / len(mine):.1f} |")
+                         f"| {max(max(p.in_use, p.in_use_peak) for p in mine):.0f} "
+                         f"| {sum(p.in_use for p in mine) / len(mine):.1f} "
+                         f"| {max(p.exhausted for p in mine):.0f} |")
         lines.append("")
     if baselines:
         lines += ["## Baselines and capacity (same machine, same run)", ""]
@@ -576,6 +652,7 @@ def build(results_dir: Path, targets_path: Path = DEFAULT_TARGETS,
           run_info: dict | None = None, plots: bool = True) -> tuple[Path, list[Result]]:
     stats = read_stats(results_dir / STATS_CSV)
     pool = read_pool_samples(results_dir / POOL_CSV)
+    mongo = read_mongo_samples(results_dir / MONGO_CSV)
     baselines_file = results_dir / BASELINES_JSON
     baselines = json.loads(baselines_file.read_text()) if baselines_file.exists() else {}
     run_file = results_dir / RUN_JSON
@@ -590,13 +667,13 @@ def build(results_dir: Path, targets_path: Path = DEFAULT_TARGETS,
         plan.setdefault("t0", float(start_file.read_text()))
     if samples and plan:
         windows = steady_windows(plan["users"], plan["step_seconds"], plan["settle_seconds"])
-        steps = evaluate_steps(targets, samples, windows, pool, baselines, plan.get("t0"))
+        steps = evaluate_steps(targets, samples, windows, pool, baselines, plan.get("t0"), mongo)
     if steps:
         # Capacity figures are not per step: take them from the whole run.
         results = [r for r in judged_step(steps).results if r.target.metric != "measured"] + [
             r for r in evaluate(targets, stats, pool, baselines) if r.target.metric == "measured"]
     else:
-        results = evaluate(targets, stats, pool, baselines)
+        results = evaluate(targets, stats, pool, baselines, mongo)
     (results_dir / "targets.csv").write_text("\n".join(
         ["target,origin,metric,limit,value,passed"] +
         [f'"{r.target.name}",{r.target.origin},{r.target.metric},{r.target.limit},'

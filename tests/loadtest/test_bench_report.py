@@ -137,13 +137,47 @@ def test_evaluates_each_kind_of_target(results_dir, targets_file):
     assert pg.passed is True and pg.target.origin == "seed"
     # Instance b reached 20 of 20.
     assert results["pool"].passed is False and results["pool"].value == 1.0
-    assert "(b)" in results["pool"].detail
+    assert "(b," in results["pool"].detail
     # No requests: no verdict rather than a pass.
     assert results["mongo reads"].passed is None
     assert results["chat vs bare"].value == pytest.approx(4.5)
     assert results["chat vs bare"].passed is False
     assert results["failures"].value == pytest.approx(3 / 9400)
     assert results["failures"].passed is True
+
+
+def test_pool_pressure_between_samples_is_not_missed():
+    target = report.Target(name="pool", metric="pool_utilisation", limit=0.999)
+    quiet = report.PoolSample(t=1.0, instance="a", size=20, in_use=1)
+    peaked = report.PoolSample(t=2.0, instance="a", size=20, in_use=1, in_use_peak=15)
+    waited = report.PoolSample(t=3.0, instance="b", size=20, in_use=0, in_use_peak=20, exhausted=3)
+    result = report.evaluate([target], [], [quiet, peaked])[0]
+    assert result.passed is True and result.value == pytest.approx(15 / 20)
+    result = report.evaluate([target], [], [quiet, peaked, waited])[0]
+    assert result.passed is False and result.value == 1.0
+    assert "3 waits" in result.detail and "(b," in result.detail
+
+
+def test_mongo_averages_come_from_the_increase_of_the_driver_timings():
+    writes = report.Target(name="w", metric="mongo_avg", kind="write", limit=5, strict=True)
+    reads = report.Target(name="r", metric="mongo_avg", kind="read", limit=10, strict=True)
+    ops = [
+        # Before the window: 100 writes took 2 s (20 ms each) on a; not counted in it.
+        report.MongoOpsSample(5.0, "a", "write", 100, 2.0),
+        report.MongoOpsSample(12.0, "a", "write", 150, 2.1),
+        report.MongoOpsSample(17.0, "a", "write", 200, 2.2),
+        report.MongoOpsSample(12.0, "b", "write", 10, 0.1),
+        report.MongoOpsSample(17.0, "b", "write", 60, 0.35),
+        report.MongoOpsSample(30.0, "a", "write", 1000, 100.0),  # after the window
+    ]
+    window = report.mongo_window(ops, 10.0, 20.0)
+    results = by_name(report.evaluate([writes, reads], [], None, None, window))
+    # a: 100 writes in 0.2 s; b: 50 writes in 0.25 s -> 0.45 s / 150 writes = 3 ms.
+    assert results["w"].value == pytest.approx(3.0) and results["w"].passed is True
+    assert "150 write commands" in results["w"].detail
+    assert results["r"].passed is None  # no read timings: no verdict
+    slow = [report.MongoOpsSample(0, "a", "write", 0, 0), report.MongoOpsSample(5, "a", "write", 10, 0.05)]
+    assert report.evaluate([writes], [], None, None, slow)[0].passed is False  # 5 ms is not < 5
 
 
 def test_measured_capacity_targets():
@@ -198,7 +232,8 @@ def test_shipped_targets_file_loads():
     targets = report.load_targets()
     names = {t.name for t in targets}
     assert "Feed p99" in names and "Chat delivery across instances p99" in names
-    assert all(t.patterns or t.metric in ("pool_utilisation", "measured") for t in targets)
+    assert all(t.patterns or t.metric in ("pool_utilisation", "measured", "mongo_avg") for t in targets)
+    assert {t.kind for t in targets if t.metric == "mongo_avg"} == {"read", "write"}
 
 
 def test_build_writes_report_and_targets_csv(results_dir, targets_file):
