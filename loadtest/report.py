@@ -15,7 +15,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 DEFAULT_TARGETS = Path(__file__).with_name("targets.toml")
 STATS_CSV = "locust_stats.csv"
@@ -152,9 +152,9 @@ def evaluate_steps(targets: list["Target"], samples: list[Sample], steps: list[S
         stats = stats_from_samples(window, step.end - step.start)
         step_pool = step_mongo = None
         if pool and pool_t0 is not None:
-            step_pool = [p for p in pool if step.start <= p.t - pool_t0 < step.end]
+            step_pool = with_previous(pool, pool_t0 + step.start, pool_t0 + step.end)
         if mongo and pool_t0 is not None:
-            step_mongo = mongo_window(mongo, pool_t0 + step.start, pool_t0 + step.end)
+            step_mongo = with_previous(mongo, pool_t0 + step.start, pool_t0 + step.end)
         out.append(StepResult(step, stats, evaluate(targets, stats, step_pool, baselines, step_mongo)))
     return out
 
@@ -165,14 +165,19 @@ class PoolSample:
     instance: str
     size: float
     in_use: float
-    # Since the instance started: the most in use at once, and acquisitions that had to wait
-    # because every connection was busy (so pressure between two samples is not missed).
+    # The most in use at once in the instance's last seconds, and its running count of
+    # acquisitions that had to wait because every connection was busy: pressure between two
+    # samples is not missed.
     in_use_peak: float = 0.0
     exhausted: float = 0.0
 
     @property
-    def utilisation(self) -> float:
-        return 1.0 if self.exhausted else max(self.in_use, self.in_use_peak) / self.size
+    def key(self) -> str:
+        return self.instance
+
+    @property
+    def most_in_use(self) -> float:
+        return max(self.in_use, self.in_use_peak)
 
 
 def read_pool_samples(path: Path) -> list[PoolSample]:
@@ -194,6 +199,10 @@ class MongoOpsSample:
     count: float
     sum_seconds: float
 
+    @property
+    def key(self) -> str:
+        return f"{self.instance}/{self.kind}"
+
 
 def read_mongo_samples(path: Path) -> list[MongoOpsSample]:
     if not path.exists():
@@ -203,17 +212,35 @@ def read_mongo_samples(path: Path) -> list[MongoOpsSample]:
                                float(r["sum_seconds"])) for r in csv.DictReader(handle)]
 
 
-def mongo_window(samples: list[MongoOpsSample], start: float, end: float) -> list[MongoOpsSample]:
-    """The samples inside [start, end) plus, per instance and kind, the last one before start
-    (the totals the window's increase is counted from)."""
-    before: dict[tuple[str, str], MongoOpsSample] = {}
+def with_previous(samples: list, start: float, end: float) -> list:
+    """The samples inside [start, end) plus, per series (``key``), the last one before start:
+    the running totals that the window's increase is counted from."""
+    before: dict[str, Any] = {}
     inside = []
     for sample in sorted(samples, key=lambda x: x.t):
         if sample.t < start:
-            before[(sample.instance, sample.kind)] = sample
+            before[sample.key] = sample
         elif sample.t < end:
             inside.append(sample)
     return list(before.values()) + inside
+
+
+def pool_pressure(samples: list[PoolSample]) -> tuple[float, str] | None:
+    """(utilisation, detail) of the busiest instance over the samples: 1.0 when an acquisition
+    had to wait for a busy pool between its first and last sample, else its most in use /
+    size. A sample from before the window only provides the starting count of waits."""
+    worst: tuple[float, str] | None = None
+    for instance in sorted({x.instance for x in samples}):
+        mine = sorted((x for x in samples if x.instance == instance and x.size > 0), key=lambda x: x.t)
+        if len(mine) < 2:
+            continue  # nothing after the starting sample
+        waits = mine[-1].exhausted - mine[0].exhausted
+        most, size = max(x.most_in_use for x in mine[1:]), max(x.size for x in mine[1:])
+        value = 1.0 if waits > 0 else most / size
+        if worst is None or value > worst[0]:
+            worst = (value, f"max {most:.0f} of {size:.0f} in use, {waits:.0f} waits for a busy pool "
+                            f"({instance})")
+    return worst
 
 
 def mongo_average_ms(samples: list[MongoOpsSample], kind: str) -> tuple[float, int] | None:
@@ -314,16 +341,12 @@ def evaluate(targets: Iterable[Target], stats: list[EndpointStats],
         hits = matching(stats, target.patterns)
         names = [s.key for s in hits]
         if target.metric == "pool_utilisation":
-            samples = [p for p in (pool or []) if p.size > 0]
-            if not samples:
+            pressure = pool_pressure(pool or [])
+            if pressure is None:
                 results.append(Result(target, None, None, "no pool samples"))
                 continue
-            worst = max(samples, key=lambda p: p.utilisation)
-            value = worst.utilisation
-            results.append(Result(target, value, _compare(value, target),
-                                  f"max {max(worst.in_use, worst.in_use_peak):.0f} of {worst.size:.0f} "
-                                  f"in use, {worst.exhausted:.0f} waits for a busy pool "
-                                  f"({worst.instance}, since it started)"))
+            value, detail = pressure
+            results.append(Result(target, value, _compare(value, target), detail))
             continue
         if not hits:
             results.append(Result(target, None, None, "no requests matched"))
@@ -534,16 +557,17 @@ def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list
                   f"({total / float(duration):.0f}/s on average).", ""]
     if pool:
         lines += ["## PostgreSQL pool", "",
-                  "Max in use is the instance's own peak (every acquisition counts, not only the "
-                  "samples); waits are acquisitions that found every connection busy.", "",
+                  "During the load test. Max in use is the instance's own peak (every acquisition "
+                  "counts, not only the samples); waits are acquisitions that found every "
+                  "connection busy.", "",
                   "| instance | size | max in use | mean in use (sampled) | waits for a busy pool |",
                   "|---|---:|---:|---:|---:|"]
         for instance in sorted({p.instance for p in pool}):
-            mine = [p for p in pool if p.instance == instance]
+            mine = sorted((p for p in pool if p.instance == instance), key=lambda p: p.t)
             lines.append(f"| {instance} | {max(p.size for p in mine):.0f} "
-                         f"| {max(max(p.in_use, p.in_use_peak) for p in mine):.0f} "
+                         f"| {max(p.most_in_use for p in mine[1:] or mine):.0f} "
                          f"| {sum(p.in_use for p in mine) / len(mine):.1f} "
-                         f"| {max(p.exhausted for p in mine):.0f} |")
+                         f"| {mine[-1].exhausted - mine[0].exhausted:.0f} |")
         lines.append("")
     if baselines:
         lines += ["## Baselines and capacity (same machine, same run)", ""]

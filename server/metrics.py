@@ -22,7 +22,7 @@ class _PoolCollector:
             family.add_metric([], stats[key])
             yield family
         yield GaugeMetricFamily("pulse_pg_pool_in_use_peak", "PostgreSQL primary pool: most connections in "
-                                "use at once since the process started", value=stats["in_use_peak"])
+                                "use at once in the last 10 seconds", value=stats["in_use_peak"])
         yield CounterMetricFamily("pulse_pg_pool_exhausted", "PostgreSQL primary pool: acquisitions that "
                                   "found every connection in use (and waited)", value=stats["exhausted"])
 

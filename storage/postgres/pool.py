@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import asyncpg
 import orjson
@@ -48,6 +49,28 @@ async def create_pool(dsn: str, settings: Settings, *, min_size: int | None = No
     )
 
 
+PEAK_WINDOW_SECONDS = 10
+
+
+class RecentPeak:
+    """The highest value recorded in the last ``seconds`` (whole seconds, one slot each), so
+    a scrape every few seconds sees every peak, and an old burst does not hide a quiet now."""
+
+    def __init__(self, seconds: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._slots: list[tuple[int, int]] = [(-1, 0)] * seconds
+
+    def record(self, value: int) -> None:
+        second = int(self._clock())
+        index = second % len(self._slots)
+        at, peak = self._slots[index]
+        self._slots[index] = (second, max(peak, value) if at == second else value)
+
+    def value(self) -> int:
+        now = int(self._clock())
+        return max((peak for at, peak in self._slots if now - at < len(self._slots)), default=0)
+
+
 class Database:
     """Owns the pools. ``transaction()`` for writes, ``read()`` for reads."""
 
@@ -59,8 +82,8 @@ class Database:
         # Reads served per pool (``read()`` only): shows where lag-tolerant reads go.
         self.reads = {"primary": 0, "replica": 0}
         # Primary pool pressure that a periodic sample of "in use" would miss: the most
-        # connections in use at once, and acquisitions that found every connection busy.
-        self.in_use_peak = 0
+        # connections in use at once lately, and acquisitions that found every connection busy.
+        self.in_use_peak = RecentPeak(PEAK_WINDOW_SECONDS)
         self.exhausted = 0
 
     @classmethod
@@ -92,7 +115,7 @@ class Database:
                 asyncpg.CannotConnectNowError) as exc:
             raise StoreUnavailable("postgres") from exc
         if primary:
-            self.in_use_peak = max(self.in_use_peak, pool.get_size() - pool.get_idle_size())
+            self.in_use_peak.record(pool.get_size() - pool.get_idle_size())
         try:
             yield conn
         finally:
@@ -159,4 +182,4 @@ class Database:
     def pool_stats(self) -> dict[str, int]:
         size = self.primary.get_size()
         return {"size": size, "idle": self.primary.get_idle_size(), "in_use": size - self.primary.get_idle_size(),
-                "max": self.primary.get_max_size(), "in_use_peak": self.in_use_peak, "exhausted": self.exhausted}
+                "max": self.primary.get_max_size(), "in_use_peak": self.in_use_peak.value(), "exhausted": self.exhausted}

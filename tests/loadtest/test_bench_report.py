@@ -40,7 +40,9 @@ def results_dir(tmp_path: Path) -> Path:
     with open(tmp_path / report.POOL_CSV, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["t", "instance", "size", "in_use"])
-        writer.writerows([[0, "a", 20, 3], [1, "a", 20, 12], [0, "b", 20, 20], [1, "b", 20, 4]])
+        # The first sample of each instance is where counting starts (taken before the load).
+        writer.writerows([[0, "a", 20, 3], [1, "a", 20, 12], [2, "a", 20, 5],
+                          [0, "b", 20, 1], [1, "b", 20, 20], [2, "b", 20, 4]])
     (tmp_path / report.BASELINES_JSON).write_text(json.dumps({"bare_p99_ms": 10.0}))
     return tmp_path
 
@@ -137,7 +139,7 @@ def test_evaluates_each_kind_of_target(results_dir, targets_file):
     assert pg.passed is True and pg.target.origin == "seed"
     # Instance b reached 20 of 20.
     assert results["pool"].passed is False and results["pool"].value == 1.0
-    assert "(b," in results["pool"].detail
+    assert "(b)" in results["pool"].detail
     # No requests: no verdict rather than a pass.
     assert results["mongo reads"].passed is None
     assert results["chat vs bare"].value == pytest.approx(4.5)
@@ -150,12 +152,20 @@ def test_pool_pressure_between_samples_is_not_missed():
     target = report.Target(name="pool", metric="pool_utilisation", limit=0.999)
     quiet = report.PoolSample(t=1.0, instance="a", size=20, in_use=1)
     peaked = report.PoolSample(t=2.0, instance="a", size=20, in_use=1, in_use_peak=15)
-    waited = report.PoolSample(t=3.0, instance="b", size=20, in_use=0, in_use_peak=20, exhausted=3)
-    result = report.evaluate([target], [], [quiet, peaked])[0]
+    # b's running count of waits was 5 before the window: only the increase counts.
+    b_before = report.PoolSample(t=0.5, instance="b", size=20, in_use=0, exhausted=5)
+    b_calm = report.PoolSample(t=3.0, instance="b", size=20, in_use=2, in_use_peak=4, exhausted=5)
+    b_waited = report.PoolSample(t=4.0, instance="b", size=20, in_use=0, in_use_peak=20, exhausted=8)
+    result = report.evaluate([target], [], [quiet, peaked, b_before, b_calm])[0]
     assert result.passed is True and result.value == pytest.approx(15 / 20)
-    result = report.evaluate([target], [], [quiet, peaked, waited])[0]
+    assert "0 waits" in result.detail and "(a)" in result.detail
+    result = report.evaluate([target], [], [quiet, peaked, b_before, b_calm, b_waited])[0]
     assert result.passed is False and result.value == 1.0
-    assert "3 waits" in result.detail and "(b," in result.detail
+    assert "3 waits" in result.detail and "(b)" in result.detail
+    # Within a step: the sample before the window gives the starting count.
+    window = report.with_previous([quiet, peaked, b_before, b_calm, b_waited], 2.5, 3.5)
+    result = report.evaluate([target], [], window)[0]
+    assert result.passed is True and "(a)" not in result.detail
 
 
 def test_mongo_averages_come_from_the_increase_of_the_driver_timings():
@@ -170,7 +180,7 @@ def test_mongo_averages_come_from_the_increase_of_the_driver_timings():
         report.MongoOpsSample(17.0, "b", "write", 60, 0.35),
         report.MongoOpsSample(30.0, "a", "write", 1000, 100.0),  # after the window
     ]
-    window = report.mongo_window(ops, 10.0, 20.0)
+    window = report.with_previous(ops, 10.0, 20.0)
     results = by_name(report.evaluate([writes, reads], [], None, None, window))
     # a: 100 writes in 0.2 s; b: 50 writes in 0.25 s -> 0.45 s / 150 writes = 3 ms.
     assert results["w"].value == pytest.approx(3.0) and results["w"].passed is True

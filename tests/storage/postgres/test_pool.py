@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from storage.postgres.pool import Database
+from storage.postgres.pool import Database, RecentPeak
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -95,3 +95,20 @@ async def test_pool_stats_keep_the_peak_and_count_waits_for_a_busy_pool(settings
         assert stats["in_use_peak"] == 2 and stats["exhausted"] == 1
     finally:
         await db.close()
+
+
+async def test_recent_peak_forgets_bursts_older_than_its_window():
+    now = [100.0]
+    peak = RecentPeak(10, clock=lambda: now[0])
+    assert peak.value() == 0
+    peak.record(3)
+    peak.record(7)
+    peak.record(2)
+    now[0] = 104.5
+    peak.record(4)
+    assert peak.value() == 7
+    now[0] = 110.2  # the second of the 7 has left the window; the 4 has not
+    assert peak.value() == 4
+    now[0] = 120.0
+    peak.record(1)
+    assert peak.value() == 1
