@@ -12,7 +12,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
-from storage.mongo.values import insert_unique, older_than
+from storage.mongo.values import insert_unique, keyset_page, order_key
 
 
 class ConversationsRepo:
@@ -33,34 +33,28 @@ class ConversationsRepo:
         self, user_id: str, limit: int, after: tuple[datetime, ObjectId] | None,
     ) -> list[dict[str, Any]]:
         """Most recent activity first; ``after`` is the (lastActivityAt, _id) of the previous page's last."""
-        query: dict[str, Any] = {"memberIds": user_id}
-        if after is not None:
-            query.update(older_than("lastActivityAt", *after))
-        cursor = self.collection.find(query).sort([("lastActivityAt", -1), ("_id", -1)]).limit(limit)
-        return await cursor.to_list(None)
+        return await keyset_page(self.collection, {"memberIds": user_id}, "lastActivityAt", after, limit,
+                                 newest_first=True)
 
     async def record_message(self, conversation_id: ObjectId, message: dict[str, Any]) -> None:
         """Make ``message`` the last one, unless a later one is there already (sends race)."""
-        at, oid = message["createdAt"], message["_id"]
+        at, key = message["createdAt"], order_key(message["createdAt"], message["_id"])
         await self.collection.update_one(
-            {"_id": conversation_id, "$or": [
-                {"lastActivityAt": {"$lt": at}},
-                {"lastActivityAt": at, "lastMessage": None},
-                {"lastActivityAt": at, "lastMessage._id": {"$lt": oid}},
-            ]},
-            {"$set": {"lastMessage": message, "lastActivityAt": at}},
+            {"_id": conversation_id, "lastMessageKey": {"$not": {"$gte": key}}},
+            {"$set": {"lastMessage": message, "lastMessageKey": key},
+             # Never moves back, even past a conversation stored before lastMessageKey existed.
+             "$max": {"lastActivityAt": at}},
         )
 
     async def advance_read(self, conversation_id: ObjectId, user_id: str, message_id: ObjectId, at: datetime) -> bool:
         """Move the member's read position to the message, never backwards. True if it moved."""
         field = f"reads.{user_id}"
+        key = order_key(at, message_id)
         result = await self.collection.update_one(
-            {"_id": conversation_id, "memberIds": user_id, "$or": [
-                {field: {"$exists": False}},
-                {f"{field}.at": {"$lt": at}},
-                {f"{field}.at": at, f"{field}.messageId": {"$lt": message_id}},
-            ]},
-            {"$set": {field: {"messageId": message_id, "at": at}}},
+            {"_id": conversation_id, "memberIds": user_id, f"{field}.key": {"$not": {"$gte": key}},
+             # A position stored before keys existed is never moved back past its moment.
+             f"{field}.at": {"$not": {"$gt": at}}},
+            {"$set": {field: {"messageId": message_id, "at": at, "key": key}}},
         )
         return result.modified_count > 0
 
@@ -80,8 +74,9 @@ class ConversationsRepo:
     async def replace_last_message(self, conversation_id: ObjectId, sender_id: str,
                                    message: dict[str, Any] | None) -> None:
         """After the sender's messages were erased: the newest remaining one (or none)."""
+        key = order_key(message["createdAt"], message["_id"]) if message else None
         await self.collection.update_one({"_id": conversation_id, "lastMessage.senderId": sender_id},
-                                         {"$set": {"lastMessage": message}})
+                                         {"$set": {"lastMessage": message, "lastMessageKey": key}})
 
     async def remove_member(self, user_id: str) -> list[dict[str, Any]]:
         """Takes the user out of every conversation (membership, read position, the

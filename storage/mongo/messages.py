@@ -11,7 +11,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
-from storage.mongo.values import insert_unique, newer_than, older_than
+from storage.mongo.values import count_after, insert_unique, keyset_page
 
 
 class MessagesRepo:
@@ -32,20 +32,17 @@ class MessagesRepo:
         self, conversation_id: str, limit: int, before: tuple[datetime, ObjectId] | None,
     ) -> list[dict[str, Any]]:
         """Newest first; ``before`` is the (createdAt, _id) of a message to page back from."""
-        query: dict[str, Any] = {"conversationId": conversation_id}
-        if before is not None:
-            query.update(older_than("createdAt", *before))
-        cursor = self.collection.find(query).sort([("createdAt", -1), ("_id", -1)]).limit(limit)
-        return await cursor.to_list(None)
+        return await keyset_page(self.collection, {"conversationId": conversation_id}, "createdAt", before, limit,
+                                 newest_first=True)
 
     async def count_unread(
         self, conversation_id: str, user_id: str, read_up_to: tuple[datetime, ObjectId] | None,
     ) -> int:
         """Messages from others after the member's read position (all of them without one)."""
         query: dict[str, Any] = {"conversationId": conversation_id, "senderId": {"$ne": user_id}}
-        if read_up_to is not None:
-            query.update(newer_than("createdAt", *read_up_to))
-        return await self.collection.count_documents(query)
+        if read_up_to is None:
+            return await self.collection.count_documents(query)
+        return await count_after(self.collection, query, "createdAt", read_up_to)
 
     # --- privacy (export, erasure) ------------------------------------------------------
 

@@ -14,7 +14,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from storage.mongo.values import insert_unique, newer_than, older_than
+from storage.mongo.values import insert_unique, keyset_page
 
 
 class NotificationsRepo:
@@ -31,10 +31,7 @@ class NotificationsRepo:
         query: dict[str, Any] = {"userId": user_id}
         if unread_only:
             query["read"] = False
-        if after is not None:
-            query.update(older_than("createdAt", *after))
-        cursor = self.collection.find(query).sort([("createdAt", -1), ("_id", -1)]).limit(limit)
-        return await cursor.to_list(None)
+        return await keyset_page(self.collection, query, "createdAt", after, limit, newest_first=True)
 
     async def count_unread(self, user_id: str) -> int:
         return await self.collection.count_documents({"userId": user_id, "read": False})
@@ -55,10 +52,7 @@ class NotificationsRepo:
     async def page_for_user(self, user_id: str, after: tuple[datetime, ObjectId] | None,
                             limit: int) -> list[dict[str, Any]]:
         """A page of a user's notifications, oldest first (keyset on createdAt, _id)."""
-        query: dict[str, Any] = {"userId": user_id}
-        if after is not None:
-            query.update(newer_than("createdAt", *after))
-        return await self.collection.find(query).sort([("createdAt", 1), ("_id", 1)]).limit(limit).to_list(None)
+        return await keyset_page(self.collection, {"userId": user_id}, "createdAt", after, limit, newest_first=False)
 
     async def delete_for_or_about(self, user_id: str) -> int:
         """Erasure: the user's notifications and those others got about them."""

@@ -1,0 +1,84 @@
+"""The conversation's conditional updates: the last message and read positions only move
+forward, whatever order concurrent sends arrive in, without an $or scan."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from storage.mongo.conversations import ConversationsRepo
+from storage.mongo.values import mongo_now, order_key
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+async def repo(settings):
+    client = AsyncMongoClient(settings.mongo_url, tz_aware=True)
+    db = client[f"conversations_{uuid.uuid4().hex[:8]}"]
+    yield ConversationsRepo(db)
+    await client.drop_database(db.name)
+    await client.close()
+
+
+def message(at, oid=None):
+    return {"_id": oid or ObjectId(), "conversationId": "c", "senderId": "a", "body": "hi",
+            "clientId": uuid.uuid4().hex, "createdAt": at}
+
+
+async def new_conversation(repo, at) -> ObjectId:
+    oid = ObjectId()
+    await repo.insert({"_id": oid, "kind": "group", "memberIds": ["a", "b"], "createdAt": at,
+                       "lastActivityAt": at, "lastMessage": None, "reads": {}})
+    return oid
+
+
+async def test_order_key_sorts_like_the_pair():
+    at = mongo_now()
+    low, high = ObjectId("0" * 24), ObjectId("f" * 24)
+    pairs = [(at, high), (at + timedelta(milliseconds=1), low), (at, low),
+             (at + timedelta(days=400), low), (at - timedelta(microseconds=1000), high)]
+    assert sorted(pairs) == sorted(pairs, key=lambda p: order_key(*p))
+
+
+async def test_last_message_only_moves_forward(repo):
+    at = mongo_now()
+    cid = await new_conversation(repo, at)
+    first = message(at + timedelta(milliseconds=5))
+    later = message(at + timedelta(milliseconds=9))
+    await repo.record_message(cid, later)
+    await repo.record_message(cid, first)  # arrived late: ignored
+    doc = await repo.get_for_member(cid, "a")
+    assert doc["lastMessage"]["_id"] == later["_id"] and doc["lastActivityAt"] == later["createdAt"]
+    # Same millisecond: the larger id is the later one.
+    same_low = message(later["createdAt"], ObjectId("0" * 24))
+    same_high = message(later["createdAt"], ObjectId("f" * 24))
+    await repo.record_message(cid, same_high)
+    await repo.record_message(cid, same_low)
+    assert (await repo.get_for_member(cid, "a"))["lastMessage"]["_id"] == same_high["_id"]
+
+
+async def test_a_conversation_stored_without_keys_still_never_moves_back(repo):
+    at = mongo_now()
+    cid = await new_conversation(repo, at + timedelta(seconds=10))  # activity after the message
+    await repo.record_message(cid, message(at))
+    assert (await repo.get_for_member(cid, "a"))["lastActivityAt"] == at + timedelta(seconds=10)
+    # An old read position without a key is not moved back past its moment.
+    await repo.collection.update_one({"_id": cid}, {"$set": {"reads.b": {"messageId": ObjectId(), "at": at}}})
+    assert not await repo.advance_read(cid, "b", ObjectId(), at - timedelta(seconds=1))
+    assert await repo.advance_read(cid, "b", ObjectId(), at + timedelta(seconds=1))
+
+
+async def test_read_position_only_moves_forward_and_only_for_members(repo):
+    at = mongo_now()
+    cid = await new_conversation(repo, at)
+    second, first = ObjectId(), ObjectId()
+    assert await repo.advance_read(cid, "b", second, at + timedelta(milliseconds=2))
+    assert not await repo.advance_read(cid, "b", first, at + timedelta(milliseconds=1))
+    assert not await repo.advance_read(cid, "b", second, at + timedelta(milliseconds=2))  # same: no move
+    assert not await repo.advance_read(cid, "stranger", second, at + timedelta(milliseconds=3))
+    doc = await repo.get_for_member(cid, "b")
+    assert doc["reads"]["b"]["messageId"] == second and "stranger" not in doc["reads"]

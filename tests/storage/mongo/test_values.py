@@ -1,0 +1,56 @@
+"""Keyset pages and counts over (moment, _id) without $or: ties on the moment are kept in
+order across page boundaries, in both directions."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from storage.mongo.values import count_after, keyset_page, mongo_now
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+async def collection(settings):
+    client = AsyncMongoClient(settings.mongo_url, tz_aware=True)
+    db = client[f"values_{uuid.uuid4().hex[:8]}"]
+    yield db["things"]
+    await client.drop_database(db.name)
+    await client.close()
+
+
+async def test_pages_walk_every_document_once_in_order_with_ties(collection):
+    at = mongo_now()
+    # Many documents share a moment, so page boundaries fall inside runs of ties.
+    docs = [{"_id": ObjectId(), "owner": "a", "at": at + timedelta(milliseconds=i // 4)} for i in range(23)]
+    docs.append({"_id": ObjectId(), "owner": "b", "at": at})  # someone else's: never listed
+    await collection.insert_many(docs)
+    mine = [d for d in docs if d["owner"] == "a"]
+    for newest_first in (True, False):
+        expected = sorted(mine, key=lambda d: (d["at"], d["_id"]), reverse=newest_first)
+        seen, after = [], None
+        while True:
+            page = await keyset_page(collection, {"owner": "a"}, "at", after, 5, newest_first=newest_first)
+            seen += page
+            if len(page) < 5:
+                break
+            after = (page[-1]["at"], page[-1]["_id"])
+        assert [d["_id"] for d in seen] == [d["_id"] for d in expected]
+
+
+async def test_count_after_counts_later_moments_and_later_ties(collection):
+    at = mongo_now()
+    low, mid, high = ObjectId("0" * 24), ObjectId("5" * 24), ObjectId("f" * 24)
+    await collection.insert_many([
+        {"_id": low, "owner": "a", "at": at}, {"_id": mid, "owner": "a", "at": at},
+        {"_id": high, "owner": "a", "at": at}, {"_id": ObjectId(), "owner": "a", "at": at + timedelta(seconds=1)},
+        {"_id": ObjectId(), "owner": "a", "at": at - timedelta(seconds=1)},
+        {"_id": ObjectId(), "owner": "b", "at": at + timedelta(seconds=1)},
+    ])
+    assert await count_after(collection, {"owner": "a"}, "at", (at, mid)) == 2  # high + the later one
+    assert await count_after(collection, {"owner": "a"}, "at", (at, high)) == 1
+    assert await count_after(collection, {"owner": "a"}, "at", (at - timedelta(seconds=2), low)) == 5
