@@ -11,7 +11,7 @@ from pymongo.errors import OperationFailure
 
 from server.config import Settings
 
-from storage.mongo.indexes import indexes_for
+from storage.mongo.indexes import RETIRED_INDEXES, indexes_for
 
 log = logging.getLogger("pulse.mongo")
 
@@ -63,9 +63,17 @@ def create_mongo(
 
 # IndexOptionsConflict / IndexKeySpecsConflict: an index of that name exists with other options.
 _INDEX_CONFLICTS = (85, 86)
+# IndexNotFound, and NamespaceNotFound (the collection does not exist yet).
+_NO_SUCH_INDEX = (27, 26)
 
 
 async def ensure_indexes(db: AsyncDatabase, settings: Settings) -> None:
+    for collection, name in RETIRED_INDEXES:
+        try:
+            await db[collection].drop_index(name)
+        except OperationFailure as exc:
+            if exc.code not in _NO_SUCH_INDEX:
+                raise
     for collection, keys, options in indexes_for(settings):
         try:
             await db[collection].create_index(keys, **options)

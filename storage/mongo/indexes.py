@@ -18,10 +18,12 @@ INDEXES: list[IndexSpec] = [
     ("conversations", [("directKey", 1)], {
         "name": "direct_pair", "unique": True, "partialFilterExpression": {"directKey": {"$type": "string"}},
     }),
-    ("messages", [("conversationId", 1), ("createdAt", -1)], {"name": "conversation_history"}),
+    # History pages newest first: the index gives the whole (createdAt, _id) order, so a page
+    # reads its few entries instead of sorting the conversation in memory.
+    ("messages", [("conversationId", 1), ("createdAt", -1), ("_id", -1)], {"name": "conversation_history_order"}),
     # Idempotent sends: a retried (sender, client id) finds the stored message.
     ("messages", [("senderId", 1), ("clientId", 1)], {"name": "sender_client_id", "unique": True}),
-    ("notifications", [("userId", 1), ("createdAt", -1)], {"name": "user_recent"}),
+    ("notifications", [("userId", 1), ("createdAt", -1), ("_id", -1)], {"name": "user_recent_order"}),
     ("notifications", [("userId", 1), ("read", 1)], {"name": "user_read"}),
     # One notification per (recipient, cause): consumers run at least once.
     ("notifications", [("userId", 1), ("sourceId", 1)], {
@@ -32,6 +34,13 @@ INDEXES: list[IndexSpec] = [
     ("messages", [("senderId", 1), ("_id", 1)], {"name": "sender_export"}),
     ("notifications", [("metadata.actorId", 1)], {"name": "actor"}),
     ("conversations", [("lastMessage.senderId", 1)], {"name": "last_message_sender"}),
+]
+
+
+# Replaced by an index above under a new name; dropped at start where they still exist.
+RETIRED_INDEXES: list[tuple[str, str]] = [
+    ("messages", "conversation_history"),  # (conversationId, createdAt): sorted pages in memory
+    ("notifications", "user_recent"),  # (userId, createdAt): the same
 ]
 
 

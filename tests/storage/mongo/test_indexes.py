@@ -17,13 +17,13 @@ async def test_indexes_are_ensured_with_their_options(server, settings):
 
     db = server.app[appkeys.MONGO_DB]
     messages = await db["messages"].index_information()
-    assert messages["conversation_history"]["key"] == [("conversationId", 1), ("createdAt", -1)]
+    assert messages["conversation_history_order"]["key"] == [("conversationId", 1), ("createdAt", -1), ("_id", -1)]
     assert messages["sender_client_id"]["unique"] is True
     conversations = await db["conversations"].index_information()
     assert conversations["direct_pair"]["unique"] is True
     assert conversations["members_activity"]["key"][0] == ("memberIds", 1)
     notifications = await db["notifications"].index_information()
-    assert notifications["user_recent"]["key"] == [("userId", 1), ("createdAt", -1)]
+    assert notifications["user_recent_order"]["key"] == [("userId", 1), ("createdAt", -1), ("_id", -1)]
     assert notifications["user_read"]["key"] == [("userId", 1), ("read", 1)]
     assert notifications["user_source"]["unique"] is True
     assert notifications["expire_after_ttl"]["expireAfterSeconds"] == settings.notification_ttl_days * 86400
@@ -38,6 +38,22 @@ async def test_changed_ttl_updates_the_existing_index(settings):
         await ensure_indexes(db, settings.replace(notification_ttl_days=7))
         info = await db["notifications"].index_information()
         assert info["expire_after_ttl"]["expireAfterSeconds"] == 7 * 86400
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+
+async def test_retired_indexes_are_dropped(settings):
+    client = AsyncMongoClient(settings.mongo_url)
+    db = client[f"indexes_{uuid.uuid4().hex[:8]}"]
+    try:
+        await ensure_indexes(db, settings)  # a fresh database: nothing to drop, no error
+        await db["messages"].create_index([("conversationId", 1), ("createdAt", -1)], name="conversation_history")
+        await db["notifications"].create_index([("userId", 1), ("createdAt", -1)], name="user_recent")
+        await ensure_indexes(db, settings)
+        assert "conversation_history" not in await db["messages"].index_information()
+        assert "user_recent" not in await db["notifications"].index_information()
+        assert "conversation_history_order" in await db["messages"].index_information()
     finally:
         await client.drop_database(db.name)
         await client.close()
