@@ -2,6 +2,7 @@
 messaging for offline recipients), pushed live to the user's sockets as they are stored."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -92,16 +93,13 @@ class NotificationsService:
             actor_id = None
         metadata = {k: v for k, v in (("postId", post_id), ("actorId", actor_id), ("eventId", event_id),
                                       ("conversationId", conversation_id)) if v}
-        created = []
-        for user_id in user_ids:
-            doc = {"_id": ObjectId(), "userId": user_id, "type": kind, "message": message, "read": False,
-                   "createdAt": mongo_now(), "metadata": metadata, "sourceId": source_id}
-            if not await self.notifications.insert(doc):
-                continue
-            notification = notification_dict(doc)
-            await self._push(user_id, notification)
-            created.append(notification)
-        return created
+        now = mongo_now()
+        docs = [{"_id": ObjectId(), "userId": user_id, "type": kind, "message": message, "read": False,
+                 "createdAt": now, "metadata": metadata, "sourceId": source_id} for user_id in dict.fromkeys(user_ids)]
+        stored = [(doc["userId"], notification_dict(doc)) for doc in await self.notifications.insert_new(docs)]
+        # One push per recipient (each has its own notification id), sent together.
+        await asyncio.gather(*(self._push(user_id, notification) for user_id, notification in stored))
+        return [notification for _, notification in stored]
 
     async def _push(self, user_id: str, notification: dict[str, Any]) -> None:
         if self.pusher is None:

@@ -14,16 +14,17 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from storage.mongo.values import insert_unique, keyset_page
+from storage.mongo.values import insert_new, keyset_page
 
 
 class NotificationsRepo:
     def __init__(self, db: AsyncDatabase) -> None:
         self.collection = db["notifications"]
 
-    async def insert(self, doc: dict[str, Any]) -> bool:
-        """False when the user already has a notification from the same source."""
-        return await insert_unique(self.collection, doc)
+    async def insert_new(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Stores the notifications in one round trip; returns those stored, leaving out
+        users who already have one from the same source."""
+        return await insert_new(self.collection, docs)
 
     async def list_for_user(
         self, user_id: str, *, unread_only: bool, limit: int, after: tuple[datetime, ObjectId] | None,

@@ -9,7 +9,7 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from server.pagination import decode_cursor, encode_cursor
 from server.errors import FieldError, ValidationFailed
@@ -81,6 +81,26 @@ async def count_after(collection: AsyncCollection, query: dict[str, Any], field:
         collection.count_documents({**query, field: moment, "_id": {"$gt": oid}}),
     )
     return later + ties
+
+
+# DuplicateKey: a unique index already holds an equal document.
+DUPLICATE_KEY = 11000
+
+
+async def insert_new(collection: AsyncCollection, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert ``docs`` in one round trip; returns those stored, leaving out the ones a unique
+    index says are stored already (any other failure raises)."""
+    if not docs:
+        return []
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if exc.details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        duplicates = {e["index"] for e in errors}
+        return [doc for i, doc in enumerate(docs) if i not in duplicates]
+    return docs
 
 
 def keyset_cursor(field: str):

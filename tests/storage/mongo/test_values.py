@@ -9,7 +9,7 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from storage.mongo.values import count_after, keyset_page, mongo_now
+from storage.mongo.values import count_after, insert_new, keyset_page, mongo_now
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -54,3 +54,18 @@ async def test_count_after_counts_later_moments_and_later_ties(collection):
     assert await count_after(collection, {"owner": "a"}, "at", (at, mid)) == 2  # high + the later one
     assert await count_after(collection, {"owner": "a"}, "at", (at, high)) == 1
     assert await count_after(collection, {"owner": "a"}, "at", (at - timedelta(seconds=2), low)) == 5
+
+
+async def test_insert_new_stores_in_one_go_and_leaves_out_duplicates(collection):
+    await collection.create_index([("owner", 1), ("source", 1)], unique=True)
+    await collection.insert_one({"_id": ObjectId(), "owner": "b", "source": "s1"})
+    docs = [{"_id": ObjectId(), "owner": owner, "source": "s1"} for owner in ("a", "b", "c")]
+    stored = await insert_new(collection, docs)
+    assert [d["owner"] for d in stored] == ["a", "c"]
+    assert await collection.count_documents({"source": "s1"}) == 3
+    assert await insert_new(collection, []) == []
+    assert await insert_new(collection, [{"_id": ObjectId(), "owner": "a", "source": "s1"}]) == []
+    # Anything but a duplicate is an error, not a silent skip.
+    with pytest.raises(Exception):
+        await insert_new(collection, [{"_id": ObjectId(), "owner": "d", "source": "s2"},
+                                      {"_id": {"$bad": 1}, "owner": "e", "source": "s2"}])
