@@ -256,6 +256,18 @@ def test_build_writes_report_and_targets_csv(results_dir, targets_file):
     assert len(rows) == len(results)
 
 
+def test_capacity_out_of_reach_of_the_open_files_limit_says_so(tmp_path):
+    held = report.Target(name="Idle Socket.IO connections held", metric="measured", baseline="idle",
+                         limit=20000, at_least=True)
+    results = report.evaluate([held], [], None, {"idle": 19890})
+    for limit, explained in ((20000, True), (65536, False)):
+        path = report.write_report(tmp_path, stats=[], results=results, pool=[], baselines={},
+                                   run_info={"open files limit": limit}, plots=[], steps=[], cpu=[])
+        row = next(line for line in path.read_text().splitlines() if line.startswith("| Idle Socket.IO"))
+        assert "**FAIL**" in row
+        assert ("cannot be reached here" in row) is explained
+
+
 def write_samples(path: Path, rows) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
