@@ -194,14 +194,14 @@ class MessagingService:
             return await self._retried(existing, conversation)
         message = message_dict(doc)
         member_ids = list(conversation["memberIds"])
-        # Stored is what counts: members get it while the conversation's last message and the
-        # sender's read position are updated (a failure there is repaired by a retry, which
-        # runs _after_store again and pushes nothing).
+        # Stored is what counts: members get it, and those offline a notification, while the
+        # conversation's last message and the sender's read position are updated (a failure
+        # there is repaired by a retry, which runs _after_store again and pushes nothing).
         await asyncio.gather(
             self._after_store(doc, conversation),
             self._push(member_ids, "message:new", {"message": message}),
+            self._notify_offline(message, member_ids),
         )
-        await self._notify_offline(message, member_ids)
         return message, True
 
     async def _retried(self, existing: dict[str, Any], conversation: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -213,12 +213,13 @@ class MessagingService:
         return message_dict(existing), False
 
     async def _after_store(self, doc: dict[str, Any], conversation: dict[str, Any]) -> None:
-        # Two conditional updates of one document, independent of each other: sent together.
-        await asyncio.gather(
-            self.conversations.record_message(conversation["_id"], doc),
-            # Sending means the sender has seen the conversation up to here.
-            self.conversations.advance_read(conversation["_id"], doc["senderId"], doc["_id"], doc["createdAt"]),
-        )
+        # The conversation's last message and the sender's read position (sending means the
+        # sender has seen the conversation up to here): one write when the message is the
+        # newest for both, which it nearly always is; each on its own condition otherwise.
+        if await self.conversations.record_sent_message(conversation["_id"], doc):
+            return
+        await self.conversations.record_message(conversation["_id"], doc)
+        await self.conversations.advance_read(conversation["_id"], doc["senderId"], doc["_id"], doc["createdAt"])
 
     async def _notify_offline(self, message: dict[str, Any], member_ids: list[str]) -> None:
         recipients = [m for m in member_ids if m != message["sender_id"]]

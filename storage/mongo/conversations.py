@@ -46,6 +46,22 @@ class ConversationsRepo:
              "$max": {"lastActivityAt": at}},
         )
 
+    async def record_sent_message(self, conversation_id: ObjectId, message: dict[str, Any]) -> bool:
+        """``record_message`` and the sender's ``advance_read`` in one write, for the usual
+        case where this message is newer than both; False (nothing written) otherwise. One
+        write per send: concurrent writes to one hot document conflict and retry."""
+        at, sender = message["createdAt"], message["senderId"]
+        key = order_key(at, message["_id"])
+        field = f"reads.{sender}"
+        result = await self.collection.update_one(
+            {"_id": conversation_id, "memberIds": sender, "lastMessageKey": {"$not": {"$gte": key}},
+             f"{field}.key": {"$not": {"$gte": key}}, f"{field}.at": {"$not": {"$gt": at}}},
+            {"$set": {"lastMessage": message, "lastMessageKey": key,
+                      field: {"messageId": message["_id"], "at": at, "key": key}},
+             "$max": {"lastActivityAt": at}},
+        )
+        return result.matched_count > 0
+
     async def advance_read(self, conversation_id: ObjectId, user_id: str, message_id: ObjectId, at: datetime) -> bool:
         """Move the member's read position to the message, never backwards. True if it moved."""
         field = f"reads.{user_id}"

@@ -82,3 +82,21 @@ async def test_read_position_only_moves_forward_and_only_for_members(repo):
     assert not await repo.advance_read(cid, "stranger", second, at + timedelta(milliseconds=3))
     doc = await repo.get_for_member(cid, "b")
     assert doc["reads"]["b"]["messageId"] == second and "stranger" not in doc["reads"]
+
+
+async def test_a_sent_message_updates_last_message_and_read_position_in_one_write(repo):
+    at = mongo_now()
+    cid = await new_conversation(repo, at)
+    sent = {**message(at + timedelta(milliseconds=3)), "senderId": "b"}
+    assert await repo.record_sent_message(cid, sent)
+    doc = await repo.get_for_member(cid, "b")
+    assert doc["lastMessage"]["_id"] == sent["_id"] and doc["reads"]["b"]["messageId"] == sent["_id"]
+    # Not the newest any more (a later message is last): nothing is written in one go, and
+    # each part is left to its own conditional update.
+    later = {**message(at + timedelta(milliseconds=9)), "senderId": "a"}
+    await repo.record_message(cid, later)
+    older = {**message(at + timedelta(milliseconds=5)), "senderId": "b"}
+    assert not await repo.record_sent_message(cid, older)
+    doc = await repo.get_for_member(cid, "b")
+    assert doc["lastMessage"]["_id"] == later["_id"] and doc["reads"]["b"]["messageId"] == sent["_id"]
+    assert not await repo.record_sent_message(cid, {**message(at + timedelta(seconds=1)), "senderId": "stranger"})
