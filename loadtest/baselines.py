@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Awaitable, Callable
 
 import aiohttp
 
@@ -145,9 +146,41 @@ def run_sio_server(port: int, redis_url: str, channel: str) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
+async def offered_steps(send: Callable[[int], Awaitable[None]], samples: list[float], *, rooms: int,
+                        per_room: int, rates: list[float], seconds: float, max_p99_ms: float) -> dict:
+    """Offers each delivery rate in turn for ``seconds``: ``send(n)`` makes the n-th send,
+    to room n % rooms, which reaches ``per_room`` sockets (the sender's too, as in Pulse's
+    chat); ``samples`` collects delivery latencies (ms). Per step the achieved rate and the
+    latency; climbing stops once the stack cannot keep up."""
+    steps = []
+    for rate in rates:
+        sends_per_second = rate / per_room
+        samples.clear()
+        started = time.perf_counter()
+        sent = 0
+        while (elapsed := time.perf_counter() - started) < seconds:
+            due = int(elapsed * sends_per_second) - sent
+            for _ in range(max(due, 0)):
+                await send(sent)
+                sent += 1
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(1.0)  # let in-flight deliveries land
+        step = summary(samples, seconds)
+        step["offered_per_second"] = rate
+        steps.append(step)
+        if step["per_second"] < 0.8 * rate or step["p99_ms"] > 10 * max_p99_ms:
+            break
+    # Sustained: keeps up with the offered rate, with deliveries still prompt.
+    sustained = [s for s in steps if s["per_second"] >= 0.95 * s["offered_per_second"]
+                 and s["p99_ms"] <= max_p99_ms]
+    return {"steps": steps, "rooms": rooms, "per_room": per_room,
+            "sustained_means": f">= 95% of offered and p99 <= {max_p99_ms:g} ms",
+            "max_sustained_per_second": max((s["per_second"] for s in sustained), default=0)}
+
+
 async def sio_client(urls: list[str], rooms: int, per_room: int, rates: list[float],
                      seconds: float, max_p99_ms: float = 100.0) -> dict:
-    """Offered delivery rates in steps; per step the achieved rate and delivery latency."""
+    """Bare python-socketio: offered delivery rates in steps (see ``offered_steps``)."""
     from loadtest.sioclient import SocketIOClient
 
     samples: list[float] = []
@@ -157,42 +190,65 @@ async def sio_client(urls: list[str], rooms: int, per_room: int, rates: list[flo
             samples.append((time.time() - data["t"]) * 1000)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        clients = []
-        for i in range(rooms * per_room):
-            client = SocketIOClient(urls[i % len(urls)], session=session, on_event=on_event)
-            clients.append(client)
+        clients = [SocketIOClient(urls[i % len(urls)], session=session, on_event=on_event)
+                   for i in range(rooms * per_room)]
         await asyncio.gather(*(c.connect() for c in clients))
         await asyncio.gather(*(c.call("join", f"room{i // per_room}")
                                for i, c in enumerate(clients)))
         senders = [clients[r * per_room] for r in range(rooms)]
-        steps = []
-        for rate in rates:
-            # Each say reaches per_room sockets (the sender's too, as in Pulse's chat).
-            says_per_second = rate / per_room
-            samples.clear()
-            started = time.perf_counter()
-            sent = 0
-            while (elapsed := time.perf_counter() - started) < seconds:
-                due = int(elapsed * says_per_second) - sent
-                for _ in range(max(due, 0)):
-                    sender = senders[sent % rooms]
-                    await sender.emit("say", {"room": f"room{sent % rooms}", "t": time.time()})
-                    sent += 1
-                await asyncio.sleep(0.002)
-            await asyncio.sleep(1.0)  # let in-flight deliveries land
-            step = summary(samples, seconds)
-            step["offered_per_second"] = rate
-            steps.append(step)
-            # Stop climbing once the stack cannot keep up.
-            if step["per_second"] < 0.8 * rate or step["p99_ms"] > 10 * max_p99_ms:
-                break
+
+        async def send(n: int) -> None:
+            await senders[n % rooms].emit("say", {"room": f"room{n % rooms}", "t": time.time()})
+
+        result = await offered_steps(send, samples, rooms=rooms, per_room=per_room, rates=rates,
+                                     seconds=seconds, max_p99_ms=max_p99_ms)
         await asyncio.gather(*(c.close() for c in clients))
-    # Sustained: keeps up with the offered rate, with deliveries still prompt.
-    sustained = [s for s in steps if s["per_second"] >= 0.95 * s["offered_per_second"]
-                 and s["p99_ms"] <= max_p99_ms]
-    return {"steps": steps, "rooms": rooms, "per_room": per_room, "instances": len(urls),
-            "sustained_means": f">= 95% of offered and p99 <= {max_p99_ms:g} ms",
-            "max_sustained_per_second": max((s["per_second"] for s in sustained), default=0)}
+    return {**result, "instances": len(urls)}
+
+
+async def pulse_chat_client(urls: list[str], accounts: list[dict], rooms: int, per_room: int,
+                            rates: list[float], seconds: float, max_p99_ms: float = 100.0) -> dict:
+    """The same steps against Pulse's whole chat path: ``message:send`` over Socket.IO, the
+    message stored in MongoDB, fanned out across the instances (members alternate between
+    them), received as ``message:new``. ``accounts``: [{"token", "user_id"}], rooms × per_room
+    of them; each room is a group conversation created here."""
+    from loadtest.realtime_session import chat_body, parse_chat_body
+    from loadtest.sioclient import SocketIOClient
+
+    samples: list[float] = []
+
+    def on_event(name, data):
+        if name == "message:new":
+            parsed = parse_chat_body(data["message"]["body"])
+            if parsed is not None:
+                samples.append((time.time() - parsed[0]) * 1000)
+
+    members = [accounts[r * per_room:(r + 1) * per_room] for r in range(rooms)]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        conversation_ids = []
+        for group in members:
+            async with session.post(f"{urls[0]}/api/v1/conversations", json={
+                    "title": "fan-out baseline",
+                    "member_ids": [a["user_id"] for a in group[1:]]},
+                    headers={"Authorization": f"Bearer {group[0]['token']}"}) as response:
+                if response.status != 201:
+                    raise RuntimeError(f"creating a conversation: {response.status} {await response.text()}")
+                conversation_ids.append((await response.json())["id"])
+        clients = [SocketIOClient(urls[i % len(urls)], session=session, on_event=on_event,
+                                  auth={"token": account["token"]})
+                   for i, account in enumerate(a for group in members for a in group)]
+        await asyncio.gather(*(c.connect() for c in clients))
+        senders = [clients[r * per_room] for r in range(rooms)]
+
+        async def send(n: int) -> None:
+            await senders[n % rooms].emit("message:send", {
+                "conversation_id": conversation_ids[n % rooms], "body": chat_body(n % rooms),
+                "client_id": f"fanout-{n}-{time.time_ns()}"})
+
+        result = await offered_steps(send, samples, rooms=rooms, per_room=per_room, rates=rates,
+                                     seconds=seconds, max_p99_ms=max_p99_ms)
+        await asyncio.gather(*(c.close() for c in clients))
+    return {**result, "instances": len(urls), "conversation_ids": conversation_ids}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -216,6 +272,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rates", default="1000,2000,4000")
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--max-p99-ms", type=float, default=100.0)
+    p = sub.add_parser("pulse-chat-client")
+    p.add_argument("--urls", required=True)
+    p.add_argument("--accounts", required=True, help='JSON file: [{"token", "user_id"}, ...]')
+    p.add_argument("--rooms", type=int, default=50)
+    p.add_argument("--per-room", type=int, default=4)
+    p.add_argument("--rates", default="1000,2000,4000")
+    p.add_argument("--seconds", type=float, default=5)
+    p.add_argument("--max-p99-ms", type=float, default=100.0)
     args = parser.parse_args(argv)
     if args.command == "http-server":
         run_http_server(args.port)
@@ -230,6 +294,13 @@ def main(argv: list[str] | None = None) -> None:
         result = asyncio.run(sio_client(args.urls.split(","), args.rooms, args.per_room,
                                         [float(r) for r in args.rates.split(",")], args.seconds,
                                         args.max_p99_ms))
+        json.dump(result, sys.stdout)
+    elif args.command == "pulse-chat-client":
+        with open(args.accounts) as handle:
+            accounts = json.load(handle)
+        result = asyncio.run(pulse_chat_client(args.urls.split(","), accounts, args.rooms, args.per_room,
+                                               [float(r) for r in args.rates.split(",")], args.seconds,
+                                               args.max_p99_ms))
         json.dump(result, sys.stdout)
 
 

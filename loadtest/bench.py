@@ -365,6 +365,16 @@ def run_json(argv: list[str], timeout: float) -> dict:
     return json.loads(done.stdout)
 
 
+def fanout_accounts(seed_file: Path, count: int) -> list[dict]:
+    """Seeded accounts with a token, for the Pulse chat fan-out (the fan-out host left out)."""
+    seed = json.loads(seed_file.read_text())
+    host = len(seed["users"]) - 1
+    indexes = sorted(int(i) for i in seed["tokens"] if int(i) != host)[:count]
+    if len(indexes) < count:
+        raise RuntimeError(f"the seed logged in {len(indexes)} accounts, the fan-out needs {count}")
+    return [{"token": seed["tokens"][str(i)], "user_id": seed["users"][i]["id"]} for i in indexes]
+
+
 async def measure_baselines(processes: Processes, stores: Stores, rates: str,
                             seconds: float) -> dict:
     result: dict = {}
@@ -395,22 +405,61 @@ async def measure_baselines(processes: Processes, stores: Stores, rates: str,
             wait_port(port)
         sio = await asyncio.to_thread(run_json, [
             sys.executable, "-m", "loadtest.baselines", "sio-client",
-            "--urls", ",".join(f"http://127.0.0.1:{p}" for p in ports),
+            "--urls", ",".join(f"http://127.0.0.1:{p}" for p in ports), *FANOUT_SHAPE,
             "--rates", rates, "--seconds", str(seconds)], 20 * seconds + 60)
     finally:
         for server in servers:
             processes.stop(server)
     result["socketio_broadcast"] = sio
     result["socketio_broadcast_max_per_second"] = sio.get("max_sustained_per_second")
-    # The ratio target compares with the bare broadcast's p99 at its lowest offered rate
-    # (the load closest to what the locust chat users offer).
-    if sio.get("steps"):
-        result["socketio_broadcast_p99_ms"] = sio["steps"][0]["p99_ms"]
-    log(f"bare python-socketio broadcast: max sustained "
-        f"{sio.get('max_sustained_per_second')} deliveries/s; steps "
-        + ", ".join(f"{s['offered_per_second']:.0f}→{s['per_second']:.0f}/s p99 {s['p99_ms']} ms"
-                    for s in sio.get("steps", [])))
+    log(f"bare python-socketio broadcast: {describe_steps(sio)}")
     return result
+
+
+async def measure_pulse_fanout(pulse_urls: list[str], seed_file: Path, rates: str, seconds: float,
+                               bare: dict) -> dict:
+    """The bare broadcast's client, shape and rates against Pulse's whole chat path on both
+    instances. Run after locust: pushed past its limit it leaves a backlog of sends in
+    MongoDB that would weigh on the locust steps."""
+    accounts_file = RESULTS / "logs" / "fanout-accounts.json"
+    accounts_file.write_text(json.dumps(fanout_accounts(seed_file, FANOUT_ROOMS * FANOUT_PER_ROOM)))
+    pulse = await asyncio.to_thread(run_json, [
+        sys.executable, "-m", "loadtest.baselines", "pulse-chat-client", "--urls", ",".join(pulse_urls),
+        "--accounts", str(accounts_file), *FANOUT_SHAPE, "--rates", rates, "--seconds", str(seconds)],
+        20 * seconds + 120)
+    log(f"Pulse chat fan-out (message:send, MongoDB, 2 instances): {describe_steps(pulse)}")
+    return {"pulse_chat_fanout": pulse, "pulse_chat_fanout_max_per_second": pulse.get("max_sustained_per_second"),
+            **fanout_ratios(bare, pulse)}
+
+
+# Rooms × members of the stepped fan-out (bare python-socketio and Pulse alike): group chats
+# of 100, members alternating between the two servers, so every send crosses instances.
+FANOUT_ROOMS, FANOUT_PER_ROOM = 2, 100
+FANOUT_SHAPE = ["--rooms", str(FANOUT_ROOMS), "--per-room", str(FANOUT_PER_ROOM)]
+FANOUT_REFERENCE_RATE = 10000.0
+
+
+def describe_steps(result: dict) -> str:
+    return (f"max sustained {result.get('max_sustained_per_second')} deliveries/s; steps "
+            + ", ".join(f"{s['offered_per_second']:.0f}→{s['per_second']:.0f}/s p99 {s['p99_ms']} ms"
+                        for s in result.get("steps", [])))
+
+
+def fanout_ratios(bare: dict, pulse: dict) -> dict:
+    """Pulse against bare python-socketio in the same run: p99 at the reference rate (the
+    issue's 10k deliveries/s) and the sustained maxima."""
+    def p99_at(result: dict) -> float | None:
+        step = next((s for s in result.get("steps", []) if s["offered_per_second"] == FANOUT_REFERENCE_RATE), None)
+        return step["p99_ms"] if step else None
+
+    out: dict = {"socketio_broadcast_p99_at_10k_ms": p99_at(bare), "pulse_chat_fanout_p99_at_10k_ms": p99_at(pulse)}
+    if out["socketio_broadcast_p99_at_10k_ms"] and out["pulse_chat_fanout_p99_at_10k_ms"] is not None:
+        out["chat_fanout_p99_ratio_at_10k"] = round(
+            out["pulse_chat_fanout_p99_at_10k_ms"] / out["socketio_broadcast_p99_at_10k_ms"], 3)
+    if bare.get("max_sustained_per_second"):
+        out["chat_fanout_max_sustained_ratio"] = round(
+            (pulse.get("max_sustained_per_second") or 0) / bare["max_sustained_per_second"], 3)
+    return out
 
 
 async def measure_capacity(processes: Processes, stores: Stores, urls: dict[str, str],
@@ -577,6 +626,15 @@ async def bench(args) -> int:
                                   "load generator delay")
         stop_scraper.set()
         await scraper
+        baselines_path = RESULTS / report.BASELINES_JSON
+        if not args.skip_baselines:
+            merged = json.loads(baselines_path.read_text())
+            try:
+                merged.update(await measure_pulse_fanout(list(urls.values()), seed_file, args.broadcast_rates,
+                                                         args.baseline_seconds, merged.get("socketio_broadcast", {})))
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                log(f"Pulse chat fan-out not measured: {exc}")
+            baselines_path.write_text(json.dumps(merged, indent=2))
         if args.capacity_count > 0:
             try:
                 capacity = await measure_capacity(processes, stores, urls, seed_file,
@@ -584,7 +642,6 @@ async def bench(args) -> int:
             except (RuntimeError, subprocess.TimeoutExpired, StopIteration) as exc:
                 log(f"capacity not measured: {exc}")
                 capacity = {}
-            baselines_path = RESULTS / report.BASELINES_JSON
             merged = json.loads(baselines_path.read_text()) if baselines_path.exists() else {}
             merged.update(capacity)
             baselines_path.write_text(json.dumps(merged, indent=2))
@@ -621,7 +678,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settle-seconds", type=float, default=8,
                         help="left out at the start of each step when judging it")
     parser.add_argument("--baseline-seconds", type=float, default=4)
-    parser.add_argument("--broadcast-rates", default="1000,2000,3000,4000,6000,8000,10000")
+    parser.add_argument("--broadcast-rates", default="1000,2000,4000,6000,8000,10000,15000,20000,30000")
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--capacity-count", type=int,
                         default=int(env("PULSE_BENCH_CAPACITY", "20000")),

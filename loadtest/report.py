@@ -534,7 +534,8 @@ def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list
     lines += result_rows(results) + [""]
     measured = [r for r in results if r.target.metric == "measured"]
     if measured:
-        lines += ["## Capacity", "", "| target | limit | measured | verdict | note |", "|---|---|---|---|---|"]
+        lines += ["## Measured outside locust (capacity, fan-out)", "",
+                  "| target | limit | measured | verdict | note |", "|---|---|---|---|---|"]
         open_files = run_info.get("open files limit")
         for r in measured:
             sign = "≥" if r.target.at_least else "≤"
