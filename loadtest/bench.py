@@ -671,7 +671,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=int(env("PULSE_BENCH_USERS", "10000")))
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--step-users", type=int, default=int(env("PULSE_BENCH_STEP_USERS", "35")))
-    parser.add_argument("--steps", type=int, default=int(env("PULSE_BENCH_STEPS", "7")))
+    parser.add_argument("--steps", type=int, default=int(env("PULSE_BENCH_STEPS", "10")))
     parser.add_argument("--step-seconds", type=float,
                         default=float(env("PULSE_BENCH_STEP_SECONDS", "30")))
     parser.add_argument("--spawn-rate", type=float, default=60)
