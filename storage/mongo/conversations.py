@@ -38,40 +38,25 @@ class ConversationsRepo:
 
     async def record_message(self, conversation_id: ObjectId, message: dict[str, Any]) -> None:
         """Make ``message`` the last one, unless a later one is there already (sends race)."""
-        at, key = message["createdAt"], order_key(message["createdAt"], message["_id"])
-        await self.collection.update_one(
-            {"_id": conversation_id, "lastMessageKey": {"$not": {"$gte": key}}},
-            {"$set": {"lastMessage": message, "lastMessageKey": key},
-             # Never moves back, even past a conversation stored before lastMessageKey existed.
-             "$max": {"lastActivityAt": at}},
-        )
+        when, changes = _last_message_change(message)
+        await self.collection.update_one({"_id": conversation_id, **when}, changes)
 
     async def record_sent_message(self, conversation_id: ObjectId, message: dict[str, Any]) -> bool:
         """``record_message`` and the sender's ``advance_read`` in one write, for the usual
         case where this message is newer than both; False (nothing written) otherwise. One
         write per send: concurrent writes to one hot document conflict and retry."""
-        at, sender = message["createdAt"], message["senderId"]
-        key = order_key(at, message["_id"])
-        field = f"reads.{sender}"
+        last_when, last_changes = _last_message_change(message)
+        read_when, read_set = _read_position_change(message["senderId"], message["_id"], message["createdAt"])
         result = await self.collection.update_one(
-            {"_id": conversation_id, "memberIds": sender, "lastMessageKey": {"$not": {"$gte": key}},
-             f"{field}.key": {"$not": {"$gte": key}}, f"{field}.at": {"$not": {"$gt": at}}},
-            {"$set": {"lastMessage": message, "lastMessageKey": key,
-                      field: {"messageId": message["_id"], "at": at, "key": key}},
-             "$max": {"lastActivityAt": at}},
+            {"_id": conversation_id, **last_when, **read_when},
+            {**last_changes, "$set": {**last_changes["$set"], **read_set}},
         )
         return result.matched_count > 0
 
     async def advance_read(self, conversation_id: ObjectId, user_id: str, message_id: ObjectId, at: datetime) -> bool:
         """Move the member's read position to the message, never backwards. True if it moved."""
-        field = f"reads.{user_id}"
-        key = order_key(at, message_id)
-        result = await self.collection.update_one(
-            {"_id": conversation_id, "memberIds": user_id, f"{field}.key": {"$not": {"$gte": key}},
-             # A position stored before keys existed is never moved back past its moment.
-             f"{field}.at": {"$not": {"$gt": at}}},
-            {"$set": {field: {"messageId": message_id, "at": at, "key": key}}},
-        )
+        when, changes = _read_position_change(user_id, message_id, at)
+        result = await self.collection.update_one({"_id": conversation_id, **when}, {"$set": changes})
         return result.modified_count > 0
 
     # --- privacy (export, erasure) ------------------------------------------------------
@@ -107,3 +92,22 @@ class ConversationsRepo:
 
     async def delete(self, conversation_id: ObjectId) -> None:
         await self.collection.delete_one({"_id": conversation_id})
+
+
+def _last_message_change(message: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(condition, update) making ``message`` the conversation's last one if it is newer."""
+    key = order_key(message["createdAt"], message["_id"])
+    return ({"lastMessageKey": {"$not": {"$gte": key}}},
+            {"$set": {"lastMessage": message, "lastMessageKey": key},
+             # Never moves back, even past a conversation stored before lastMessageKey existed.
+             "$max": {"lastActivityAt": message["createdAt"]}})
+
+
+def _read_position_change(user_id: str, message_id: ObjectId, at: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(condition, $set) moving a member's read position forward to the message."""
+    field = f"reads.{user_id}"
+    key = order_key(at, message_id)
+    return ({"memberIds": user_id, f"{field}.key": {"$not": {"$gte": key}},
+             # A position stored before keys existed is never moved back past its moment.
+             f"{field}.at": {"$not": {"$gt": at}}},
+            {field: {"messageId": message_id, "at": at, "key": key}})
