@@ -211,7 +211,7 @@ def mongo_totals(metrics_text: str) -> dict[str, dict[str, float]]:
     return totals
 
 
-async def scrape_pool(urls: dict[str, str], out: Path, mongo_out: Path, stop: asyncio.Event,
+async def scrape_metrics(urls: dict[str, str], out: Path, mongo_out: Path, stop: asyncio.Event,
                       interval: float = 5.0) -> None:
     """Samples each instance's pool gauges and MongoDB command timings. Rendering /metrics
     costs an instance several ms of its event loop, so it is scraped every few seconds (as
@@ -614,7 +614,7 @@ async def bench(args) -> int:
                                                 args.baseline_seconds)
             (RESULTS / report.BASELINES_JSON).write_text(json.dumps(baselines, indent=2))
         scraper = asyncio.gather(
-            scrape_pool(urls, RESULTS / report.POOL_CSV, RESULTS / report.MONGO_CSV, stop_scraper),
+            scrape_metrics(urls, RESULTS / report.POOL_CSV, RESULTS / report.MONGO_CSV, stop_scraper),
             sample_cpu(processes, RESULTS / report.CPU_CSV, stop_scraper))
         log(f"locust: {info['step load']} against {', '.join(urls.values())}")
         info["load average before locust (1 min)"] = round(os.getloadavg()[0], 2)

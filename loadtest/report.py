@@ -638,13 +638,7 @@ def draw_plots(results_dir: Path, pool: list[PoolSample]) -> list[str]:
     ax.set_xlabel("seconds")
     ax.set_ylabel("ms (p99, 10 s window)")
     ax.set_yscale("log")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Latency over time")
-    fig.tight_layout()
-    fig.savefig(results_dir / "latency.png", dpi=90)
-    plt.close(fig)
-    out.append("latency.png")
+    out.append(_save_plot(plt, fig, ax, "Latency over time", results_dir / "latency.png"))
 
     fig, ax = plt.subplots(figsize=(11, 4.5))
     ts = [a[0] - t0 for a in aggregated]
@@ -655,13 +649,8 @@ def draw_plots(results_dir: Path, pool: list[PoolSample]) -> list[str]:
     ax2.set_ylabel("users")
     ax.set_xlabel("seconds")
     ax.set_ylabel("per second")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title("Throughput over time")
-    fig.tight_layout()
-    fig.savefig(results_dir / "throughput.png", dpi=90)
-    plt.close(fig)
-    out.append("throughput.png")
+    out.append(_save_plot(plt, fig, ax, "Throughput over time", results_dir / "throughput.png",
+                          legend_loc="upper left"))
 
     if pool:
         fig, ax = plt.subplots(figsize=(11, 3.5))
@@ -673,14 +662,19 @@ def draw_plots(results_dir: Path, pool: list[PoolSample]) -> list[str]:
                     label=f"{instance} size")
         ax.set_xlabel("seconds")
         ax.set_ylabel("connections")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title("PostgreSQL pool")
-        fig.tight_layout()
-        fig.savefig(results_dir / "pg_pool.png", dpi=90)
-        plt.close(fig)
-        out.append("pg_pool.png")
+        out.append(_save_plot(plt, fig, ax, "PostgreSQL pool", results_dir / "pg_pool.png"))
     return out
+
+
+def _save_plot(plt, fig, ax, title: str, path: Path, *, legend_loc: str = "best") -> str:
+    """Grid, legend and title as on every plot of the report; writes ``path``, returns its name."""
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc=legend_loc, fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path.name
 
 
 def build(results_dir: Path, targets_path: Path = DEFAULT_TARGETS,
