@@ -16,8 +16,6 @@ import pytest
 from tests.conftest import free_port
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "deploy" / "postgres"
-PRIMARY_INIT = SCRIPTS / "primary-init.sh"
-REPLICA_ENTRYPOINT = SCRIPTS / "replica-entrypoint.sh"
 REPLICATION = {
     "PG_REPLICATION_USER": "replicator",
     "PG_REPLICATION_PASSWORD": "replication-secret",
@@ -26,10 +24,20 @@ REPLICATION = {
 
 
 class Machine:
-    """Runs PostgreSQL programs as an unprivileged user (postgres refuses root)."""
+    """Runs PostgreSQL programs as an unprivileged user (postgres refuses root).
+
+    The scripts run from a copy in the work directory: the checkout may lie in a folder
+    that user cannot read (a clone under /root, any mode-700 folder)."""
 
     def __init__(self, work_dir: Path):
         self.work_dir = work_dir
+        scripts = work_dir / "scripts"
+        shutil.copytree(SCRIPTS, scripts)
+        scripts.chmod(0o755)
+        for script in scripts.iterdir():
+            script.chmod(0o755)
+        self.primary_init = scripts / "primary-init.sh"
+        self.replica_entrypoint = scripts / "replica-entrypoint.sh"
         bin_dir = Path(shutil.which("postgres")).resolve().parent
         self.path = f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
         self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -98,7 +106,7 @@ def primary(machine):
         machine.sql(port, "CREATE DATABASE pulse", db="postgres")
         # What the postgres image does on first start: run the init scripts with the
         # server up, POSTGRES_USER/POSTGRES_DB set, then restart (here: reload).
-        machine.run("bash", str(PRIMARY_INIT), POSTGRES_USER="pulse", POSTGRES_DB="pulse",
+        machine.run("bash", str(machine.primary_init), POSTGRES_USER="pulse", POSTGRES_DB="pulse",
                     PGDATA=str(data), PGHOST=str(machine.work_dir), PGPORT=str(port), **REPLICATION)
         machine.sql(port, "SELECT pg_reload_conf()")
         yield port
@@ -117,7 +125,7 @@ def replica(machine, primary):
 
     def start() -> subprocess.Popen:
         return machine.start(
-            "bash", str(REPLICA_ENTRYPOINT),
+            "bash", str(machine.replica_entrypoint),
             "-c", f"port={port}", "-c", "listen_addresses=127.0.0.1",
             "-c", f"unix_socket_directories={machine.work_dir}",
             log=log, PGDATA=str(data), PG_PRIMARY_HOST="127.0.0.1", PG_PRIMARY_PORT=str(primary),
@@ -189,13 +197,13 @@ def test_replica_restart_reuses_its_data_instead_of_cloning_again(machine, prima
 @pytest.mark.parametrize("missing", sorted(REPLICATION))
 def test_primary_init_refuses_to_run_without_its_settings(machine, missing):
     env = {k: v for k, v in REPLICATION.items() if k != missing}
-    done = machine.run("bash", str(PRIMARY_INIT), check=False, POSTGRES_USER="pulse", POSTGRES_DB="pulse", **env)
+    done = machine.run("bash", str(machine.primary_init), check=False, POSTGRES_USER="pulse", POSTGRES_DB="pulse", **env)
     assert done.returncode != 0
     assert missing in done.stderr
 
 
 def test_replica_entrypoint_refuses_to_run_without_a_password(machine):
-    done = machine.run("bash", str(REPLICA_ENTRYPOINT), check=False, PGDATA=str(machine.work_dir / "unused"),
+    done = machine.run("bash", str(machine.replica_entrypoint), check=False, PGDATA=str(machine.work_dir / "unused"),
                        PG_PRIMARY_HOST="127.0.0.1", PG_REPLICATION_USER="replicator",
                        PG_REPLICATION_SLOT="pulse_replica")
     assert done.returncode != 0
