@@ -1,0 +1,2 @@
+"""tests/api/test_contract.py, every test, against the embedded stores."""
+from tests.api.test_contract import *  # noqa: F401,F403 - the same tests, this directory's fixtures
