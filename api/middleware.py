@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from server import appkeys
-from server.errors import DomainError, RateLimited, ValidationFailed
+from server.errors import DomainError, Overloaded, RateLimited, ValidationFailed
 from storage.errors import as_unavailable
 
 log = logging.getLogger("pulse.api")
@@ -44,7 +44,7 @@ def domain_problem(exc: DomainError, instance: str | None = None) -> web.Respons
     headers: dict[str, str] = {}
     if isinstance(exc, ValidationFailed):
         extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, (RateLimited, Overloaded)):
         headers["Retry-After"] = str(exc.retry_after)
     store = getattr(exc, "store", None)
     if store:

@@ -59,14 +59,14 @@ async def _write_part(response: web.StreamResponse, part, *, leading: bytes) -> 
 
 
 @router.route("DELETE", "/users/me", name="users.me.delete", body=PasswordIn, response=ErasureOut, status=202,
-              errors=(400, 401, 415, 429))
+              errors=(400, 401, 415, 429, 503))
 async def delete_me(request: web.Request, call: Call[PasswordIn, None]):
     """Request erasure: hidden and logged out at once, purged after the recovery window."""
     return await call.services.privacy.request_erasure(call.user_id, call.body.password, call.client)
 
 
 @router.route("POST", "/auth/restore", name="auth.restore", body=LoginIn, response=AuthOut, auth=False,
-              errors=(400, 401, 429))
+              errors=(400, 401, 429, 503))
 async def restore(request: web.Request, call: Call[LoginIn, None]):
     """Cancel a pending erasure with the account's credentials, inside the recovery window."""
     user, token = await call.services.privacy.restore(call.body.login, call.body.password, call.client)

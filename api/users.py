@@ -11,7 +11,7 @@ router = Router("users")
 
 
 @router.route("POST", "/auth/register", name="auth.register", body=RegisterIn, response=AuthOut,
-              status=201, auth=False, errors=(400, 409, 413, 415))
+              status=201, auth=False, errors=(400, 409, 413, 415, 429, 503))
 async def register(request: web.Request, call: Call[RegisterIn, None]):
     """Create an account and a session."""
     b = call.body
@@ -22,7 +22,7 @@ async def register(request: web.Request, call: Call[RegisterIn, None]):
 
 
 @router.route("POST", "/auth/login", name="auth.login", body=LoginIn, response=AuthOut, auth=False,
-              errors=(400, 401, 429))
+              errors=(400, 401, 429, 503))
 async def login(request: web.Request, call: Call[LoginIn, None]):
     """Log in with email or username."""
     user, token = await call.services.users.login(login=call.body.login, password=call.body.password,

@@ -157,6 +157,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     privacy.install(build_erasure_steps(deps), build_export_sections(deps))
     app[appkeys.SERVICES] = services
     yield
+    passwords.close()
 
 
 async def privacy_worker_ctx(app: web.Application) -> AsyncIterator[None]:

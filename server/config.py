@@ -90,12 +90,18 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
+    # Hashes and verifications run on a pool of their own (each holds argon2_memory_kib
+    # while it runs); past this many jobs waiting for a thread, 503 with Retry-After at once.
+    password_hash_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    password_hash_queue_max: int = 32
 
     # Rate limits. ``PULSE_RATE_LIMITS=off`` disables all of them (benchmarks).
     rate_limits: bool = True
     login_failures_per_account: int = 10
     login_failures_per_address: int = 50
     login_failure_window_seconds: int = 15 * 60
+    # Registration attempts per client address (each costs a password hash).
+    registrations_per_address_per_hour: int = 20
     requests_per_token_per_minute: int = 6000
     # How often each instance adds its per-token request counts to the shared window
     # (0: on every request, exact across instances at a Redis round trip per request).

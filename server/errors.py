@@ -66,6 +66,16 @@ class RateLimited(DomainError):
         self.retry_after = max(1, int(retry_after))
 
 
+class Overloaded(DomainError):
+    """Too much work of one kind is queued already; refused at once, to be retried later."""
+
+    status, title, type_slug = 503, "Service Unavailable", "overloaded"
+
+    def __init__(self, retry_after: int, detail: str = "The server is busy; try again shortly.") -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+
 class StoreUnavailable(DomainError):
     """A backing store did not answer in time; the request may be retried later."""
 

@@ -405,6 +405,8 @@ def make_settings(**overrides: Any) -> Settings:
         argon2_memory_kib=8192,
         argon2_parallelism=1,
         log_level="DEBUG",
+        # Every test registers from 127.0.0.1; the limit itself is tested with its own apps.
+        registrations_per_address_per_hour=1_000_000,
     )
     base.update(overrides)
     return Settings(**base)
@@ -459,9 +461,10 @@ ROOT_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/socket.io")
 class Api:
     """A thin HTTP client for the app under test."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, app: Any = None) -> None:
         self.session = session
         self.base_url = base_url
+        self.app = app  # the aiohttp application served, when the test started it
 
     def url(self, path: str) -> str:
         if path.startswith(("/api/", *ROOT_PATHS)):
@@ -514,7 +517,7 @@ def start_app(settings):
         await srv.start_server()
         try:
             async with aiohttp.ClientSession() as session:
-                yield Api(session, str(srv.make_url("")).rstrip("/"))
+                yield Api(session, str(srv.make_url("")).rstrip("/"), srv.app)
         finally:
             await srv.close()
 

@@ -174,13 +174,10 @@ class PrivacyService:
         return {"status": "pending_erasure", "purge_after": iso(purge_after)}
 
     async def _check_password(self, user_id: str, password: str, client: ClientInfo) -> None:
-        # Re-authentication counts against the same failure limits as logins.
-        limits = self.users_service.rate_limits
-        await limits.check_login_allowed(user_id, client.address)
+        # Re-authentication is limited like logins (checked by the users service).
         try:
-            await self.users_service.check_password(user_id, password)
+            await self.users_service.check_password(user_id, password, client)
         except Unauthorized:
-            await limits.record_login_failure(user_id, client.address)
             await self.audit("erasure.password_refused", user_id, {})
             raise
 

@@ -1,5 +1,5 @@
-"""Rate limits: failed logins (per account and per client address), requests per token,
-socket sends per socket. All off with ``PULSE_RATE_LIMITS=off``.
+"""Rate limits: failed logins (per account and per client address), registrations per
+client address, requests per token, socket sends per socket. All off with ``PULSE_RATE_LIMITS=off``.
 
 Logins fail closed (no Redis, no login: a brute force must not get through an outage);
 everything else fails open (an outage must not lock out normal use).
@@ -18,6 +18,21 @@ from storage.redis.sessions_cache import REDIS_ERRORS
 log = logging.getLogger("pulse.ratelimit")
 
 REQUEST_WINDOW_SECONDS = 60
+REGISTRATION_WINDOW_SECONDS = 3600
+
+
+def login_subject(login: str) -> str:
+    """The failed-login counter of a login as typed: its kind and its lower-cased text,
+    never the account it resolves to. So ten failures on a username do not lock (and so
+    reveal) the account's email, and a login naming no account is limited exactly like
+    one that does."""
+    kind = "email" if "@" in login else "username"  # usernames have no '@'
+    return f"{kind}:{login.strip().lower()}"
+
+
+def user_subject(user_id: str) -> str:
+    """The counter of password checks by a signed-in user (erasure request)."""
+    return f"user:{user_id}"
 
 
 class RateLimits:
@@ -32,39 +47,61 @@ class RateLimits:
         self._synced_at = float("-inf")
         self._syncing = False
 
-    async def check_login_allowed(self, account: str, address: str) -> None:
+    # --- password attempts (logins, restores, re-authentication) ---------------------
+    #
+    # An attempt is counted BEFORE its password is hashed, in one atomic Redis step per
+    # account and per address (``RateLimitCounters.reserve``): of N simultaneous guesses
+    # at most the limit reach argon2, the rest get 429. A right password gives the
+    # attempt back (the limits count failures).
+
+    async def reserve_password_attempt(self, account: str, address: str) -> None:
+        """``account`` is a subject from ``login_subject`` or ``user_subject``."""
         if not self.enabled:
             return
         s = self.settings
         try:
-            for bucket, subject, limit in (
+            reservation = await self.counters.reserve([
                 ("login-account", account, s.login_failures_per_account),
                 ("login-address", address, s.login_failures_per_address),
-            ):
-                state = await self.counters.peek(bucket, subject)
-                if state.count >= limit:
-                    raise RateLimited(state.retry_after or s.login_failure_window_seconds,
-                                      "Too many failed logins; try again later.")
+            ], s.login_failure_window_seconds)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable("redis", "Login is unavailable for a moment; try again shortly.") from exc
+        if not reservation.granted:
+            raise RateLimited(reservation.retry_after, "Too many failed logins; try again later.")
 
-    async def record_login_failure(self, account: str, address: str) -> None:
-        if not self.enabled:
-            return
-        window = self.settings.login_failure_window_seconds
-        try:
-            await self.counters.hit("login-account", account, window)
-            await self.counters.hit("login-address", address, window)
-        except REDIS_ERRORS as exc:
-            log.warning("could not count a failed login: %s", exc)
-
-    async def clear_login_failures(self, account: str) -> None:
+    async def password_attempt_succeeded(self, account: str, address: str) -> None:
+        """The account's failures are forgotten; the address gets its attempt back."""
         if not self.enabled:
             return
         try:
             await self.counters.reset("login-account", account)
-        except REDIS_ERRORS:
-            pass
+            await self.counters.release([("login-address", address)])
+        except REDIS_ERRORS as exc:
+            log.warning("could not clear the failed-login counters after a success: %s", exc)
+
+    async def password_attempt_not_checked(self, account: str, address: str) -> None:
+        """The password was never checked (hashing refused, store down): give it back."""
+        if not self.enabled:
+            return
+        try:
+            await self.counters.release([("login-account", account), ("login-address", address)])
+        except REDIS_ERRORS as exc:
+            log.warning("could not give back an unchecked login attempt: %s", exc)
+
+    async def reserve_registration(self, address: str) -> None:
+        """Every registration attempt costs a password hash: counted per address, before
+        hashing. Fails open (the bounded hash pool still holds) when Redis is down."""
+        if not self.enabled:
+            return
+        try:
+            reservation = await self.counters.reserve(
+                [("register-address", address, self.settings.registrations_per_address_per_hour)],
+                REGISTRATION_WINDOW_SECONDS)
+        except REDIS_ERRORS as exc:
+            log.warning("could not count a registration attempt: %s", exc)
+            return
+        if not reservation.granted:
+            raise RateLimited(reservation.retry_after, "Too many registrations from this address; try again later.")
 
     async def check_request(self, token_hash_hex: str) -> None:
         """General per-token limit, far above what a normal client sends.

@@ -10,9 +10,9 @@ from uuid import UUID
 import asyncpg
 
 from server.config import Settings
-from server.errors import FieldError, NotFound, Unauthorized, ValidationFailed
+from server.errors import FieldError, NotFound, Overloaded, Unauthorized, ValidationFailed
 from server.security import Passwords, hash_token, new_session_token
-from server.services.rate_limits import RateLimits
+from server.services.rate_limits import RateLimits, login_subject, user_subject
 from server.timefmt import iso, utcnow
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
@@ -85,6 +85,7 @@ class UsersService:
     async def register(
         self, *, email: str, username: str, password: str, display_name: str | None, client: ClientInfo
     ) -> tuple[dict[str, Any], str]:
+        await self.rate_limits.reserve_registration(client.address)
         password_hash = await self.passwords.hash(password)
         async with self.db.transaction() as conn:
             row = await self.users.insert_user_with_profile(
@@ -107,21 +108,27 @@ class UsersService:
 
     async def verify_credentials(self, *, login: str, password: str, client: ClientInfo, allow_pending: bool) -> UUID:
         """The id of the account if the password is right; one message for every failure."""
-        async with self.db.read() as conn:
-            creds = await self.users.get_credentials_by_login(conn, login)
-        # Failures count against the account (whichever login names it) and the address.
-        account = str(creds["id"]) if creds else login.lower()
-        await self.rate_limits.check_login_allowed(account, client.address)
-        ok = await self.passwords.verify(creds["password_hash"] if creds else None, password)
+        account = login_subject(login)
+        await self.rate_limits.reserve_password_attempt(account, client.address)
+        try:
+            async with self.db.read() as conn:
+                creds = await self.users.get_credentials_by_login(conn, login)
+            ok = await self.passwords.verify(creds["password_hash"] if creds else None, password)
+        except Exception:
+            # Not checked (hashing refused, a store down): the attempt is given back.
+            await self.rate_limits.password_attempt_not_checked(account, client.address)
+            raise
         if ok and creds["status"] == "pending_erasure" and not allow_pending:
             ok = False
         if not ok:
-            await self.rate_limits.record_login_failure(account, client.address)
             await self.on_login_failure(login, client)
             raise Unauthorized(BAD_CREDENTIALS)
-        await self.rate_limits.clear_login_failures(account)
+        await self.rate_limits.password_attempt_succeeded(account, client.address)
         if self.passwords.needs_rehash(creds["password_hash"]):
-            new_hash = await self.passwords.hash(password)
+            try:
+                new_hash = await self.passwords.hash(password)
+            except Overloaded:
+                return creds["id"]  # rehashed at a later login
             async with self.db.connection() as conn:
                 await self.users.set_password_hash(conn, creds["id"], new_hash)
         return creds["id"]
@@ -132,11 +139,20 @@ class UsersService:
     async def on_registered(self, conn: asyncpg.Connection, user_id: UUID) -> None:
         """Hook for the audit trail (privacy context), inside the registration transaction."""
 
-    async def check_password(self, user_id: str, password: str) -> None:
-        async with self.db.read() as conn:
-            password_hash = await self.users.get_password_hash(conn, UUID(user_id))
-        if not await self.passwords.verify(password_hash, password):
+    async def check_password(self, user_id: str, password: str, client: ClientInfo) -> None:
+        """Re-authentication of a signed-in user: limited like logins (its own counter)."""
+        account = user_subject(user_id)
+        await self.rate_limits.reserve_password_attempt(account, client.address)
+        try:
+            async with self.db.read() as conn:
+                password_hash = await self.users.get_password_hash(conn, UUID(user_id))
+            ok = await self.passwords.verify(password_hash, password)
+        except Exception:
+            await self.rate_limits.password_attempt_not_checked(account, client.address)
+            raise
+        if not ok:
             raise Unauthorized(BAD_CREDENTIALS)
+        await self.rate_limits.password_attempt_succeeded(account, client.address)
 
     # --- sessions -------------------------------------------------------------------
 
