@@ -93,7 +93,7 @@ class Settings:
     # Hashes and verifications run on a pool of their own (each holds argon2_memory_kib
     # while it runs); past this many jobs waiting for a thread, 503 with Retry-After at once.
     password_hash_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
-    password_hash_queue_max: int = 32
+    password_hash_queue_max: int = 128
 
     # Rate limits. ``PULSE_RATE_LIMITS=off`` disables all of them (benchmarks).
     rate_limits: bool = True

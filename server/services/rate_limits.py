@@ -21,20 +21,6 @@ REQUEST_WINDOW_SECONDS = 60
 REGISTRATION_WINDOW_SECONDS = 3600
 
 
-def login_subject(login: str) -> str:
-    """The failed-login counter of a login as typed: its kind and its lower-cased text,
-    never the account it resolves to. So ten failures on a username do not lock (and so
-    reveal) the account's email, and a login naming no account is limited exactly like
-    one that does."""
-    kind = "email" if "@" in login else "username"  # usernames have no '@'
-    return f"{kind}:{login.strip().lower()}"
-
-
-def user_subject(user_id: str) -> str:
-    """The counter of password checks by a signed-in user (erasure request)."""
-    return f"user:{user_id}"
-
-
 class RateLimits:
     def __init__(self, counters: RateLimitCounters, settings: Settings) -> None:
         self.counters = counters
@@ -55,7 +41,7 @@ class RateLimits:
     # attempt back (the limits count failures).
 
     async def reserve_password_attempt(self, account: str, address: str) -> None:
-        """``account`` is a subject from ``login_subject`` or ``user_subject``."""
+        """``account``: ``login_subject`` or ``user_subject`` of storage.redis.rate_limit."""
         if not self.enabled:
             return
         s = self.settings

@@ -12,13 +12,14 @@ import asyncpg
 from server.config import Settings
 from server.errors import FieldError, NotFound, Overloaded, Unauthorized, ValidationFailed
 from server.security import Passwords, hash_token, new_session_token
-from server.services.rate_limits import RateLimits, login_subject, user_subject
+from server.services.rate_limits import RateLimits
 from server.timefmt import iso, utcnow
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.sessions import SessionsRepo
 from storage.postgres.repos.users import UsersRepo
 from storage.redis.profile_cache import ProfileCache
+from storage.redis.rate_limit import login_subject, user_subject
 from storage.redis.sessions_cache import SessionsCache
 
 log = logging.getLogger("pulse.users")

@@ -4,9 +4,11 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from storage.redis.client import Keys
+from storage.redis.rate_limit import login_subject, user_subject
 
-# The login-failure buckets of storage/redis/rate_limit (keyed by account id or login).
-_LOGIN_BUCKETS = ("login-account",)
+# The login-failure bucket of storage/redis/rate_limit (keyed by the login as typed, or
+# by the user id for a signed-in user's password checks).
+_LOGIN_BUCKET = "login-account"
 
 
 class RedisErasure:
@@ -19,11 +21,11 @@ class RedisErasure:
         other key of this namespace whose name contains the user id (presence, offset
         logs, own feed ...). Idempotent. Keys where the user is only a member of a value
         (others' feeds, sets) are the owning context's step."""
-        names = [self.keys.profile(user_id)] + [self.keys.rate(b, user_id) for b in _LOGIN_BUCKETS]
+        names = [self.keys.profile(user_id), self.keys.rate(_LOGIN_BUCKET, user_subject(user_id))]
         for login in (username, email):
             if login:
                 names.append(self.keys.username(login.lower()))
-                names += [self.keys.rate(b, login.lower()) for b in _LOGIN_BUCKETS]
+                names.append(self.keys.rate(_LOGIN_BUCKET, login_subject(login)))
         deleted = await self.redis.delete(*names)
         # A uuid contains no glob characters, so it is safe inside a MATCH pattern.
         batch: list[bytes] = []

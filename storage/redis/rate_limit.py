@@ -64,6 +64,20 @@ return 0
 """
 
 
+def login_subject(login: str) -> str:
+    """The failed-login counter of a login as typed: its kind and its lower-cased text,
+    never the account it resolves to. So ten failures on a username do not lock (and so
+    reveal) the account's email, and a login naming no account is limited exactly like
+    one that does."""
+    kind = "email" if "@" in login else "username"  # usernames have no '@'
+    return f"{kind}:{login.strip().lower()}"
+
+
+def user_subject(user_id: str) -> str:
+    """The counter of password checks by a signed-in user (erasure request)."""
+    return f"user:{user_id}"
+
+
 @dataclass(frozen=True)
 class WindowState:
     count: int
