@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test services bench venv clean
+.PHONY: run test services chromium bench venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ run: $(VENV)/.installed-run
 services:
 	bash scripts/ensure-services.sh
 
-test: $(VENV)/.installed-test services
+# Debian's Chromium for the browser tests of the web console (they skip without it).
+chromium:
+	bash scripts/ensure-chromium.sh
+
+test: $(VENV)/.installed-test services chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-load services

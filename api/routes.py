@@ -6,6 +6,7 @@ from aiohttp import web
 from api import events, feed, messaging, notifications, posts, privacy, social, users
 from api.http import Endpoint, make_aiohttp_handler
 from api.ops import add_ops_routes
+from api.web import add_web_routes
 
 ROUTERS = [users.router, posts.router, social.router, feed.router, events.router, messaging.router,
            notifications.router, privacy.router]
@@ -17,5 +18,6 @@ def all_endpoints() -> list[Endpoint]:
 
 def setup_routes(app: web.Application) -> None:
     add_ops_routes(app)
+    add_web_routes(app)
     for ep in all_endpoints():
         app.router.add_route(ep.method, ep.path, make_aiohttp_handler(ep), name=ep.name)
