@@ -218,6 +218,7 @@ class RealtimeServer:
         # Encoded and framed once per event (once per recipient user when it carries
         # that user's offset), then the same bytes go to each socket.
         shared: tuple[eio_packet.Packet, bytes] | None = None
+        sockets = 0
         for user_id in message.user_ids:
             sids = self.sockets_by_user.get(user_id)
             if not sids:
@@ -235,12 +236,15 @@ class RealtimeServer:
                 state = self.sockets.get(sid)
                 if state is None:
                     continue
+                sockets += 1
                 if state.held is not None:
                     state.held.append((offset, pkt))
                     continue
                 await self._send(state, pkt, frame)
                 if offset is not None:
                     state.last_offset = offset
+        if sockets:
+            self.app[appkeys.METRICS].socket_deliveries.labels(message.event).inc(sockets)
 
     async def _disconnect_users(self, user_ids: list[str]) -> None:
         """Their sessions are gone: a DISCONNECT packet tells clients not to reconnect."""

@@ -188,7 +188,7 @@ async def privacy_worker_ctx(app: web.Application) -> AsyncIterator[None]:
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     """The outbox relay and the event consumers (when this process runs workers)."""
     settings = app[appkeys.SETTINGS]
-    bus = EventBus(app[appkeys.DB], settings, build_consumers(app[appkeys.SERVICES]))
+    bus = EventBus(app[appkeys.DB], settings, build_consumers(app[appkeys.SERVICES]), app[appkeys.METRICS])
     app[appkeys.EVENT_BUS] = bus
     if bus.broker is not None:
         app[appkeys.READINESS_CHECKS]["rabbitmq"] = bus.broker.check

@@ -68,6 +68,30 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _serve_worker_metrics(app, settings: Settings):
+    """A separate, tiny HTTP app for the worker's /metrics (the relay's and consumers'
+    counters live in this process) and /healthz; the REST API is not served here."""
+    if not settings.worker_metrics_port:
+        return None
+    from aiohttp import web
+
+    from api.ops import healthz
+    from server import appkeys
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=app[appkeys.METRICS].render(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", metrics)
+    metrics_app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.worker_metrics_port).start()
+    log.info("worker metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port)
+    return runner
+
+
 def worker(settings: Settings, args: argparse.Namespace) -> int:
     """The outbox relay and the event consumers, without HTTP (the app's contexts run,
     no site is bound). SIGTERM/SIGINT stop it cleanly."""
@@ -81,8 +105,10 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     _install_uvloop()
 
     async def run() -> None:
-        runner = web.AppRunner(create_app(settings), handle_signals=False)
+        app = create_app(settings)
+        runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()  # runs the cleanup contexts' startup: stores, services, event bus
+        metrics_runner = await _serve_worker_metrics(app, settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -92,6 +118,8 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             log.info("Pulse worker stopping")
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
             await runner.cleanup()
 
     try:

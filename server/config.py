@@ -57,6 +57,9 @@ class Settings:
     # HTTP server.
     host: str = "127.0.0.1"
     port: int = 8080
+    # `pulse worker` serves /metrics and /healthz (nothing else) on this port, on ``host``;
+    # 0: no HTTP at all.
+    worker_metrics_port: int = 0
     data_dir: str = ".pulse-data"
     # Distinguishes instances in logs, metrics and presence records.
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

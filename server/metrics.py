@@ -64,8 +64,18 @@ class Metrics:
             registry=self.registry,
         )
         self.events_consumed = Counter(
-            "pulse_events_consumed_total", "Domain events handled by consumers", ["consumer", "outcome"],
+            "pulse_events_consumed_total", "Domain events handled by consumers, by outcome: ok, duplicate "
+            "(handled before), retry (failed, will be retried), dead_letter (gave up)", ["consumer", "outcome"],
             registry=self.registry,
+        )
+        self.outbox_lag_seconds = Histogram(
+            "pulse_outbox_lag_seconds", "Domain events: from the outbox insert to its publication by the relay",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=self.registry,
+        )
+        self.socket_deliveries = Counter(
+            "pulse_socketio_deliveries_total", "Server events written to sockets (one per recipient socket)",
+            ["event"], registry=self.registry,
         )
 
     def observe_mongo_command(self, kind: str, command: str, seconds: float) -> None:

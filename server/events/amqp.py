@@ -136,6 +136,7 @@ class _Delivery:
         except ValueError as exc:
             log.error("%s: undecodable message %s sent to the dead-letter queue: %s",
                       self.consumer.name, message.message_id, exc)
+            self.processor.count(self.consumer.name, "dead_letter")
             await self._forward(message, self.queue + ".dlq", attempts=0, error=str(exc))
             return
         try:
@@ -145,6 +146,7 @@ class _Delivery:
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
             attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0) or 0) + 1
             error = f"{type(exc).__name__}: {exc}"[:500]
+            self.processor.count(self.consumer.name, "dead_letter" if attempts >= self.max_attempts else "retry")
             if attempts >= self.max_attempts:
                 log.error("%s: event %s (%s) failed %d times, dead-lettered: %s",
                           self.consumer.name, event.id, event.type, attempts, error)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from server.config import Settings
 from server.events.amqp import AmqpBroker
@@ -22,18 +22,22 @@ from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.processed_events import ProcessedEventsRepo
 
+if TYPE_CHECKING:
+    from server.metrics import Metrics
+
 log = logging.getLogger("pulse.events")
 
 
 class EventBus:
-    def __init__(self, db: Database, settings: Settings, consumers: Sequence[Consumer]) -> None:
+    def __init__(self, db: Database, settings: Settings, consumers: Sequence[Consumer],
+                 metrics: "Metrics | None" = None) -> None:
         names = [c.name for c in consumers]
         if len(names) != len(set(names)):
             raise ValueError(f"two consumers share a name: {sorted(names)}")
         self.db = db
         self.settings = settings
         self.consumers = list(consumers)
-        self.processor = EventProcessor(db)
+        self.processor = EventProcessor(db, metrics)
         self.broker = AmqpBroker(settings) if settings.amqp_url else None
         self.dispatcher = None if self.broker else InProcessDispatcher(
             self.consumers, self.processor, max_attempts=settings.event_max_attempts,
@@ -41,7 +45,7 @@ class EventBus:
         sink = self.broker.publish_many if self.broker else self.dispatcher.dispatch_many
         assert settings.postgres_dsn
         self.relay = OutboxRelay(db, settings.postgres_dsn, sink, batch_size=settings.outbox_batch_size,
-                                 poll_seconds=settings.outbox_poll_seconds)
+                                 poll_seconds=settings.outbox_poll_seconds, metrics=metrics)
         self._tasks: list[asyncio.Task] = []
         # Set once the consumers listen (their queues exist) and the relay runs.
         self.running = asyncio.Event()

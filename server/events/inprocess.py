@@ -41,11 +41,13 @@ class InProcessDispatcher:
             except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered
                 error = f"{type(exc).__name__}: {exc}"
                 if attempt == self.max_attempts:
+                    self.processor.count(consumer.name, "dead_letter")
                     log.error("%s: event %s (%s) failed %d times, dead-lettered: %s",
                               consumer.name, event.id, event.type, attempt, error)
                     self.dead_lettered.append((consumer.name, event, error))
                     del self.dead_lettered[:-1000]
                     return
+                self.processor.count(consumer.name, "retry")
                 log.warning("%s: event %s (%s) failed (attempt %d of %d): %s",
                             consumer.name, event.id, event.type, attempt, self.max_attempts, error)
                 await asyncio.sleep(self.retry_delay_ms * attempt / 1000)

@@ -8,18 +8,23 @@ handler's effect and the record means one more run.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from server.events.types import Consumer, DomainEvent
 from storage.postgres.pool import Database
 from storage.postgres.repos.processed_events import ProcessedEventsRepo
 
+if TYPE_CHECKING:
+    from server.metrics import Metrics
+
 log = logging.getLogger("pulse.events")
 
 
 class EventProcessor:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, metrics: "Metrics | None" = None) -> None:
         self.db = db
+        self.metrics = metrics
         self.processed = ProcessedEventsRepo()
         # (consumer, event id) being handled in this process: a duplicate delivered
         # meanwhile waits for the retry instead of running the handler a second time.
@@ -32,6 +37,7 @@ class EventProcessor:
         key = (consumer.name, event.id)
         async with self.db.read() as conn:
             if await self.processed.was_processed(conn, consumer.name, event_id):
+                self.count(consumer.name, "duplicate")
                 return False
         if key in self._in_flight:
             raise DuplicateInFlight(f"{consumer.name} is already handling event {event.id}")
@@ -42,7 +48,14 @@ class EventProcessor:
                 await self.processed.record(conn, consumer.name, event_id)
         finally:
             self._in_flight.discard(key)
+        self.count(consumer.name, "ok")
         return True
+
+    def count(self, consumer_name: str, outcome: str) -> None:
+        """One outcome for /metrics: ok, duplicate, retry or dead_letter (the last two are
+        decided by the transport that retries)."""
+        if self.metrics is not None:
+            self.metrics.events_consumed.labels(consumer_name, outcome).inc()
 
 
 class DuplicateInFlight(RuntimeError):

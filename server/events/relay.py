@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -19,6 +20,9 @@ from server.events.codec import event_from_outbox_row
 from server.events.types import DomainEvent
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OUTBOX_CHANNEL, OutboxRepo
+
+if TYPE_CHECKING:
+    from server.metrics import Metrics
 
 log = logging.getLogger("pulse.events.relay")
 
@@ -28,8 +32,9 @@ Sink = Callable[[Sequence[DomainEvent]], Awaitable[set[str]]]
 
 class OutboxRelay:
     def __init__(self, db: Database, dsn: str, sink: Sink, *, batch_size: int = 100,
-                 poll_seconds: float = 1.0) -> None:
+                 poll_seconds: float = 1.0, metrics: "Metrics | None" = None) -> None:
         self.db = db
+        self.metrics = metrics
         self.dsn = dsn
         self.sink = sink
         self.batch_size = batch_size
@@ -52,7 +57,15 @@ class OutboxRelay:
             done = [r["id"] for r in rows if str(r["id"]) in delivered]
             if done:
                 await self.outbox.mark_published(conn, done)
+        if done and self.metrics is not None:
+            self._count_published([r for r in rows if str(r["id"]) in delivered])
         return len(rows), len(done)
+
+    def _count_published(self, rows: Sequence[asyncpg.Record]) -> None:
+        now = datetime.now(timezone.utc)
+        for row in rows:
+            self.metrics.events_published.labels(row["event_type"]).inc()
+            self.metrics.outbox_lag_seconds.observe(max(0.0, (now - row["created_at"]).total_seconds()))
 
     async def run(self) -> None:
         """Relay until cancelled: woken by NOTIFY, polling as a fallback."""

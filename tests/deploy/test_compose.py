@@ -102,7 +102,7 @@ def test_every_service_uses_a_pinned_image_or_builds_the_dockerfile(services):
         assert tag != "latest", f"{name}: image {image!r} is not pinned"
         # A full version: a moving "7" or "8.0" tag is not a pin. PostgreSQL's own
         # versions have two parts since 10 (16.9 is a patch release).
-        full_version = r"\d+\.\d+\b" if repository == "postgres" else r"\d+\.\d+\.\d+\b"
+        full_version = r"\d+\.\d+\b" if repository == "postgres" else r"v?\d+\.\d+\.\d+\b"  # prom/*: v3.5.0
         assert re.match(full_version, tag), f"{name}: tag {tag!r} is not a full version"
 
 

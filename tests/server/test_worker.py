@@ -8,10 +8,11 @@ import subprocess
 import sys
 import uuid
 
+import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import RUN_ID, eventually
+from tests.conftest import RUN_ID, eventually, free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -23,7 +24,8 @@ async def test_worker_relays_and_consumes_then_stops_on_sigterm(make_pg_database
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env.update(PULSE_POSTGRES_DSN=dsn, PULSE_AMQP_URL=make_amqp_vhost("_worker"), PULSE_REDIS_URL=redis_url,
                PULSE_MONGO_URL=mongo_url, PULSE_MONGO_DB=f"pulse_test_{RUN_ID}_worker",
-               PULSE_NAMESPACE=f"pulse-test-{RUN_ID}-worker", PULSE_OUTBOX_POLL_SECONDS="0.2")
+               PULSE_NAMESPACE=f"pulse-test-{RUN_ID}-worker", PULSE_OUTBOX_POLL_SECONDS="0.2",
+               PULSE_WORKER_METRICS_PORT=str(metrics_port := free_port()))
     log_path = tmp_path / "worker.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "server.cli", "worker"], env=env, stdout=log,
@@ -58,6 +60,16 @@ async def test_worker_relays_and_consumes_then_stops_on_sigterm(make_pg_database
             await eventually(consumed, timeout=30, interval=0.2)
         finally:
             await conn.close()
+        # Its /metrics (the only HTTP it serves, with /healthz) counts what it did.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+                assert resp.status == 200
+                metrics = await resp.text()
+            async with http.get(f"http://127.0.0.1:{metrics_port}/api/v1/posts/popular") as resp:
+                assert resp.status == 404
+        assert 'pulse_events_published_total{event_type="post.unliked"} 1.0' in metrics
+        assert 'pulse_events_consumed_total{consumer="posts.popular",outcome="ok"} 1.0' in metrics
+        assert "pulse_outbox_lag_seconds_count 1.0" in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)

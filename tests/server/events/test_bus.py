@@ -17,6 +17,7 @@ from server.events.amqp import ATTEMPTS_HEADER, queue_name
 from server.events.bus import EventBus
 from server.events.relay import OutboxRelay
 from server.events.types import Consumer, DomainEvent
+from server.metrics import Metrics
 from server.timefmt import iso, utcnow
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
@@ -57,13 +58,18 @@ async def bus_db(bus_dsn) -> AsyncIterator[Database]:
 
 
 @asynccontextmanager
-async def running_bus(db: Database, settings, consumers) -> AsyncIterator[EventBus]:
-    bus = EventBus(db, settings, consumers)
+async def running_bus(db: Database, settings, consumers, metrics: Metrics | None = None) -> AsyncIterator[EventBus]:
+    bus = EventBus(db, settings, consumers, metrics)
     await bus.start()
     try:
         yield bus
     finally:
         await bus.stop()
+
+
+def consumed(metrics: Metrics, rec: "Recorder", outcome: str) -> float:
+    return metrics.registry.get_sample_value(
+        "pulse_events_consumed_total", {"consumer": rec.consumer.name, "outcome": outcome}) or 0
 
 
 async def add_events(db: Database, event_type: str, payloads: list[dict]) -> list[str]:
@@ -99,7 +105,8 @@ def new_type() -> str:
 async def test_outbox_events_are_published_and_consumed_then_marked(bus_db, bus_dsn, bus_vhost_url):
     etype = new_type()
     rec = Recorder(etype)
-    async with running_bus(bus_db, bus_settings(bus_dsn, bus_vhost_url), [rec.consumer]) as bus:
+    metrics = Metrics()
+    async with running_bus(bus_db, bus_settings(bus_dsn, bus_vhost_url), [rec.consumer], metrics) as bus:
         await asyncio.wait_for(bus.running.wait(), 30)
         ids = await add_events(bus_db, etype, [{"n": i} for i in range(5)])
         await eventually(lambda: len(rec.seen) == 5)
@@ -109,6 +116,9 @@ async def test_outbox_events_are_published_and_consumed_then_marked(bus_db, bus_
         for event_id in ids:
             assert await eventually(lambda: published_at(bus_db, event_id)) is not None
         await bus.broker.check()  # ready while connected
+        await eventually(lambda: consumed(metrics, rec, "ok") == 5)
+    assert metrics.registry.get_sample_value("pulse_events_published_total", {"event_type": etype}) == 5
+    assert metrics.registry.get_sample_value("pulse_outbox_lag_seconds_count") == 5
 
 
 async def test_duplicate_delivery_changes_nothing(bus_db, bus_dsn, bus_vhost_url):
@@ -138,7 +148,8 @@ async def test_failing_handler_is_retried_then_dead_lettered(bus_db, bus_dsn, bu
     etype = new_type()
     rec = Recorder(etype, fail=True)
     settings = bus_settings(bus_dsn, bus_vhost_url, event_max_attempts=3)
-    async with running_bus(bus_db, settings, [rec.consumer]) as bus:
+    metrics = Metrics()
+    async with running_bus(bus_db, settings, [rec.consumer], metrics) as bus:
         await asyncio.wait_for(bus.running.wait(), 30)
         [event_id] = await add_events(bus_db, etype, [{"doomed": True}])
         await eventually(lambda: rec.calls >= 3)
@@ -157,6 +168,7 @@ async def test_failing_handler_is_retried_then_dead_lettered(bus_db, bus_dsn, bu
         finally:
             await connection.close()
         assert rec.calls == 3  # bounded: no further attempts after the dead letter
+        assert (consumed(metrics, rec, "retry"), consumed(metrics, rec, "dead_letter")) == (2, 1)
         async with bus_db.read() as conn:
             assert not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)",
                                            uuid.UUID(event_id))
@@ -207,10 +219,12 @@ async def test_embedded_mode_retries_then_gives_up(bus_db, bus_dsn):
     etype = new_type()
     rec = Recorder(etype, fail=True)
     settings = bus_settings(bus_dsn, None, event_max_attempts=2)
-    async with running_bus(bus_db, settings, [rec.consumer]) as bus:
+    metrics = Metrics()
+    async with running_bus(bus_db, settings, [rec.consumer], metrics) as bus:
         [event_id] = await add_events(bus_db, etype, [{}])
         await eventually(lambda: bus.dispatcher.dead_lettered)
         assert rec.calls == 2 and bus.dispatcher.dead_lettered[0][1].id == event_id
+        assert (consumed(metrics, rec, "retry"), consumed(metrics, rec, "dead_letter")) == (1, 1)
         assert await eventually(lambda: published_at(bus_db, event_id)) is not None
 
 
