@@ -81,3 +81,15 @@ async def test_web_routes_are_labelled_by_route_in_metrics(api):
     text = metrics.decode()
     assert 'route="web.console"' in text and 'route="web.console_static"' in text
     assert "app.js" not in text  # one series for all static files, not one per path
+
+
+def test_console_files_are_package_data():
+    """A non-editable install (the container image) has the console's files."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["api"]
+    files = [p.relative_to(ROOT / "api").as_posix() for p in (ROOT / "api" / "console").iterdir()]
+    assert {"console/index.html", "console/app.js", "console/sio.js"} <= set(files)
+    for name in files:
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
