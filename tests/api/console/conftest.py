@@ -34,7 +34,9 @@ def chromium_missing() -> str | None:
     return None
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+# Package-scoped (not session): Chromium and these instances end with the browser tests
+# instead of idling through the rest of the suite.
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def browser() -> AsyncIterator[Any]:
     reason = chromium_missing()
     if reason:
@@ -53,7 +55,7 @@ async def browser() -> AsyncIterator[Any]:
     await pw.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
@@ -88,10 +90,13 @@ def pytest_runtest_makereport(item, call):
         item.rep_call = report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console_instances(serve_process):
     """Two `pulse serve` processes for the pages (rate limits off: many sign-ups from 127.0.0.1)."""
-    return [serve_process(rate_limits=False), serve_process(rate_limits=False)]
+    instances = [serve_process(rate_limits=False), serve_process(rate_limits=False)]
+    yield instances
+    for instance in instances:
+        instance.stop()
 
 
 def unique(prefix: str) -> str:

@@ -249,3 +249,4 @@ async def test_after_an_instance_restarts_the_open_page_catches_up(people, serve
     assert status == 201
     await expect(messages(page)).to_contain_text("back again")
     await page.screenshot(path=str(artifacts / "console-caught-up.png"))
+    restarting.stop()
