@@ -83,7 +83,7 @@ async def test_web_routes_are_labelled_by_route_in_metrics(api):
     assert "app.js" not in text  # one series for all static files, not one per path
 
 
-def test_console_files_are_package_data():
+async def test_console_files_are_package_data():
     """A non-editable install (the container image) has the console's files."""
     import fnmatch
     import tomllib
