@@ -21,11 +21,12 @@ from aiohttp import web
 from engineio import packet as eio_packet
 from pydantic import BaseModel, ValidationError
 
+from api.http import client_info
 from realtime.fanout import FanoutListener, FanoutMessage
 from realtime.models import MessageRead, MessageSend, PresenceQuery, Typing
 from realtime.packets import OrjsonCodec, event_packet, event_packet_from
 from realtime.presence import InstancePresence
-from realtime.transport import DirectSocket, DirectSocketServer, packet_frame
+from realtime.transport import ClientErrorsAtDebug, DirectSocket, DirectSocketServer, packet_frame
 from server import appkeys
 from server.errors import DomainError, RateLimited, Unauthorized
 from server.services.ports import DISCONNECT_USER
@@ -63,9 +64,17 @@ class RealtimeServer:
     def __init__(self, app: web.Application) -> None:
         settings = app[appkeys.SETTINGS]
         self.app = app
+        metrics = app[appkeys.METRICS]
         self.sio = DirectSocketServer(
-            async_mode="aiohttp", json=OrjsonCodec, logger=False, engineio_logger=False,
-            max_http_buffer_size=settings.max_json_bytes,
+            async_mode="aiohttp", json=OrjsonCodec, logger=False,
+            engineio_logger=ClientErrorsAtDebug(logging.getLogger("pulse.realtime.engineio"), {}),
+            max_http_buffer_size=settings.socket_max_payload_bytes,
+            ping_interval_ms=settings.socket_ping_interval_ms, ping_timeout_ms=settings.socket_ping_timeout_ms,
+            connect_timeout_ms=settings.socket_connect_timeout_ms,
+            pending_per_address=settings.socket_pending_per_address,
+            client_address=lambda request: client_info(request).address,
+            on_malformed=lambda reason: metrics.socket_malformed_frames.labels(reason).inc(),
+            on_refused=lambda reason: metrics.socket_sessions_refused.labels(reason).inc(),
         )
         self.sio.attach(app, socketio_path="socket.io")
         self.sockets: dict[str, SocketState] = {}

@@ -21,6 +21,13 @@ Long-polling, and sockets that upgrade from polling to websocket, keep engineio'
 code path (queue + writer). A client that does not read (its kernel and transport
 buffers full beyond ``max_buffered_bytes``) is dropped at the transport level; it
 reconnects and resumes from its offset.
+
+Against hostile and broken clients (Engine.IO v4 / Socket.IO v5 as the reference server
+behaves): every frame is decoded strictly (realtime/protocol.py) and a malformed one
+closes the connection (logged at debug level, counted); an invalid transport or request
+method is 400; a session that has not connected a namespace within the connect timeout
+is closed, and one client address holds at most ``pending_per_address`` such sessions;
+a second websocket for an already upgraded session is accepted and closed at once.
 """
 from __future__ import annotations
 
@@ -29,13 +36,16 @@ import collections
 import logging
 import struct
 import time
-from typing import Any
+from typing import Any, Callable
 
 import engineio
 import socketio
 from aiohttp import WSMsgType, web
 from engineio import async_socket, exceptions as eio_exceptions, packet as eio_packet
 from engineio.async_drivers import aiohttp as aiohttp_driver
+from socketio import packet as sio_packet
+
+from realtime.protocol import ACK, CONNECT, DISCONNECT, EVENT, MalformedFrame, decode_engineio, decode_payload, parse_socketio
 
 log = logging.getLogger("pulse.realtime.transport")
 
@@ -63,6 +73,23 @@ def packet_frame(pkt: eio_packet.Packet) -> bytes:
 
 
 PING_FRAME = ws_frame(eio_packet.Packet(eio_packet.PING).encode())
+# A websocket close frame, status 1002 (protocol error): sent before the connection is
+# closed on a malformed frame, without waiting for the client's answer.
+PROTOCOL_ERROR_CLOSE_FRAME = bytes((0x88, 2)) + struct.pack("!H", 1002)
+# What a session refused before its handshake gets (an HTTP answer, as engineio's 400s).
+TOO_MANY_PENDING = {"status": "429 TOO MANY REQUESTS", "headers": [("Content-Type", "text/plain")],
+                    "response": b'"Too many sessions without a Socket.IO connection from this address"'}
+
+
+class MalformedPayload(eio_exceptions.EngineIOError):
+    """A long-polling POST that is not a valid payload: engineio answers 400 and closes."""
+
+
+def close_with_protocol_error(transport: asyncio.BaseTransport | None) -> None:
+    """Sends a close frame and closes the TCP connection (buffered data is flushed first)."""
+    if transport is not None and not transport.is_closing():
+        transport.write(PROTOCOL_ERROR_CLOSE_FRAME)
+        transport.close()
 
 
 class _SpentQueue:
@@ -106,6 +133,8 @@ class Deadlines:
         self.check = check  # check(sock, stamp), called once the delay has passed
         self.entries: collections.deque[tuple[float, Any, Any]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
+        # How late the timer fired for the entry being checked (seconds).
+        self.late = 0.0
 
     def add(self, sock: Any, stamp: Any = None) -> None:
         loop = asyncio.get_running_loop()
@@ -120,7 +149,8 @@ class Deadlines:
         now = loop.time()
         entries = self.entries
         while entries and entries[0][0] <= now:
-            _, sock, stamp = entries.popleft()
+            due, sock, stamp = entries.popleft()
+            self.late = now - due
             try:
                 self.check(sock, stamp)
             except Exception:  # noqa: BLE001 - one socket must not stop the others' checks
@@ -148,6 +178,26 @@ class LeanWebSocket(aiohttp_driver.WebSocket):
         await self.handler(self)
         return self._sock
 
+    async def wait(self) -> str:
+        """The next text frame, checked before engineio decodes it: a malformed frame
+        closes the connection (the OSError ends engineio's receive loop)."""
+        msg = await self._sock.receive()
+        if msg.type is WSMsgType.TEXT:
+            try:
+                decode_engineio(msg.data)
+                return msg.data
+            except MalformedFrame as exc:
+                reason = exc.reason
+        elif msg.type is WSMsgType.BINARY:
+            reason = "binary"
+        elif msg.type is WSMsgType.ERROR:
+            reason = "websocket"
+        else:
+            raise OSError()
+        self.server.note_malformed(reason, None)
+        close_with_protocol_error(self._sock._writer.transport if self._sock._writer is not None else None)
+        raise OSError()
+
 
 class DirectSocket(async_socket.AsyncSocket):
     """An engineio socket that writes websocket frames directly once it is live."""
@@ -157,6 +207,12 @@ class DirectSocket(async_socket.AsyncSocket):
     _ws: web.WebSocketResponse | None = None
     _ping_task: asyncio.Task | None = None
     _timed_out = False
+    # The client address while the session has not connected a namespace (counted
+    # against ``pending_per_address``); None once it has, or once the session is gone.
+    pending_address: str | None = None
+    # Whether a Socket.IO namespace was ever connected on this session.
+    joined = False
+    _drop_task: asyncio.Task | None = None
 
     @property
     def direct(self) -> bool:
@@ -193,20 +249,87 @@ class DirectSocket(async_socket.AsyncSocket):
     def ping_due(self) -> None:
         if self.closing or self.closed:
             return
-        self.last_ping = stamp = time.time()
-        if self.write_frame(PING_FRAME):
-            # The receive loop has no timeout of its own: an unanswered ping ends it.
-            self.server.pong_due.add(self, stamp)
-        else:  # polling: through the queue (engineio's poll timeout covers the rest)
+        # Stamped when it was due (not when the timer got round to it), so the timeout
+        # counts from the announced interval.
+        self.last_ping = stamp = time.time() - self.server.ping_due.late
+        if not self.write_frame(PING_FRAME):  # polling: through the queue
             self._ping_task = asyncio.ensure_future(self.send(eio_packet.Packet(eio_packet.PING)))
+        self.server.pong_due.add(self, stamp)
+
+    def ping_overdue(self) -> bool:
+        last_ping = self.last_ping
+        return bool(last_ping) and time.time() - last_ping >= self.server.ping_timeout
 
     def pong_due(self, stamp: float) -> None:
         """The ping sent at ``stamp`` is unanswered after ``ping_timeout``: the client is gone."""
-        if self.last_ping != stamp or self._transport is None or self.closing or self.closed:
+        if self.last_ping != stamp or self.closing or self.closed:
             return
         log.info("socket %s did not answer a ping; dropping it", self.sid)
         self._timed_out = True
-        self._transport.abort()  # the receive loop ends and closes the socket
+        if self._transport is not None:
+            self._transport.abort()  # the receive loop ends and closes the socket
+        else:
+            self.drop(self.server.reason.PING_TIMEOUT)
+
+    def connect_due(self) -> None:
+        """The connect timeout has passed: a session that never connected a namespace goes."""
+        if self.joined or self.closing or self.closed:
+            return
+        log.debug("socket %s sent no Socket.IO CONNECT in time; closing it", self.sid)
+        self.server.note_refused("connect_timeout")
+        self.drop(self.server.reason.TRANSPORT_CLOSE)
+
+    def joined_namespace(self) -> None:
+        self.joined = True
+        self.settle()
+
+    def settle(self) -> None:
+        """No longer a session waiting for its CONNECT: its address's count goes down."""
+        address, self.pending_address = self.pending_address, None
+        if address is not None:
+            self.server.release_pending(address)
+
+    def malformed(self, reason: str) -> None:
+        self.server.note_malformed(reason, self.sid)
+        self.drop(self.server.reason.TRANSPORT_ERROR)
+
+    def drop(self, reason: Any) -> None:
+        """Ends the session now. Live on its websocket: a close frame and the connection
+        closed (the receive loop then closes the session). Polling or upgraded: the
+        session is closed and its pending poll (or upgraded writer) ended."""
+        if self._transport is not None:
+            close_with_protocol_error(self._transport)
+        elif not (self.closing or self.closed) and self._drop_task is None:
+            self._drop_task = asyncio.ensure_future(self._drop_queued(reason))
+
+    async def _drop_queued(self, reason: Any) -> None:
+        await self.close(wait=False, abort=True, reason=reason)
+        if self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
+
+    async def handle_post_request(self, environ: dict) -> None:
+        """A long-polling POST, decoded strictly (engineio's decoder turns JSON-looking
+        payloads into objects and lets a parse error escape as a traceback)."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > self.server.max_http_buffer_size:
+            raise eio_exceptions.ContentTooLongError()
+        body = await environ["wsgi.input"].read(length)
+        try:
+            packets = decode_payload(body)
+        except MalformedFrame as exc:
+            self.server.note_malformed(exc.reason, self.sid)
+            raise MalformedPayload() from None
+        for pkt in packets:
+            if self.closing or self.closed:
+                break
+            if pkt.packet_type == eio_packet.PING:  # not from a v4 client outside an upgrade
+                self.server.note_malformed("engineio", self.sid)
+                raise MalformedPayload()
+            if pkt.packet_type != eio_packet.NOOP and pkt.packet_type != eio_packet.UPGRADE:
+                await self.receive(pkt)
 
     async def close_transport(self) -> None:
         """Ends the connection without a CLOSE packet: clients take it as a transport
@@ -217,7 +340,14 @@ class DirectSocket(async_socket.AsyncSocket):
             await self.queue.put(None)  # engineio's writer closes the websocket / ends the poll
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        self.settle()
+        was_open = not (self.closing or self.closed)
         await super().close(wait=wait and self._transport is None, abort=abort, reason=reason)
+        if abort and was_open:
+            # As the reference server: a pending poll is answered with a NOOP, and an
+            # upgraded websocket's writer ends (direct sockets have no queue any more).
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
+            self.queue.put_nowait(None)
 
     async def serve_websocket(self, environ: dict) -> Any:
         """Serves a socket opened directly on the websocket transport from this one
@@ -260,22 +390,34 @@ class DirectSocket(async_socket.AsyncSocket):
         # the request's coroutine frames and python-socketio for the socket's lifetime.
         # Our connect handler does not read it (auth comes in the CONNECT packet).
         environ.clear()
-        max_size = self.server.max_http_buffer_size
         try:
             while True:
                 msg = await sock.receive()
-                if msg.type is not WSMsgType.TEXT and msg.type is not WSMsgType.BINARY:
-                    break
-                if len(msg.data) > max_size:
+                if msg.type is not WSMsgType.TEXT:
+                    if msg.type is WSMsgType.BINARY:
+                        self.malformed("binary")
+                    elif msg.type is WSMsgType.ERROR:  # e.g. larger than maxPayload (aiohttp sent 1009)
+                        self.server.note_malformed("websocket", self.sid)
                     break
                 try:
-                    await self.receive(eio_packet.Packet(encoded_packet=msg.data))
-                except eio_exceptions.UnknownPacketError:
-                    pass
+                    pkt = decode_engineio(msg.data)
+                except MalformedFrame as exc:
+                    self.malformed(exc.reason)
+                    break
+                kind = pkt.packet_type
+                if kind == eio_packet.PING:  # a v4 client answers pings, it does not send them
+                    self.malformed("engineio")
+                    break
+                if kind == eio_packet.NOOP or kind == eio_packet.UPGRADE:
+                    continue
+                try:
+                    await self.receive(pkt)
                 except eio_exceptions.SocketIsClosedError:
                     break
-                except Exception:  # noqa: BLE001 - as engineio: log, keep the connection
+                except Exception:  # noqa: BLE001 - a fault of ours, not the client's: log, keep it
                     log.exception("socket receive failed")
+                if self.closed or transport.is_closing():
+                    break
         except asyncio.CancelledError:
             pass
         finally:
@@ -290,21 +432,95 @@ class DirectSocket(async_socket.AsyncSocket):
         await self.close(wait=False, abort=True, reason=reason)
 
 
+class ClientErrorsAtDebug(logging.LoggerAdapter):
+    """engineio's logger: what engineio logs at ERROR without a traceback is what a client
+    got wrong (unsupported version, unknown session, bad origin); that is debug level
+    here. Exceptions (engineio's ``logger.exception``) keep their level."""
+
+    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("exc_info"):
+            super().error(msg, *args, **kwargs)
+        else:
+            self.debug(msg, *args, **kwargs)
+
+
 class DirectEngineServer(engineio.AsyncServer):
     """engineio's server, creating ``DirectSocket``s."""
 
-    def __init__(self, *args: Any, max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, *args: Any, max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+        ping_interval_ms: int = 25000, ping_timeout_ms: int = 20000, connect_timeout_ms: int = 45000,
+        pending_per_address: int = 32, client_address: Callable[[web.Request], str] | None = None,
+        on_malformed: Callable[[str], None] | None = None, on_refused: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, ping_interval=ping_interval_ms / 1000, ping_timeout=ping_timeout_ms / 1000, **kwargs)
         self.max_buffered_bytes = max_buffered_bytes
+        # The handshake announces these exactly (engineio rounds the interval to seconds).
+        self.ping_interval_ms = ping_interval_ms
+        self.ping_timeout_ms = ping_timeout_ms
+        self.pending_per_address = pending_per_address
+        self.pending_by_address: dict[str, int] = {}
+        self.client_address = client_address or (lambda request: request.remote or "unknown")
+        self._on_malformed = on_malformed
+        self._on_refused = on_refused
         self._async = {**self._async, "websocket": LeanWebSocket}
-        # Ping and pong deadlines of all direct sockets: two timers, not one per socket.
+        # Ping, pong and connect deadlines of all sockets: three timers, not one per socket.
         self.ping_due = Deadlines(self.ping_interval, lambda sock, _: sock.ping_due())
         self.pong_due = Deadlines(self.ping_timeout, lambda sock, stamp: sock.pong_due(stamp))
+        self.connect_due = Deadlines(connect_timeout_ms / 1000, lambda sock, _: sock.connect_due())
+
+    def attach(self, app: web.Application, engineio_path: str = "engine.io") -> None:
+        super().attach(app, engineio_path)
+        # Other methods reach handle_request too: Engine.IO v4 answers them 400 (aiohttp: 405).
+        app.router.add_route("*", f"/{engineio_path.strip('/')}/", self.handle_request)
 
     async def shutdown(self) -> None:
         self.ping_due.cancel()
         self.pong_due.cancel()
+        self.connect_due.cancel()
         await super().shutdown()
+
+    def note_malformed(self, reason: str, sid: str | None) -> None:
+        # Debug level: a client can send these at will, before authenticating.
+        log.debug("socket %s: malformed frame (%s); closing the connection", sid, reason)
+        if self._on_malformed is not None:
+            self._on_malformed(reason)
+
+    def note_refused(self, reason: str) -> None:
+        if self._on_refused is not None:
+            self._on_refused(reason)
+
+    def release_pending(self, address: str) -> None:
+        left = self.pending_by_address.get(address, 0) - 1
+        if left > 0:
+            self.pending_by_address[address] = left
+        else:
+            self.pending_by_address.pop(address, None)
+
+    async def handle_request(self, request: web.Request) -> web.StreamResponse:
+        """What engineio answers otherwise (a 405, a missing transport taken as polling,
+        an HTTP request or a 400 for a session that went away or was upgraded), answered
+        as Engine.IO v4 does; the rest is engineio's."""
+        query = request.query
+        transport = query.get("transport")
+        if request.method not in ("GET", "POST", "OPTIONS") or transport not in self.transports:
+            return web.Response(status=400, text='"Bad Request"', content_type="text/plain")
+        sid = query.get("sid")
+        sock = self.sockets.get(sid) if sid is not None else None
+        if isinstance(sock, DirectSocket):
+            if sock.ping_overdue() and not sock.direct:
+                # Its pong deadline has passed (the timer may not have run yet).
+                sock.drop(self.reason.PING_TIMEOUT)
+                return web.Response(status=400, text='"Session timed out"', content_type="text/plain")
+            if (sock.upgraded and transport == "websocket" and request.method == "GET"
+                    and request.headers.get("Upgrade", "").lower() == "websocket"):
+                # A second websocket for an upgraded session: accepted and closed at once.
+                ws = web.WebSocketResponse(compress=False, timeout=2.0)
+                await ws.prepare(request)
+                await ws.close()
+                return ws
+        return await super().handle_request(request)
 
     async def _handle_connect(self, environ, transport, jsonp_index=None):
         """engineio 4's ``_handle_connect``, creating a ``DirectSocket`` (engineio names
@@ -313,26 +529,38 @@ class DirectEngineServer(engineio.AsyncServer):
             self.start_service_task = False
             self.service_task_handle = self.start_background_task(self._service_task)
 
+        # Pulse: sessions without a CONNECT yet are bounded per client address.
+        address = self.client_address(environ["aiohttp.request"])
+        pending = self.pending_by_address.get(address, 0)
+        if pending >= self.pending_per_address:
+            self.note_refused("pending_per_address")
+            return TOO_MANY_PENDING
+        self.pending_by_address[address] = pending + 1
+
         sid = self.generate_id()
         s = DirectSocket(self, sid)
+        s.pending_address = address
         self.sockets[sid] = s
 
         # Not held in a local: this frame lives as long as the websocket does.
+        # Pulse: the configured milliseconds, exactly.
         await s.send(eio_packet.Packet(eio_packet.OPEN, {
             "sid": sid,
             "upgrades": self._upgrades(sid, transport),
-            "pingTimeout": int(self.ping_timeout * 1000),
-            "pingInterval": int(self.ping_interval + self.ping_interval_grace_period) * 1000,
+            "pingTimeout": self.ping_timeout_ms,
+            "pingInterval": self.ping_interval_ms,
             "maxPayload": self.max_http_buffer_size,
         }))
 
         ret = await self._trigger_event("connect", sid, environ, run_async=False)
         if ret is not None and ret is not True:
             del self.sockets[sid]
+            s.settle()
             self.logger.warning("Application rejected connection")
             return self._unauthorized(ret or None)
 
         s.schedule_ping()
+        self.connect_due.add(s)  # Pulse: closed unless it connects a namespace in time
 
         if transport == "websocket":
             ret = await s.serve_websocket(environ)
@@ -352,7 +580,53 @@ class DirectEngineServer(engineio.AsyncServer):
 
 
 class DirectSocketServer(socketio.AsyncServer):
-    """python-socketio's server on ``DirectEngineServer``."""
+    """python-socketio's server on ``DirectEngineServer``, decoding client packets
+    strictly (realtime/protocol.py) and answering as the Socket.IO v5 reference does."""
 
     def _engineio_server_class(self):
         return DirectEngineServer
+
+    def _reject(self, eio_sid: str, reason: str) -> None:
+        sock = self.eio.sockets.get(eio_sid)
+        if isinstance(sock, DirectSocket):
+            sock.malformed(reason)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        """python-socketio's dispatch, on a strictly decoded packet. As the reference
+        server, a packet for a namespace the session has not joined (or a second CONNECT
+        to one it has) closes the connection."""
+        try:
+            pkt = parse_socketio(data)
+        except MalformedFrame as exc:
+            self._reject(eio_sid, exc.reason)
+            return
+        joined = self.manager.sid_from_eio_sid(eio_sid, pkt.namespace) is not None
+        if (pkt.kind == CONNECT) == joined:
+            self._reject(eio_sid, "state")
+            return
+        if pkt.kind == CONNECT:
+            await self._handle_connect(eio_sid, pkt.namespace, pkt.data)
+        elif pkt.kind == DISCONNECT:
+            await self._handle_disconnect(eio_sid, pkt.namespace, self.reason.CLIENT_DISCONNECT)
+        elif pkt.kind == EVENT:
+            await self._handle_event(eio_sid, pkt.namespace, pkt.ack_id, pkt.data)
+        elif pkt.kind == ACK:
+            await self._handle_ack(eio_sid, pkt.namespace, pkt.ack_id, pkt.data)
+
+    def _namespace_served(self, namespace: str) -> bool:
+        # python-socketio's own test in _handle_connect.
+        return (namespace in self.handlers or namespace in self.namespace_handlers
+                or self.namespaces == "*" or namespace in self.namespaces)
+
+    async def _handle_connect(self, eio_sid: str, namespace: str, data: Any) -> None:
+        if not self._namespace_served(namespace):
+            # The reference server's answer (python-socketio says "Unable to connect").
+            await self._send_packet(eio_sid, self.packet_class(
+                sio_packet.CONNECT_ERROR, data={"message": "Invalid namespace"}, namespace=namespace))
+            return
+        await super()._handle_connect(eio_sid, namespace, data)
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is not None and self.manager.is_connected(sid, namespace):
+            sock = self.eio.sockets.get(eio_sid)
+            if isinstance(sock, DirectSocket):
+                sock.joined_namespace()

@@ -142,6 +142,16 @@ class Settings:
     offset_log_max_events: int = 1000
     offset_log_max_age_seconds: int = 24 * 3600
     presence_ttl_seconds: int = 15
+    # Engine.IO heartbeat, as announced in the handshake (milliseconds, sub-second allowed).
+    socket_ping_interval_ms: int = 25000
+    socket_ping_timeout_ms: int = 20000
+    # Engine.IO maxPayload: the largest websocket message or polling POST body accepted.
+    socket_max_payload_bytes: int = 1_000_000
+    # An Engine.IO session that has not connected a namespace by then is closed.
+    socket_connect_timeout_ms: int = 45000
+    # Engine.IO sessions one client address may hold open before their Socket.IO CONNECT
+    # (per instance: each instance bounds its own memory).
+    socket_pending_per_address: int = 32
 
     @property
     def embedded(self) -> bool:

@@ -55,6 +55,14 @@ class Metrics:
         self.socket_connections = Gauge(
             "pulse_socketio_connections", "Socket.IO connections held by this instance", registry=self.registry,
         )
+        self.socket_malformed_frames = Counter(
+            "pulse_socketio_malformed_frames_total", "Client frames outside the Engine.IO/Socket.IO "
+            "protocol (each closed its connection), by what was wrong", ["reason"], registry=self.registry,
+        )
+        self.socket_sessions_refused = Counter(
+            "pulse_socketio_sessions_refused_total", "Engine.IO sessions refused or closed before their "
+            "Socket.IO CONNECT (too many from one address, connect timeout)", ["reason"], registry=self.registry,
+        )
         self.mongo_command_seconds = Histogram(
             "pulse_mongo_command_duration_seconds", "MongoDB data commands as the driver timed them",
             ["kind", "command"], buckets=LATENCY_BUCKETS, registry=self.registry,
