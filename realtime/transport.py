@@ -342,7 +342,13 @@ class DirectSocket(async_socket.AsyncSocket):
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         self.settle()
         was_open = not (self.closing or self.closed)
-        await super().close(wait=wait and self._transport is None, abort=abort, reason=reason)
+        await super().close(wait=False, abort=abort, reason=reason)
+        if wait and was_open and self._transport is None:
+            # engineio waits for the queue to drain: forever if the client never polls.
+            try:
+                await asyncio.wait_for(self.queue.join(), self.server.ping_timeout)
+            except asyncio.TimeoutError:
+                pass
         if abort and was_open:
             # As the reference server: a pending poll is answered with a NOOP, and an
             # upgraded websocket's writer ends (direct sockets have no queue any more).
