@@ -253,8 +253,14 @@ class DirectSocket(async_socket.AsyncSocket):
         # counts from the announced interval.
         self.last_ping = stamp = time.time() - self.server.ping_due.late
         if not self.write_frame(PING_FRAME):  # polling: through the queue
-            self._ping_task = asyncio.ensure_future(self.send(eio_packet.Packet(eio_packet.PING)))
+            self._ping_task = asyncio.ensure_future(self._queue_ping())
         self.server.pong_due.add(self, stamp)
+
+    async def _queue_ping(self) -> None:
+        try:
+            await self.send(eio_packet.Packet(eio_packet.PING))
+        except eio_exceptions.SocketIsClosedError:
+            pass  # closed since the ping was due
 
     def ping_overdue(self) -> bool:
         last_ping = self.last_ping
@@ -315,19 +321,23 @@ class DirectSocket(async_socket.AsyncSocket):
         except ValueError:
             length = -1
         if length < 0 or length > self.server.max_http_buffer_size:
+            self.server.note_malformed("too_large", self.sid)
+            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
             raise eio_exceptions.ContentTooLongError()
         body = await environ["wsgi.input"].read(length)
         try:
             packets = decode_payload(body)
+            if any(pkt.packet_type == eio_packet.PING for pkt in packets):
+                raise MalformedFrame("engineio")  # not from a v4 client outside an upgrade
         except MalformedFrame as exc:
             self.server.note_malformed(exc.reason, self.sid)
+            # Closed here, without engineio's wait for a poll to fetch the CLOSE packet;
+            # engineio then answers 400 and forgets the session.
+            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
             raise MalformedPayload() from None
         for pkt in packets:
             if self.closing or self.closed:
                 break
-            if pkt.packet_type == eio_packet.PING:  # not from a v4 client outside an upgrade
-                self.server.note_malformed("engineio", self.sid)
-                raise MalformedPayload()
             if pkt.packet_type != eio_packet.NOOP and pkt.packet_type != eio_packet.UPGRADE:
                 await self.receive(pkt)
 
@@ -439,15 +449,15 @@ class DirectSocket(async_socket.AsyncSocket):
 
 
 class ClientErrorsAtDebug(logging.LoggerAdapter):
-    """engineio's logger: what engineio logs at ERROR without a traceback is what a client
-    got wrong (unsupported version, unknown session, bad origin); that is debug level
-    here. Exceptions (engineio's ``logger.exception``) keep their level."""
+    """engineio's logger. What engineio logs at WARNING or ERROR without a traceback is
+    what a client got wrong (unsupported version, unknown session, bad origin): debug
+    level here. Its INFO lines trace every packet: dropped. Exceptions keep their level."""
 
-    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("exc_info"):
-            super().error(msg, *args, **kwargs)
-        else:
-            self.debug(msg, *args, **kwargs)
+            super().log(level, msg, *args, **kwargs)
+        elif level >= logging.WARNING:
+            super().log(logging.DEBUG, msg, *args, **kwargs)
 
 
 class DirectEngineServer(engineio.AsyncServer):
