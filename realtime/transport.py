@@ -524,6 +524,10 @@ class DirectEngineServer(engineio.AsyncServer):
             return web.Response(status=400, text='"Bad Request"', content_type="text/plain")
         sid = query.get("sid")
         sock = self.sockets.get(sid) if sid is not None else None
+        if sock is not None and sock.closed:
+            # Closed but not yet forgotten (engineio's POST path would raise KeyError).
+            del self.sockets[sid]
+            return web.Response(status=400, text='"Session is closed"', content_type="text/plain")
         if isinstance(sock, DirectSocket):
             if sock.ping_overdue() and not sock.direct:
                 # Its pong deadline has passed (the timer may not have run yet).
