@@ -67,4 +67,4 @@ async def withdraw_rsvp(request: web.Request, call: Call):
 async def attendees(request: web.Request, call: Call[None, ListQuery]):
     """Who answered, with their status, newest first."""
     return await call.services.events.attendees(request.match_info["event_id"], limit=call.query.limit,
-                                                cursor=call.query.cursor)
+                                                cursor=call.query.cursor, viewer_id=call.user_id)

@@ -57,7 +57,7 @@ async def create_comment(request: web.Request, call: Call[CommentIn, None]):
 async def list_comments(request: web.Request, call: Call[None, ListQuery]):
     """A post's comments, oldest first."""
     return await call.services.posts.list_comments(request.match_info["id"], limit=call.query.limit,
-                                                   cursor=call.query.cursor)
+                                                   cursor=call.query.cursor, viewer_id=call.user_id)
 
 
 @router.route("DELETE", "/comments/{id}", name="comments.delete", status=204, errors=(401, 403, 404))

@@ -53,4 +53,4 @@ async def update_me(request: web.Request, call: Call[ProfilePatchIn, None]):
 @router.route("GET", "/users/{user}", name="users.get", response=PublicUser, errors=(401, 404))
 async def get_user(request: web.Request, call: Call):
     """A public profile, by id or username."""
-    return await call.services.users.get_public(request.match_info["user"])
+    return await call.services.users.get_public(request.match_info["user"], viewer_id=call.user_id)

@@ -40,6 +40,7 @@ from storage.redis.presence import PresenceStore
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitCounters
 from storage.redis.sessions_cache import SessionsCache
+from storage.redis.write_marks import WriteMarks
 
 log = logging.getLogger("pulse.app")
 
@@ -51,7 +52,7 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     db = await Database.connect(settings)
     app[appkeys.DB] = db
     app[appkeys.METRICS].watch_pool(db.pool_stats)
-    app[appkeys.METRICS].watch_reads(db.read_stats)
+    app[appkeys.METRICS].watch_reads(db.read_stats, db.replica_lag)
 
     async def ping() -> None:
         async with db.connection() as conn:
@@ -61,6 +62,8 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.postgres_replica_dsn:
         # Reported, never failing: without the replica, lag-tolerant reads go to the primary.
         app[appkeys.OPTIONAL_READINESS_CHECKS]["postgres_replica"] = db.ping_replica
+        # Behind by more than PULSE_PG_REPLICA_MAX_LAG_MS: lag-tolerant reads use the primary.
+        app[appkeys.OPTIONAL_READINESS_CHECKS]["postgres_replica_lag"] = db.check_replica_lag
     yield
     await db.close()
 
@@ -133,6 +136,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     keys = Keys(settings.namespace)
     passwords = await asyncio.get_running_loop().run_in_executor(None, Passwords, settings)
     rate_limits = RateLimits(RateLimitCounters(redis, keys), settings)
+    app[appkeys.DB].track_writes(WriteMarks(redis, keys))
     users = UsersService(
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
         rate_limits, passwords, settings,

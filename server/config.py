@@ -80,6 +80,13 @@ class Settings:
     pg_statement_timeout_ms: int = 2000
     # A request waiting longer than this for a pooled connection gets 503.
     pg_acquire_timeout_seconds: float = 2.0
+    # Lag-tolerant reads leave the replica while it is further behind the primary than this
+    # (design note: replication lag < 100 ms), and come back when it has caught up.
+    pg_replica_max_lag_ms: int = 100
+    # How often the replica's lag is measured, and how old a measurement may be before the
+    # replica counts as lagging (a monitor that cannot reach it must not keep it in use).
+    pg_replica_lag_interval_ms: int = 50
+    pg_replica_lag_stale_ms: int = 1000
     mongo_timeout_ms: int = 2000
     redis_timeout_seconds: float = 1.0
     redis_pool_max: int = 64

@@ -28,8 +28,10 @@ class _PoolCollector:
 
 
 class _ReadsCollector:
-    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, stats: Callable[[], dict[str, int]],
+                 lag: Callable[[], dict[str, dict[str, float]] | None]) -> None:
         self._stats = stats
+        self._lag = lag
 
     def collect(self):
         stats = self._stats()
@@ -92,8 +94,9 @@ class Metrics:
     def watch_pool(self, stats: Callable[[], dict[str, int] | None]) -> None:
         self.registry.register(_PoolCollector(stats))
 
-    def watch_reads(self, stats: Callable[[], dict[str, int]]) -> None:
-        self.registry.register(_ReadsCollector(stats))
+    def watch_reads(self, stats: Callable[[], dict[str, int]],
+                    replica_lag: Callable[[], dict[str, dict[str, float]] | None]) -> None:
+        self.registry.register(_ReadsCollector(stats, replica_lag))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

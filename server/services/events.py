@@ -65,7 +65,7 @@ class EventsService:
 
     async def create(self, host_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         _check_times(fields["starts_at"], fields.get("ends_at"))
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[host_id]) as conn:
             event_id = await self.events.insert(
                 conn, host_id=UUID(host_id), title=fields["title"], description=fields.get("description"),
                 starts_at=fields["starts_at"], ends_at=fields.get("ends_at"), location=fields.get("location"),
@@ -92,7 +92,7 @@ class EventsService:
         if end is not None and end < start:
             raise ValidationFailed("`to` is before `from`.", [FieldError("to", "must not be before from")])
         after = decode_cursor(cursor, datetime, UUID)
-        async with self.db.read(lag_ok=True) as conn:
+        async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
             rows = await self.events.list_upcoming(conn, start=start, end=end, after=after, limit=limit + 1)
             shown = [r["id"] for r in rows[:limit]]
             mine = await self.rsvps.get_statuses(conn, shown, UUID(viewer_id)) if shown else {}
@@ -104,7 +104,7 @@ class EventsService:
         for required in ("title", "starts_at"):
             if required in changes and changes[required] is None:
                 raise ValidationFailed("The request body is not valid.", [FieldError(required, "cannot be null")])
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[user_id]) as conn:
             current = await self._lock_as_host(conn, eid, user_id, "Only the host can change an event.")
             # Checked against the stored values the change leaves in place.
             _check_times(changes.get("starts_at", current["starts_at"]),
@@ -132,7 +132,7 @@ class EventsService:
     async def cancel(self, user_id: str, event_id: str) -> None:
         """Deletes the event (host only); attendees hear of it through ``event.cancelled``."""
         eid = _event_id(event_id)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[user_id]) as conn:
             current = await self._lock_as_host(conn, eid, user_id, "Only the host can cancel an event.")
             attendee_ids = await self.rsvps.attendee_ids(conn, eid)
             await self.events.delete(conn, eid)
@@ -148,7 +148,7 @@ class EventsService:
             raise ValidationFailed("The request body is not valid.",
                                    [FieldError("status", "must be one of " + ", ".join(RSVP_STATUSES))])
         eid, uid = _event_id(event_id), UUID(user_id)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[user_id]) as conn:
             event = await self.events.lock(conn, eid)
             if event is None:
                 raise NotFound(NO_SUCH_EVENT)
@@ -171,7 +171,7 @@ class EventsService:
     async def withdraw_rsvp(self, user_id: str, event_id: str) -> None:
         """Removes the caller's RSVP (idempotent); a ``going`` one frees its seat."""
         eid, uid = _event_id(event_id), UUID(user_id)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[user_id]) as conn:
             event = await self.events.lock(conn, eid)
             if event is None:
                 raise NotFound(NO_SUCH_EVENT)
@@ -179,10 +179,11 @@ class EventsService:
             if previous == "going":
                 await self.events.add_to_going_count(conn, eid, -1)
 
-    async def attendees(self, event_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def attendees(self, event_id: str, *, limit: int, cursor: str | None,
+                        viewer_id: str | None = None) -> dict[str, Any]:
         eid = _event_id(event_id)
         after = decode_cursor(cursor, datetime, UUID)
-        async with self.db.read(lag_ok=True) as conn:
+        async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
             if await self.events.get(conn, eid) is None:
                 raise NotFound(NO_SUCH_EVENT)
             rows = await self.rsvps.list_attendees(conn, eid, after=after, limit=limit + 1)

@@ -75,7 +75,7 @@ class PostsService:
 
     async def create(self, author_id: str, body: str) -> dict[str, Any]:
         author = UUID(author_id)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[author_id]) as conn:
             row = await self.posts.insert(conn, author, body)
             await self.outbox.add(conn, "post.created", {
                 "post_id": str(row["id"]), "author_id": author_id, "created_at": iso(row["created_at"]),
@@ -102,7 +102,7 @@ class PostsService:
         ids = [u for u in (parse_uuid(p) for p in post_ids) if u is not None]
         if not ids:
             return []
-        async with self.db.read(lag_ok=True) as conn:
+        async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
             rows = await self.posts.get_many_visible(conn, parse_uuid(viewer_id or ""), ids)
         by_id = {str(r["id"]): post_dict(r) for r in rows}
         return [by_id[str(i)] for i in ids if str(i) in by_id]
@@ -119,7 +119,7 @@ class PostsService:
 
     async def delete(self, actor_id: str, post_id: str) -> None:
         pid = _post_id(post_id)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[actor_id]) as conn:
             author = await self.posts.get_author_for_update(conn, pid)
             if author is None:
                 raise NotFound(POST_NOT_FOUND)
@@ -134,9 +134,9 @@ class PostsService:
                              cursor: str | None) -> dict[str, Any]:
         """A user's posts (by id or username), newest first."""
         before = decode_cursor(cursor, datetime, UUID)
-        profile = await self.users.get_public(user)  # 404 for unknown or hidden users
+        profile = await self.users.get_public(user, viewer_id=viewer_id)  # 404 for unknown or hidden users
         # Authors read their own list from the primary: they must see the post they just made.
-        async with self.db.read(lag_ok=profile["id"] != viewer_id) as conn:
+        async with self.db.read(lag_ok=profile["id"] != viewer_id, writes_of=[viewer_id, profile["id"]]) as conn:
             rows = await self.posts.list_by_author(conn, parse_uuid(viewer_id or ""), UUID(profile["id"]),
                                                    limit=limit + 1, before=before)
         return page(rows, limit, lambda r: encode_cursor(r["created_at"], r["id"]), post_dict)
@@ -153,7 +153,7 @@ class PostsService:
     async def _set_like(self, actor_id: str, post_id: str, *, liked: bool) -> dict[str, Any]:
         pid = _post_id(post_id)
         actor = UUID(actor_id)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[actor_id]) as conn:
             author = await self.posts.get_visible_author(conn, pid)
             if author is None:
                 raise NotFound(POST_NOT_FOUND)
@@ -179,7 +179,7 @@ class PostsService:
 
     async def add_comment(self, actor_id: str, post_id: str, body: str) -> dict[str, Any]:
         pid = _post_id(post_id)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[actor_id]) as conn:
             author = await self.posts.get_visible_author(conn, pid)
             if author is None:
                 raise NotFound(POST_NOT_FOUND)
@@ -198,11 +198,12 @@ class PostsService:
             raise NotFound("No such user.")
         return comment_dict(row)
 
-    async def list_comments(self, post_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def list_comments(self, post_id: str, *, limit: int, cursor: str | None,
+                            viewer_id: str | None = None) -> dict[str, Any]:
         """A post's comments, oldest first."""
         after = decode_cursor(cursor, datetime, UUID)
         pid = _post_id(post_id)
-        async with self.db.read(lag_ok=True) as conn:
+        async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
             if await self.posts.get_visible_author(conn, pid) is None:
                 raise NotFound(POST_NOT_FOUND)
             rows = await self.comments.list_for_post(conn, pid, limit=limit + 1, after=after)
@@ -211,7 +212,7 @@ class PostsService:
     async def delete_comment(self, actor_id: str, comment_id: str) -> None:
         """By the comment's author or the post's author."""
         cid = _post_id(comment_id, COMMENT_NOT_FOUND)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[actor_id]) as conn:
             found = await self.comments.get_authors_for_update(conn, cid)
             if found is None:
                 raise NotFound(COMMENT_NOT_FOUND)

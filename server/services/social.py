@@ -36,7 +36,7 @@ class SocialService:
     async def follow(self, follower_id: str, followee_id: str) -> dict[str, Any]:
         """Idempotent: following someone already followed changes nothing."""
         follower, followee = UUID(follower_id), self._target(follower_id, followee_id)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[follower_id, str(followee)]) as conn:
             if await self.users.get_by_id(conn, followee) is None:
                 raise NotFound(NO_SUCH_USER)
             created = await self.follows.insert(conn, follower, followee)
@@ -51,7 +51,7 @@ class SocialService:
     async def unfollow(self, follower_id: str, followee_id: str) -> dict[str, Any]:
         """Idempotent: unfollowing someone not followed changes nothing."""
         follower, followee = UUID(follower_id), self._target(follower_id, followee_id)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[follower_id, str(followee)]) as conn:
             if await self.users.get_by_id(conn, followee) is None:
                 raise NotFound(NO_SUCH_USER)
             removed = await self.follows.delete(conn, follower, followee)
@@ -136,7 +136,8 @@ class SocialService:
     async def _list(self, user_id: str, fetch, *, limit: int, cursor: str | None) -> dict[str, Any]:
         uid = parse_uuid(user_id)
         after = decode_cursor(cursor, datetime, UUID)
-        async with self.db.read(lag_ok=True) as conn:
+        # A follow changes both users' lists: each is marked, so the listed user's mark is enough.
+        async with self.db.read(lag_ok=True, writes_of=[user_id if uid else None]) as conn:
             if uid is None or await self.users.get_by_id(conn, uid) is None:
                 raise NotFound(NO_SUCH_USER)
             rows = await fetch(conn, uid, after=after, limit=limit + 1)

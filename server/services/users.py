@@ -88,7 +88,8 @@ class UsersService:
     ) -> tuple[dict[str, Any], str]:
         await self.rate_limits.reserve_registration(client.address)
         password_hash = await self.passwords.hash(password)
-        async with self.db.transaction() as conn:
+        created: list[str] = []  # the new user's reads skip a replica that lacks them
+        async with self.db.transaction(writes_of=created) as conn:
             row = await self.users.insert_user_with_profile(
                 conn, email=email, username=username, password_hash=password_hash,
                 display_name=display_name or username,
@@ -96,6 +97,7 @@ class UsersService:
             await self.outbox.add(conn, "user.registered", {
                 "user_id": str(row["id"]), "username": row["username"], "display_name": row["display_name"],
             })
+            created.append(str(row["id"]))
             await self.on_registered(conn, row["id"])
             token = await self._open_session(conn, row["id"], client)
         return own_user(row), token
@@ -215,7 +217,7 @@ class UsersService:
                                    [FieldError("display_name", "cannot be null")])
         if "bio" in changes and changes["bio"] is None:
             changes = {**changes, "bio": ""}
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(writes_of=[user_id]) as conn:
             if changes:
                 await self.users.update_profile(conn, UUID(user_id), changes)
             row = await self.users.get_by_id(conn, UUID(user_id))
@@ -224,14 +226,16 @@ class UsersService:
         await self.profile_cache.invalidate(user_id)
         return own_user(row)
 
-    async def get_public(self, id_or_username: str) -> dict[str, Any]:
-        """A public profile by id or username (cache-aside)."""
+    async def get_public(self, id_or_username: str, *, viewer_id: str | None = None) -> dict[str, Any]:
+        """A public profile by id or username (cache-aside). From the primary while the
+        replica lacks the owner's or the viewer's latest write (so a stale row never fills
+        the cache after the owner's change)."""
         user_id = str(parse_uuid(id_or_username) or "") or await self.profile_cache.get_id_for_username(id_or_username)
         if user_id:
             cached = await self.profile_cache.get(user_id)
             if cached is not None:
                 return cached
-        async with self.db.read(lag_ok=True) as conn:
+        async with self.db.read(lag_ok=True, writes_of=(user_id, viewer_id)) as conn:
             if parse_uuid(id_or_username):
                 row = await self.users.get_by_id(conn, UUID(id_or_username))
             else:
@@ -247,7 +251,7 @@ class UsersService:
         ids = [u for u in (parse_uuid(x) for x in user_ids) if u is not None]
         if not ids:
             return {}
-        async with self.db.read(lag_ok=True) as conn:
+        async with self.db.read(lag_ok=True, writes_of=[str(i) for i in ids]) as conn:
             rows = await self.users.get_many_by_ids(conn, ids)
         return {str(r["id"]): public_user(r) for r in rows}
 

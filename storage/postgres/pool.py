@@ -7,13 +7,15 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Iterable, Protocol
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
 
 from server.config import Settings
 from server.errors import StoreUnavailable
+from storage.postgres.replica_lag import PRIMARY_POSITION, ReplicaLagMonitor
 
 log = logging.getLogger("pulse.postgres")
 
@@ -71,14 +73,43 @@ class RecentPeak:
         return max((peak for at, peak in self._slots if now - at < len(self._slots)), default=0)
 
 
-class Database:
-    """Owns the pools. ``transaction()`` for writes, ``read()`` for reads."""
+class WriteMarksPort(Protocol):
+    """Where the primary's position after each user's latest write is shared between
+    instances (storage/redis/write_marks.py). Both methods may raise."""
 
-    def __init__(self, primary: asyncpg.Pool, replica: asyncpg.Pool | None, settings: Settings) -> None:
+    async def mark(self, user_ids: Iterable[str], position: int) -> None: ...
+
+    async def newest(self, user_ids: Iterable[str]) -> int: ...
+
+
+# Why a lag-tolerant read was served by the primary.
+FALLBACK_REASONS = ("unavailable", "lagging", "own_writes")
+
+
+def replica_name(dsn: str) -> str:
+    """host:port of a DSN, for metrics (never the credentials)."""
+    parts = urlsplit(dsn)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+
+
+class Database:
+    """Owns the pools. ``transaction()`` for writes, ``read()`` for reads.
+
+    Lag-tolerant reads go to the replica while the lag monitor says it is no further
+    behind than ``pg_replica_max_lag_ms``, and the users whose writes the read must show
+    (``writes_of``) have no write the replica has not replayed yet."""
+
+    def __init__(self, primary: asyncpg.Pool, replica: asyncpg.Pool | None, settings: Settings,
+                 monitor: ReplicaLagMonitor | None = None) -> None:
         self.primary = primary
         self.replica = replica
+        self.monitor = monitor
+        self.replica_name = replica_name(settings.postgres_replica_dsn) if replica is not None else None
+        self.write_marks: WriteMarksPort | None = None
         self._acquire_timeout = settings.pg_acquire_timeout_seconds
-        self.replica_failures = 0
+        # Lag-tolerant reads the primary served instead of the replica, by reason.
+        self.fallbacks = dict.fromkeys(FALLBACK_REASONS, 0)
+        self.write_mark_failures = 0
         # Reads served per pool (``read()`` only): shows where lag-tolerant reads go.
         self.reads = {"primary": 0, "replica": 0}
         # Primary pool pressure that a periodic sample of "in use" would miss: the most
@@ -93,14 +124,28 @@ class Database:
             primary = await create_pool(settings.postgres_dsn, settings)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
             raise StoreUnavailable("postgres", f"cannot connect to PostgreSQL: {exc}") from exc
-        replica = None
+        replica = monitor = None
         if settings.postgres_replica_dsn:
             # The replica is optional: min_size=0 so a replica that is down at start does
             # not stop the app; reads fall back to the primary.
             replica = await create_pool(settings.postgres_replica_dsn, settings, min_size=0)
-        return cls(primary, replica, settings)
+            monitor = ReplicaLagMonitor(
+                settings.postgres_dsn, settings.postgres_replica_dsn,
+                interval=settings.pg_replica_lag_interval_ms / 1000,
+                stale_after=settings.pg_replica_lag_stale_ms / 1000,
+                max_lag=settings.pg_replica_max_lag_ms / 1000,
+                connect_timeout=settings.pg_connect_timeout_seconds,
+            )
+            monitor.start()
+        return cls(primary, replica, settings, monitor)
+
+    def track_writes(self, marks: WriteMarksPort) -> None:
+        """Share write positions through ``marks`` (read-your-own-writes across instances)."""
+        self.write_marks = marks
 
     async def close(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.stop()
         pools = [self.primary] + ([self.replica] if self.replica else [])
         await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
 
@@ -142,21 +187,60 @@ class Database:
                     raise
 
     @asynccontextmanager
-    async def transaction(self, isolation: str = "read_committed") -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self, isolation: str = "read_committed", *,
+                          writes_of: Iterable[str] = ()) -> AsyncIterator[asyncpg.Connection]:
+        """``writes_of``: the users whose data this changes; their lag-tolerant reads skip
+        the replica until it has replayed this commit. Read after the body has run, so a
+        transaction can name a user it creates."""
+        position = None
         async with self._acquire(self.primary) as conn:
             async with conn.transaction(isolation=isolation):
                 yield conn
+            writers = [str(u) for u in writes_of] if self.replica is not None and self.write_marks else []
+            if writers:
+                position = await conn.fetchval(PRIMARY_POSITION)  # at or past the commit record
+        if position is not None:
+            await self._mark_writes(writers, position)
+
+    async def _mark_writes(self, writers: list[str], position: int) -> None:
+        try:
+            await self.write_marks.mark(writers, position)
+        except Exception as exc:  # noqa: BLE001 - committed already; Redis down must not fail it
+            # Unmarked, the writers' next reads may come from a replica that is within the
+            # lag limit but not yet past this commit.
+            self.write_mark_failures += 1
+            log.warning("write position of %s not shared (Redis unavailable?): %s", writers, exc)
+
+    async def _replica_may_serve(self, writes_of: Iterable[str]) -> bool:
+        if not self.monitor.caught_up():
+            self.fallbacks["lagging"] += 1
+            return False
+        writers = [str(u) for u in writes_of if u]
+        if writers and self.write_marks is not None:  # (a replica comes with a monitor)
+            try:
+                newest = await self.write_marks.newest(writers)
+            except Exception as exc:  # noqa: BLE001 - unknown marks: the primary is always right
+                log.warning("write positions unavailable, reading from primary: %s", exc)
+                newest = None
+            replayed = self.monitor.lag.replayed
+            if newest is None or (newest and (replayed is None or replayed < newest)):
+                self.fallbacks["own_writes"] += 1
+                return False
+        return True
 
     @asynccontextmanager
-    async def read(self, *, lag_ok: bool = False) -> AsyncIterator[asyncpg.Connection]:
-        """A connection for reads. ``lag_ok=True`` prefers the replica (falls back to the
-        primary when the replica is down); otherwise reads see the caller's own writes."""
-        if lag_ok and self.replica is not None:
+    async def read(self, *, lag_ok: bool = False,
+                   writes_of: Iterable[str | None] = ()) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for reads. ``lag_ok=True`` prefers the replica (the primary when
+        the replica is down, behind by more than the limit, or has not replayed the latest
+        write of a user in ``writes_of`` — pass the viewer, so they read their own writes);
+        otherwise reads see every committed write."""
+        if lag_ok and self.replica is not None and await self._replica_may_serve(writes_of):
             conn = None
             try:
                 conn = await self.replica.acquire(timeout=self._acquire_timeout)
             except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                self.replica_failures += 1
+                self.fallbacks["unavailable"] += 1
                 log.warning("replica unavailable, reading from primary: %s", exc)
             if conn is not None:
                 self.reads["replica"] += 1
@@ -177,7 +261,23 @@ class Database:
             await conn.fetchval("SELECT 1")
 
     def read_stats(self) -> dict[str, int]:
-        return {**{f"reads_{pool}": n for pool, n in self.reads.items()}, "replica_fallbacks": self.replica_failures}
+        return {**{f"reads_{pool}": n for pool, n in self.reads.items()},
+                **{f"fallbacks_{reason}": n for reason, n in self.fallbacks.items()}}
+
+    def replica_lag(self) -> dict[str, dict[str, float]] | None:
+        """Per replica: seconds behind the primary (NaN: not measured yet), measurements
+        done and failed (``None``: no replica)."""
+        if self.monitor is None:
+            return None
+        lag = self.monitor.seconds()
+        return {self.replica_name: {"seconds": float("nan") if lag is None else lag,
+                                    "measured": self.monitor.measured, "failed": self.monitor.failures}}
+
+    async def check_replica_lag(self) -> None:
+        """Raises when lag-tolerant reads would not go to the replica (for /readyz)."""
+        if self.monitor is not None and not self.monitor.caught_up():
+            lag = self.monitor.seconds()
+            raise RuntimeError("replica lag not measured" if lag is None else f"replica {lag * 1000:.0f} ms behind")
 
     def pool_stats(self) -> dict[str, int]:
         size = self.primary.get_size()

@@ -65,6 +65,10 @@ class Keys:
     def presence_users(self, instance_key: str) -> str:
         return f"{self.ns}:rt:presence:users:{instance_key}"
 
+    def pg_write_mark(self, user_id: str) -> str:
+        """The primary's WAL position after a user's latest PostgreSQL write (see WriteMarks)."""
+        return f"{self.ns}:pgw:{user_id}"
+
     def feed(self, user_id: str) -> str:
         """A user's home feed: sorted set of ``author_id:post_id`` by creation time."""
         return f"{self.ns}:feed:{user_id}"
