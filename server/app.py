@@ -29,7 +29,8 @@ from server.services.privacy_registry import PrivacyDeps, build_erasure_steps, b
 from server.services.rate_limits import RateLimits
 from server.services.social import SocialService
 from server.services.users import UsersService
-from storage.mongo.client import CommandTimer, create_mongo, ensure_indexes, ensure_indexes_until_done
+from storage.mongo.client import (CommandTimer, ReplicaSetLag, create_mongo, ensure_indexes,
+                                  ensure_indexes_until_done, stale_read_preference)
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
@@ -70,9 +71,13 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
+    app[appkeys.MONGO_STALE_READS] = stale_read_preference(settings)  # refuses a bad setting at start
     client, db = create_mongo(settings, listeners=[CommandTimer(app[appkeys.METRICS].observe_mongo_command)])
     app[appkeys.MONGO_CLIENT] = client
     app[appkeys.MONGO_DB] = db
+    replica_lag = ReplicaSetLag(client, settings.mongo_replica_lag_interval_seconds)
+    app[appkeys.METRICS].watch_mongo_replica_lag(lambda: replica_lag.members)
+    replica_lag.start()
     retry: asyncio.Task | None = None
     try:
         await ensure_indexes(db, settings)
@@ -87,6 +92,7 @@ async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     if retry is not None:
         retry.cancel()
+    await replica_lag.stop()
     await client.close()
 
 
@@ -148,9 +154,11 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         social, posts, max_items=settings.feed_max_items,
     )
     events = EventsService(app[appkeys.DB], users)
-    notifications = NotificationsService(app[appkeys.MONGO_DB], users, pusher=app[appkeys.PUSHER])
+    stale_reads = app[appkeys.MONGO_STALE_READS]
+    notifications = NotificationsService(app[appkeys.MONGO_DB], users, pusher=app[appkeys.PUSHER],
+                                         stale_reads=stale_reads)
     messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications, pusher=app[appkeys.PUSHER],
-                                 presence=app[appkeys.PRESENCE])
+                                 presence=app[appkeys.PRESENCE], stale_reads=stale_reads)
     privacy = PrivacyService(app[appkeys.DB], users, settings, pusher=app[appkeys.PUSHER])
     services = Services(users=users, rate_limits=rate_limits, posts=posts, social=social, feed=feed,
                         events=events, notifications=notifications, messaging=messaging, privacy=privacy)

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from pymongo import AsyncMongoClient
     from pymongo.asynchronous.database import AsyncDatabase
+    from pymongo.read_preferences import _ServerMode
 
     from realtime.server import RealtimeServer
 
@@ -26,6 +27,8 @@ METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
 DB: web.AppKey["Database"] = web.AppKey("db")
 MONGO_CLIENT: web.AppKey["AsyncMongoClient"] = web.AppKey("mongo_client")
 MONGO_DB: web.AppKey["AsyncDatabase"] = web.AppKey("mongo_db")
+# The read preference of MongoDB reads that tolerate staleness (PULSE_MONGO_READ_PREFERENCE).
+MONGO_STALE_READS: web.AppKey["_ServerMode"] = web.AppKey("mongo_stale_reads")
 REDIS: web.AppKey["aioredis.Redis"] = web.AppKey("redis")
 SERVICES: web.AppKey["Services"] = web.AppKey("services")
 EVENT_BUS: web.AppKey["EventBus"] = web.AppKey("event_bus")

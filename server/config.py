@@ -88,6 +88,15 @@ class Settings:
     pg_replica_lag_interval_ms: int = 50
     pg_replica_lag_stale_ms: int = 1000
     mongo_timeout_ms: int = 2000
+    # Where reads that tolerate staleness go (notification lists, history pages older than
+    # the newest): primary, primaryPreferred, secondary, secondaryPreferred or nearest.
+    # Membership checks, idempotency look-ups and read positions always read the primary.
+    mongo_read_preference: str = "primary"
+    # With a non-primary preference: skip secondaries further behind than this (MongoDB
+    # requires at least 90; -1 for no limit).
+    mongo_max_staleness_seconds: int = -1
+    # How often the replica set's lag (replSetGetStatus) is sampled for /metrics.
+    mongo_replica_lag_interval_seconds: float = 5.0
     redis_timeout_seconds: float = 1.0
     redis_pool_max: int = 64
     readiness_timeout_seconds: float = 1.0

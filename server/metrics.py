@@ -39,8 +39,42 @@ class _ReadsCollector:
         for pool in ("primary", "replica"):
             reads.add_metric([pool], stats[f"reads_{pool}"])
         yield reads
-        yield CounterMetricFamily("pulse_pg_replica_fallbacks", "Lag-tolerant reads served by the primary "
-                                  "because the replica did not answer", value=stats["replica_fallbacks"])
+        fallbacks = CounterMetricFamily(
+            "pulse_pg_replica_fallbacks", "Lag-tolerant reads served by the primary: the replica did not "
+            "answer (unavailable), was behind by more than the limit (lagging), or had not replayed the "
+            "reader's latest write yet (own_writes)", labels=["reason"])
+        for key, value in stats.items():
+            if key.startswith("fallbacks_"):
+                fallbacks.add_metric([key.removeprefix("fallbacks_")], value)
+        yield fallbacks
+        lag = self._lag()
+        if lag is not None:
+            family = GaugeMetricFamily("pulse_pg_replica_lag_seconds", "Seconds the replica is behind the "
+                                       "primary: age of the oldest primary WAL position it has not replayed "
+                                       "(growing while it cannot be measured)", labels=["replica"])
+            measurements = CounterMetricFamily("pulse_pg_replica_lag_measurements", "Replica lag measurements "
+                                               "by outcome", labels=["replica", "outcome"])
+            for replica, measured in lag.items():
+                family.add_metric([replica], measured["seconds"])
+                measurements.add_metric([replica, "ok"], measured["measured"])
+                measurements.add_metric([replica, "failed"], measured["failed"])
+            yield family
+            yield measurements
+
+
+class _MongoLagCollector:
+    def __init__(self, members: Callable[[], dict[str, float]]) -> None:
+        self._members = members
+
+    def collect(self):
+        members = self._members()
+        if not members:
+            return  # not a replica set (or not measured yet): absent, not an error
+        family = GaugeMetricFamily("pulse_mongo_replica_lag_seconds", "Seconds a MongoDB replica set member's "
+                                   "last applied write is behind the primary's (replSetGetStatus)", labels=["member"])
+        for member, seconds in members.items():
+            family.add_metric([member], seconds)
+        yield family
 
 
 class Metrics:
@@ -97,6 +131,9 @@ class Metrics:
     def watch_reads(self, stats: Callable[[], dict[str, int]],
                     replica_lag: Callable[[], dict[str, dict[str, float]] | None]) -> None:
         self.registry.register(_ReadsCollector(stats, replica_lag))
+
+    def watch_mongo_replica_lag(self, members: Callable[[], dict[str, float]]) -> None:
+        self.registry.register(_MongoLagCollector(members))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

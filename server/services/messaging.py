@@ -13,6 +13,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_preferences import ReadPreference, _ServerMode
 
 from server.errors import FieldError, NotFound, ValidationFailed
 from server.pagination import page
@@ -56,9 +57,10 @@ class MessagingService:
     def __init__(
         self, mongo: AsyncDatabase, users: UsersService, notifications: NotificationsService,
         pusher: Pusher | None = None, presence: Presence | None = None,
+        stale_reads: _ServerMode = ReadPreference.PRIMARY,
     ) -> None:
         self.conversations = ConversationsRepo(mongo)
-        self.messages = MessagesRepo(mongo)
+        self.messages = MessagesRepo(mongo, stale_reads)
         self.users = users
         self.notifications = notifications
         # Set by the real-time layer. Without a pusher nothing is pushed; without

@@ -8,6 +8,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_preferences import ReadPreference, _ServerMode
 
 from server.errors import NotFound
 from server.events.types import Consumer, DomainEvent
@@ -40,8 +41,9 @@ def notification_dict(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 class NotificationsService:
-    def __init__(self, mongo: AsyncDatabase, users: UsersService, pusher: Pusher | None = None) -> None:
-        self.notifications = NotificationsRepo(mongo)
+    def __init__(self, mongo: AsyncDatabase, users: UsersService, pusher: Pusher | None = None,
+                 stale_reads: _ServerMode = ReadPreference.PRIMARY) -> None:
+        self.notifications = NotificationsRepo(mongo, stale_reads)
         self.users = users
         # Set by the real-time layer; without one, notifications are stored but not pushed.
         self.pusher = pusher

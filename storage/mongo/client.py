@@ -7,9 +7,10 @@ from typing import Callable
 
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.read_preferences import ReadPreference, _ServerMode, make_read_preference, read_pref_mode_from_name
 
-from server.config import Settings
+from server.config import ConfigError, Settings
 
 from storage.mongo.indexes import RETIRED_INDEXES, indexes_for
 
@@ -42,6 +43,72 @@ class CommandTimer(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         self._report(event)
+
+
+def stale_read_preference(settings: Settings) -> _ServerMode:
+    """The read preference of reads that tolerate staleness (PULSE_MONGO_READ_PREFERENCE,
+    PULSE_MONGO_MAX_STALENESS_SECONDS); raises ConfigError for values MongoDB refuses."""
+    name, staleness = settings.mongo_read_preference, settings.mongo_max_staleness_seconds
+    try:
+        mode = read_pref_mode_from_name(name)
+    except (KeyError, ValueError):
+        raise ConfigError(f"PULSE_MONGO_READ_PREFERENCE must be one of primary, primaryPreferred, secondary, "
+                          f"secondaryPreferred, nearest; got {name!r}") from None
+    if staleness != -1 and (staleness < 90 or mode == ReadPreference.PRIMARY.mode):
+        raise ConfigError("PULSE_MONGO_MAX_STALENESS_SECONDS must be -1, or at least 90 with a "
+                          f"non-primary PULSE_MONGO_READ_PREFERENCE; got {staleness}")
+    if mode == ReadPreference.PRIMARY.mode:
+        return ReadPreference.PRIMARY
+    return make_read_preference(mode, None, max_staleness=staleness)
+
+
+class ReplicaSetLag:
+    """Seconds each member's last applied write is behind the primary's, from
+    ``replSetGetStatus`` (sampled in the background: a metrics scrape cannot wait on
+    MongoDB). Empty on a server that is not a replica set member, or that refuses the
+    command (a standalone): absent from /metrics, not an error."""
+
+    def __init__(self, client: AsyncMongoClient, interval: float) -> None:
+        self._client = client
+        self._interval = interval
+        self.members: dict[str, float] = {}
+        self._task: asyncio.Task | None = None
+
+    async def sample(self) -> None:
+        try:
+            status = await self._client.admin.command("replSetGetStatus")
+        except OperationFailure:  # not a replica set (NoReplicationEnabled) or not allowed
+            self.members = {}
+            return
+        members = status.get("members") or []
+        primary = next((m for m in members if m.get("stateStr") == "PRIMARY"), None)
+        if primary is None or primary.get("optimeDate") is None:
+            self.members = {}
+            return
+        # The primary too (0): shows the set is measured even with no secondary.
+        self.members = {m["name"]: max(0.0, (primary["optimeDate"] - m["optimeDate"]).total_seconds())
+                        for m in members if m.get("optimeDate") is not None
+                        and m.get("stateStr") in ("PRIMARY", "SECONDARY")}
+
+    def start(self) -> None:
+        async def loop() -> None:
+            while True:
+                try:
+                    await self.sample()
+                except (PyMongoError, OSError) as exc:
+                    log.debug("replica set lag not sampled: %s", exc)
+                    self.members = {}
+                await asyncio.sleep(self._interval)
+
+        self._task = asyncio.create_task(loop(), name="mongo-replica-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
 
 
 def create_mongo(

@@ -10,13 +10,17 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_preferences import ReadPreference, _ServerMode
 
 from storage.mongo.values import count_after, insert_unique, keyset_page
 
 
 class MessagesRepo:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, stale_reads: _ServerMode = ReadPreference.PRIMARY) -> None:
         self.collection = db["messages"]
+        # For history pages older than the newest only: a page back in time tolerates a
+        # secondary's staleness; the newest page must show the message just sent.
+        self.stale_ok = self.collection.with_options(read_preference=stale_reads)
 
     async def insert(self, doc: dict[str, Any]) -> bool:
         """False when the sender already stored a message with this client id."""
@@ -32,7 +36,8 @@ class MessagesRepo:
         self, conversation_id: str, limit: int, before: tuple[datetime, ObjectId] | None,
     ) -> list[dict[str, Any]]:
         """Newest first; ``before`` is the (createdAt, _id) of a message to page back from."""
-        return await keyset_page(self.collection, {"conversationId": conversation_id}, "createdAt", before, limit,
+        collection = self.collection if before is None else self.stale_ok
+        return await keyset_page(collection, {"conversationId": conversation_id}, "createdAt", before, limit,
                                  newest_first=True)
 
     async def count_unread(

@@ -13,13 +13,17 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_preferences import ReadPreference, _ServerMode
 
 from storage.mongo.values import insert_new, keyset_page
 
 
 class NotificationsRepo:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, stale_reads: _ServerMode = ReadPreference.PRIMARY) -> None:
         self.collection = db["notifications"]
+        # For the list only (a notification seconds late is harmless); the unread count,
+        # mark-read and the one-per-cause look-ups stay on the primary.
+        self.stale_ok = self.collection.with_options(read_preference=stale_reads)
 
     async def insert_new(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Stores the notifications in one round trip; returns those stored, leaving out
@@ -32,7 +36,7 @@ class NotificationsRepo:
         query: dict[str, Any] = {"userId": user_id}
         if unread_only:
             query["read"] = False
-        return await keyset_page(self.collection, query, "createdAt", after, limit, newest_first=True)
+        return await keyset_page(self.stale_ok, query, "createdAt", after, limit, newest_first=True)
 
     async def count_unread(self, user_id: str) -> int:
         return await self.collection.count_documents({"userId": user_id, "read": False})
