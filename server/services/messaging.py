@@ -182,7 +182,7 @@ class MessagingService:
         if errors:
             raise ValidationFailed("The message is not valid.", errors)
         conversation = await self._member_conversation(user_id, conversation_id)
-        # No look-up of client_id first: the unique (senderId, clientId) index tells a retry
+        # No look-up of client_id first: the unique (conversationId, senderId, clientId) index tells a retry
         # apart on insert, which saves a round trip on every first attempt.
         doc = {
             "_id": ObjectId(), "conversationId": str(conversation["_id"]), "senderId": user_id, "body": body,
@@ -190,7 +190,7 @@ class MessagingService:
         }
         if not await self.messages.insert(doc):
             # A retry, or a concurrent one stored it first.
-            existing = await self.messages.get_by_client_id(user_id, doc["clientId"])
+            existing = await self.messages.get_by_client_id(doc["conversationId"], user_id, doc["clientId"])
             if existing is None:  # pragma: no cover - the index said it exists
                 raise NotFound("No such message.")
             return await self._retried(existing, conversation)
@@ -207,10 +207,7 @@ class MessagingService:
         return message, True
 
     async def _retried(self, existing: dict[str, Any], conversation: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        if existing["conversationId"] != str(conversation["_id"]):
-            raise ValidationFailed("This client_id was already used for another conversation.",
-                                   [FieldError("client_id", "already used in another conversation")])
-        # The first attempt may have died between storing and updating the conversation.
+        # Found in this conversation (the client id is scoped to it). The first attempt may have died between storing and updating the conversation.
         await self._after_store(existing, conversation)
         return message_dict(existing), False
 

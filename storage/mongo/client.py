@@ -135,12 +135,8 @@ _NO_SUCH_INDEX = (27, 26)
 
 
 async def ensure_indexes(db: AsyncDatabase, settings: Settings) -> None:
-    for collection, name in RETIRED_INDEXES:
-        try:
-            await db[collection].drop_index(name)
-        except OperationFailure as exc:
-            if exc.code not in _NO_SUCH_INDEX:
-                raise
+    """Creates the indexes, then drops the retired ones (in that order: a replaced unique
+    index keeps guarding until its successor exists)."""
     for collection, keys, options in indexes_for(settings):
         try:
             await db[collection].create_index(keys, **options)
@@ -150,6 +146,12 @@ async def ensure_indexes(db: AsyncDatabase, settings: Settings) -> None:
             # A changed TTL setting: adjust the existing index in place.
             await db.command("collMod", collection, index={
                 "name": options["name"], "expireAfterSeconds": options["expireAfterSeconds"]})
+    for collection, name in RETIRED_INDEXES:
+        try:
+            await db[collection].drop_index(name)
+        except OperationFailure as exc:
+            if exc.code not in _NO_SUCH_INDEX:
+                raise
 
 
 async def ensure_indexes_until_done(db: AsyncDatabase, settings: Settings) -> None:

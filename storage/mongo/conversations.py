@@ -3,6 +3,13 @@
 Document: ``{_id: ObjectId, kind, title, memberIds: [user id], directKey?: "a:b",
 createdAt, lastActivityAt, lastMessage: message document | null,
 reads: {<user id>: {messageId: ObjectId, at: datetime}}}``.
+
+Not sharded (``SHARD_KEY`` None): one small document per conversation, and no shard key
+would serve it — a user's conversations are found by ``memberIds``, an array (which
+MongoDB cannot shard on), and the one-direct-conversation-per-pair rule needs a unique
+index on ``directKey``, which a key on ``_id`` would not allow. It stays whole on the
+database's primary shard; past that, a ``memberships`` collection sharded by user id
+would carry the per-member reads.
 """
 from __future__ import annotations
 
@@ -13,6 +20,9 @@ from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
 from storage.mongo.values import insert_unique, keyset_page, order_key
+
+
+SHARD_KEY: dict[str, int] | None = None
 
 
 class ConversationsRepo:

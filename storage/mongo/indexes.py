@@ -1,13 +1,22 @@
 """Every MongoDB index: (collection, keys, create_index options). Ensured at start.
 
-Documents carry their shard key candidates: ``conversationId`` on messages, ``userId``
-on notifications (conversations are looked up by ``_id`` or by member).
+Each sharded collection's indexes suit its shard key (``SHARD_KEYS``, and
+deploy/mongo/shard-collections.js): a unique index starts with the shard key (the only
+uniqueness a sharded cluster enforces), and one index starts with it to support it.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from server.config import Settings
+from storage.mongo import conversations, messages, notifications
+
+# Collection -> shard key (None: not sharded). See the repositories for why each.
+SHARD_KEYS: dict[str, dict[str, int] | None] = {
+    "messages": messages.SHARD_KEY,
+    "notifications": notifications.SHARD_KEY,
+    "conversations": conversations.SHARD_KEY,
+}
 
 IndexSpec = tuple[str, list[tuple[str, int]], dict[str, Any]]
 
@@ -21,8 +30,10 @@ INDEXES: list[IndexSpec] = [
     # History pages newest first: the index gives the whole (createdAt, _id) order, so a page
     # reads its few entries instead of sorting the conversation in memory.
     ("messages", [("conversationId", 1), ("createdAt", -1), ("_id", -1)], {"name": "conversation_history_order"}),
-    # Idempotent sends: a retried (sender, client id) finds the stored message.
-    ("messages", [("senderId", 1), ("clientId", 1)], {"name": "sender_client_id", "unique": True}),
+    # Idempotent sends: a retried (sender, client id) to a conversation finds the stored
+    # message. Led by the shard key: a sharded cluster enforces no other uniqueness.
+    ("messages", [("conversationId", 1), ("senderId", 1), ("clientId", 1)], {
+        "name": "conversation_sender_client_id", "unique": True}),
     ("notifications", [("userId", 1), ("createdAt", -1), ("_id", -1)], {"name": "user_recent_order"}),
     ("notifications", [("userId", 1), ("read", 1)], {"name": "user_read"}),
     # One notification per (recipient, cause): consumers run at least once.
@@ -41,6 +52,7 @@ INDEXES: list[IndexSpec] = [
 RETIRED_INDEXES: list[tuple[str, str]] = [
     ("messages", "conversation_history"),  # (conversationId, createdAt): sorted pages in memory
     ("notifications", "user_recent"),  # (userId, createdAt): the same
+    ("messages", "sender_client_id"),  # (senderId, clientId) unique: not led by the shard key
 ]
 
 

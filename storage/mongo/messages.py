@@ -1,7 +1,10 @@
 """Chat messages: ``{_id: ObjectId, conversationId, senderId, body, clientId, createdAt}``.
 
-``conversationId`` (a string) is the shard key candidate; history is read newest
-first on (createdAt, _id).
+Sharded by ``conversationId`` (a string; ranged: the send-idempotency index is unique,
+which MongoDB allows only on a ranged key it starts with). Every query of the chat paths
+names one conversation, so a shard cluster sends it to one shard; only the privacy
+export and erasure of a user's messages (by ``senderId``) go to every shard. History is
+read newest first on (createdAt, _id).
 """
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from pymongo.read_preferences import ReadPreference, _ServerMode
 from storage.mongo.values import count_after, insert_unique, keyset_page
 
 
+SHARD_KEY: dict[str, int] = {"conversationId": 1}
+
+
 class MessagesRepo:
     def __init__(self, db: AsyncDatabase, stale_reads: _ServerMode = ReadPreference.PRIMARY) -> None:
         self.collection = db["messages"]
@@ -26,8 +32,9 @@ class MessagesRepo:
         """False when the sender already stored a message with this client id."""
         return await insert_unique(self.collection, doc)
 
-    async def get_by_client_id(self, sender_id: str, client_id: str) -> dict[str, Any] | None:
-        return await self.collection.find_one({"senderId": sender_id, "clientId": client_id})
+    async def get_by_client_id(self, conversation_id: str, sender_id: str, client_id: str) -> dict[str, Any] | None:
+        return await self.collection.find_one({"conversationId": conversation_id, "senderId": sender_id,
+                                               "clientId": client_id})
 
     async def get_in_conversation(self, conversation_id: str, message_id: ObjectId) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": message_id, "conversationId": conversation_id})

@@ -1,7 +1,9 @@
 """Notifications: ``{_id: ObjectId, userId, type, message, read, createdAt,
 metadata: {postId?, actorId?, eventId?, conversationId?}, sourceId?}``.
 
-``userId`` is the shard key candidate. ``sourceId`` names what caused the notification
+Sharded by ``userId`` (ranged: user ids are random UUIDs, so users spread over the
+shards; the one-per-cause index is unique and starts with it). Every query but the
+privacy erasure of notifications *about* a user names the recipient. ``sourceId`` names what caused the notification
 (a domain event id, a message id) so a cause handled twice notifies once. Expired by
 the TTL index on ``createdAt``.
 """
@@ -16,6 +18,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_preferences import ReadPreference, _ServerMode
 
 from storage.mongo.values import insert_new, keyset_page
+
+
+SHARD_KEY: dict[str, int] = {"userId": 1}
 
 
 class NotificationsRepo:

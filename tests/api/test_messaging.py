@@ -207,14 +207,22 @@ async def test_concurrent_retries_store_one_message(api):
     assert len(history["items"]) == 1
 
 
-async def test_client_id_reused_in_another_conversation_is_refused(api):
+async def test_client_id_is_scoped_to_the_conversation(api):
+    """Idempotency holds per (conversation, sender, client_id): the unique index must start
+    with the messages' shard key (conversationId), the only uniqueness a sharded cluster
+    enforces. The same client_id in another conversation is another message; a retry in
+    either returns that conversation's own."""
     a, b, c = await api.register("ru"), await api.register("ru"), await api.register("ru")
     one, two = await conversation(api, a, b), await conversation(api, a, c)
-    assert (await send(api, a, one["id"], client_id="dup"))[0] == 201
-    status, body = await send(api, a, two["id"], client_id="dup")
-    assert status == 400, body
-    status, history, _ = await api.request("GET", f"/conversations/{two['id']}/messages", token=a.token)
-    assert history["items"] == []
+    status, first = await send(api, a, one["id"], body="to b", client_id="dup")
+    assert status == 201
+    status, second = await send(api, a, two["id"], body="to c", client_id="dup")
+    assert status == 201 and second["id"] != first["id"]
+    for conv, message in ((one, first), (two, second)):
+        status, retried = await send(api, a, conv["id"], body="retried", client_id="dup")
+        assert status == 200 and retried == message
+        status, history, _ = await api.request("GET", f"/conversations/{conv['id']}/messages", token=a.token)
+        assert [m["id"] for m in history["items"]] == [message["id"]]
 
 
 async def test_conversation_list_orders_by_activity_with_last_message_and_unread(api):

@@ -18,7 +18,9 @@ async def test_indexes_are_ensured_with_their_options(server, settings):
     db = server.app[appkeys.MONGO_DB]
     messages = await db["messages"].index_information()
     assert messages["conversation_history_order"]["key"] == [("conversationId", 1), ("createdAt", -1), ("_id", -1)]
-    assert messages["sender_client_id"]["unique"] is True
+    assert messages["conversation_sender_client_id"]["unique"] is True
+    assert messages["conversation_sender_client_id"]["key"] == [("conversationId", 1), ("senderId", 1), ("clientId", 1)]
+    assert "sender_client_id" not in messages  # retired: not led by the shard key
     conversations = await db["conversations"].index_information()
     assert conversations["direct_pair"]["unique"] is True
     assert conversations["members_activity"]["key"][0] == ("memberIds", 1)

@@ -1,0 +1,116 @@
+"""Every query and update the chat and notification paths send to a sharded collection
+carries the collection's shard key (storage/mongo: SHARD_KEY), so a sharded cluster
+routes it to one shard instead of asking them all. Driven through the real app: sends
+(REST and retried), history pages, read positions, conversation lists and views,
+notifications created by events and by messages to offline members, their list, count
+and marks; a command listener on the app's client sees what goes on the wire."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from storage.mongo.indexes import SHARD_KEYS
+from tests.conftest import eventually, own_namespaces
+from tests.mongo_commands import CommandRecorder
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SHARDED = {collection: key for collection, key in SHARD_KEYS.items() if key is not None}
+
+
+def filters(name: str, command: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(collection, filter or inserted document) of each operation in a data command."""
+    collection = command.get(name)
+    if name == "find":
+        yield collection, command.get("filter", {})
+    elif name == "update":
+        yield from ((collection, u["q"]) for u in command["updates"])
+    elif name == "delete":
+        yield from ((collection, d["q"]) for d in command["deletes"])
+    elif name == "findAndModify":
+        yield collection, command.get("query", {})
+    elif name in ("count", "distinct"):
+        yield collection, command.get("query", {})
+    elif name == "aggregate":
+        first = (command.get("pipeline") or [{}])[0]
+        yield collection, first.get("$match", {})
+    elif name == "insert":
+        yield from ((collection, doc) for doc in command["documents"])
+
+
+def targets(value: Any) -> bool:
+    """An equality (or a short $in) on the key: routable to the shard(s) holding it."""
+    if isinstance(value, dict):
+        return set(value) == {"$eq"} or set(value) == {"$in"}
+    return value is not None
+
+
+async def test_chat_and_notification_commands_carry_their_shard_key(start_app, make_amqp_vhost):
+    overrides = own_namespaces(make_amqp_vhost, "shardkeys")
+    recorder = CommandRecorder.installed(overrides["mongo_db"])
+    recorder.recording = True
+    async with start_app(**overrides) as api:
+        a, b, c = await api.register("ska"), await api.register("skb"), await api.register("skc")
+        status, direct, _ = await api.request("POST", "/conversations", token=a.token, json={"member_ids": [b.id]})
+        assert status == 201
+        status, again, _ = await api.request("POST", "/conversations", token=b.token, json={"member_ids": [a.id]})
+        assert status == 200 and again["id"] == direct["id"]
+        status, group, _ = await api.request("POST", "/conversations", token=a.token,
+                                             json={"member_ids": [b.id, c.id], "title": "three"})
+        assert status == 201
+        sent = []
+        for conv in (direct, group):
+            for i in range(3):
+                status, msg, _ = await api.request("POST", f"/conversations/{conv['id']}/messages", token=a.token,
+                                                   json={"body": f"m{i}", "client_id": f"{conv['id']}-{i}"})
+                assert status == 201
+                sent.append(msg)
+        status, retried, _ = await api.request("POST", f"/conversations/{direct['id']}/messages", token=a.token,
+                                               json={"body": "m0", "client_id": f"{direct['id']}-0"})
+        assert status == 200 and retried["id"] == sent[0]["id"]
+        path = f"/conversations/{group['id']}/messages"
+        status, newest, _ = await api.request("GET", f"{path}?limit=2", token=c.token)
+        assert status == 200 and newest["next_cursor"]
+        status, older, _ = await api.request("GET", f"{path}?limit=2&before={newest['next_cursor']}", token=c.token)
+        assert status == 200 and older["items"]
+        status, _, _ = await api.request("POST", f"/conversations/{group['id']}/read", token=c.token,
+                                         json={"message_id": newest["items"][0]["id"]})
+        assert status == 200
+        for user in (a, b, c):
+            status, listed, _ = await api.request("GET", "/conversations", token=user.token)
+            assert status == 200 and listed["items"]
+        status, _, _ = await api.request("GET", f"/conversations/{group['id']}", token=b.token)
+        assert status == 200
+        status, _, _ = await api.request("PUT", f"/users/{a.id}/follow", token=b.token)
+        assert status == 200
+
+        async def notified():
+            status, listed, _ = await api.request("GET", "/notifications", token=a.token)
+            return status == 200 and listed["items"]
+
+        items = await eventually(notified)
+        status, unread_only, _ = await api.request("GET", "/notifications?unread=true", token=b.token)
+        assert status == 200
+        for user in (a, b):
+            status, _, _ = await api.request("GET", "/notifications/unread-count", token=user.token)
+            assert status == 200
+        status, _, _ = await api.request("POST", f"/notifications/{items[0]['id']}/read", token=a.token)
+        assert status == 200
+        status, _, _ = await api.request("POST", "/notifications/read-all", token=b.token)
+        assert status == 200
+        recorder.recording = False
+
+    checked: dict[str, set[str]] = {collection: set() for collection in SHARDED}
+    scattered = []
+    for name, command in recorder.commands:
+        for collection, where in filters(name, command):
+            if collection not in SHARDED:
+                continue
+            checked[collection].add(name)
+            if not all(field in where and targets(where[field]) for field in SHARDED[collection]):
+                scattered.append((name, collection, where))
+    assert not scattered, scattered
+    # The paths did reach both collections with reads and writes.
+    assert {"insert", "find", "update", "aggregate"} <= checked["messages"] | checked["notifications"]
+    assert {"insert", "find"} <= checked["messages"] and {"insert", "find", "findAndModify", "update"} <= checked["notifications"]
