@@ -7,6 +7,9 @@ Topology, per exchange ``X`` (durable topic, routing key = event type) and consu
                  the ``x-pulse-attempts`` header.
 - ``X.C.dlq``    where a delivery goes after ``event_max_attempts`` failures (or when it is
                  not a domain event at all), for someone to inspect.
+The retry and dead-letter queues have a message TTL of ``event_retention_days`` (like the
+outbox rows): no parked payload, which may name a user erased since, outlives the
+retention.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import Sequence
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 
 from server.config import Settings
 from server.events.codec import decode_event, encode_event
@@ -34,6 +38,20 @@ class BrokerUnavailable(ConnectionError):
 
 def queue_name(exchange: str, consumer: Consumer) -> str:
     return f"{exchange}.{consumer.name}"
+
+
+def parked_ttl_ms(settings: Settings) -> int:
+    """How long a message may wait in a retry or dead-letter queue: the event retention."""
+    return max(1, int(settings.event_retention_days * 86400 * 1000))
+
+
+def parking_queue_arguments(settings: Settings, queue: str) -> dict[str, dict]:
+    """The arguments of the retry and dead-letter queues of consumer queue ``queue``."""
+    ttl = parked_ttl_ms(settings)
+    return {
+        queue + ".retry": {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue, "x-message-ttl": ttl},
+        queue + ".dlq": {"x-message-ttl": ttl},
+    }
 
 
 def event_message(event: DomainEvent, headers: dict | None = None) -> aio_pika.Message:
@@ -107,12 +125,73 @@ class AmqpBroker:
         queue = await channel.declare_queue(name, durable=True)
         for event_type in consumer.event_types:
             await queue.bind(exchange, routing_key=event_type)
-        await channel.declare_queue(name + ".retry", durable=True, arguments={
-            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": name,
-        })
-        await channel.declare_queue(name + ".dlq", durable=True)
+        for parking, arguments in parking_queue_arguments(self.settings, name).items():
+            await self._ensure_queue(parking, arguments)
+            # Again on the consumer's channel (declared as it is now, so this cannot fail):
+            # the robust channel re-declares it after a reconnection.
+            await channel.declare_queue(parking, durable=True, arguments=arguments)
         await queue.consume(_Delivery(consumer, processor, channel, name, self.settings).on_message)
         log.info("consumer %s listening on %s", consumer.name, name)
+
+    async def _ensure_queue(self, name: str, arguments: dict) -> None:
+        """Declares a durable queue with ``arguments``, replacing one declared with other
+        arguments by an earlier version (e.g. without the message TTL).
+
+        RabbitMQ never changes the arguments of an existing queue: the declaration fails
+        with PRECONDITION_FAILED (and the channel closes), so it is tried on a channel of
+        its own. A policy would also do (``rabbitmqctl set_policy``), but it is operator
+        configuration outside the app and the management API is not always there; instead
+        the old queue's messages move to ``<name>.upgrade`` (declared with the new
+        arguments), the old queue is deleted and declared anew, and the messages move back.
+        A run interrupted half-way leaves them in ``<name>.upgrade``, which every start
+        drains. Meanwhile an older instance may still forward to the old name: until it is
+        replaced too, such a message finds no queue and is dropped, or recreates the old
+        queue, which the next start replaces again."""
+        assert self.connection is not None
+        holding = name + ".upgrade"
+        channel = await self.connection.channel()
+        try:
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+        except ChannelPreconditionFailed:
+            log.warning("queue %s was declared with other arguments; replacing it with %s", name, arguments)
+            await self._move_all(name, holding, arguments)
+            channel = await self.connection.channel()
+            await channel.queue_delete(name, if_empty=True)
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        await self._move_all(holding, name, arguments, delete_source=True)
+
+    async def _move_all(self, source: str, target: str, target_arguments: dict, *,
+                        delete_source: bool = False) -> int:
+        """Moves every message of ``source`` (when it exists) to ``target``: each one is
+        published with a confirm before it is acked, so a crash duplicates, never loses."""
+        assert self.connection is not None
+        channel = await self.connection.channel(publisher_confirms=True)
+        moved = 0
+        try:
+            try:
+                queue = await channel.declare_queue(source, passive=True)
+            except ChannelNotFoundEntity:
+                return 0
+            await channel.declare_queue(target, durable=True, arguments=target_arguments)
+            while (message := await queue.get(no_ack=False, fail=False)) is not None:
+                await channel.default_exchange.publish(aio_pika.Message(
+                    body=message.body, message_id=message.message_id, type=message.type,
+                    content_type=message.content_type, headers=message.headers,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT, expiration=message.expiration,
+                ), routing_key=target)
+                await message.ack()
+                moved += 1
+            if delete_source:
+                await queue.delete(if_unused=False, if_empty=True)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        if moved:
+            log.info("moved %d messages from %s to %s", moved, source, target)
+        return moved
 
     async def close(self) -> None:
         if self.connection is not None:

@@ -4,6 +4,9 @@ broker outage. Each test uses event types and consumer names of its own."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
 import uuid
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -13,7 +16,7 @@ import aio_pika
 import pytest
 import pytest_asyncio
 
-from server.events.amqp import ATTEMPTS_HEADER, queue_name
+from server.events.amqp import ATTEMPTS_HEADER, parked_ttl_ms, queue_name
 from server.events.bus import EventBus
 from server.events.relay import OutboxRelay
 from server.events.types import Consumer, DomainEvent
@@ -156,7 +159,7 @@ async def test_failing_handler_is_retried_then_dead_lettered(bus_db, bus_dsn, bu
         connection = await aio_pika.connect(bus_vhost_url)
         try:
             channel = await connection.channel()
-            dlq = await channel.declare_queue(queue_name(settings.amqp_exchange, rec.consumer) + ".dlq", durable=True)
+            dlq = await channel.declare_queue(queue_name(settings.amqp_exchange, rec.consumer) + ".dlq", passive=True)
 
             async def dead_letter():
                 return await dlq.get(fail=False, no_ack=False)
@@ -279,3 +282,62 @@ async def test_prune_forgets_old_published_rows_and_records_only(bus_db, bus_dsn
             "SELECT event_id FROM processed_events WHERE consumer = 'prune-test'")}
     assert left == {old_pending, recent}  # an unpublished row is never pruned
     assert records == {recent_record}
+
+
+def queue_arguments(amqp_url: str) -> dict[str, dict]:
+    """Each queue of the vhost and its arguments, as the broker reports them."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("needs rabbitmqctl to read queue arguments")
+    vhost = unquote(urlsplit(amqp_url).path[1:])
+    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "arguments", "--formatter", "json"],
+                         check=True, capture_output=True, timeout=60, text=True).stdout
+    return {q["name"]: {name: value for name, _kind, value in q["arguments"]} for q in json.loads(out)}
+
+
+async def test_retry_and_dead_letter_queues_keep_messages_no_longer_than_the_retention(
+        bus_db, bus_dsn, bus_vhost_url):
+    rec = Recorder(new_type())
+    settings = bus_settings(bus_dsn, bus_vhost_url, event_retention_days=0.5)
+    async with running_bus(bus_db, settings, [rec.consumer]) as bus:
+        await asyncio.wait_for(bus.running.wait(), 30)
+        queue = queue_name(settings.amqp_exchange, rec.consumer)
+        arguments = queue_arguments(bus_vhost_url)
+    assert arguments[queue + ".dlq"] == {"x-message-ttl": 12 * 3600 * 1000}
+    assert arguments[queue + ".retry"] == {"x-message-ttl": 12 * 3600 * 1000, "x-dead-letter-exchange": "",
+                                           "x-dead-letter-routing-key": queue}
+    assert "x-message-ttl" not in arguments[queue]  # the work queue keeps its messages
+
+
+async def test_parking_queues_declared_without_a_ttl_are_replaced_keeping_their_messages(
+        bus_db, bus_dsn, bus_vhost_url):
+    """An upgrade: the queues exist as an earlier version declared them (no TTL), with a
+    dead letter in them. RabbitMQ refuses to change a queue's arguments; the start
+    replaces them and the dead letter survives."""
+    rec = Recorder(new_type())
+    settings = bus_settings(bus_dsn, bus_vhost_url)
+    queue = queue_name(settings.amqp_exchange, rec.consumer)
+    connection = await aio_pika.connect(bus_vhost_url)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(queue + ".retry", durable=True, arguments={
+            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue})
+        await channel.declare_queue(queue + ".dlq", durable=True)
+        await channel.default_exchange.publish(aio_pika.Message(b"parked", message_id="old-dead-letter"),
+                                               routing_key=queue + ".dlq")
+    finally:
+        await connection.close()
+    async with running_bus(bus_db, settings, [rec.consumer]) as bus:
+        await asyncio.wait_for(bus.running.wait(), 30)
+        arguments = queue_arguments(bus_vhost_url)
+        assert arguments[queue + ".dlq"]["x-message-ttl"] == parked_ttl_ms(settings)
+        assert arguments[queue + ".retry"]["x-message-ttl"] == parked_ttl_ms(settings)
+        assert queue + ".dlq.upgrade" not in arguments and queue + ".retry.upgrade" not in arguments
+        connection = await aio_pika.connect(bus_vhost_url)
+        try:
+            channel = await connection.channel()
+            dlq = await channel.declare_queue(queue + ".dlq", passive=True)
+            message = await dlq.get(fail=False, no_ack=False)
+            assert message is not None and message.message_id == "old-dead-letter" and message.body == b"parked"
+            await message.ack()
+        finally:
+            await connection.close()
