@@ -54,7 +54,8 @@ class RedisPusher:
     def __init__(self, offset_log: OffsetLog) -> None:
         self.offset_log = offset_log
 
-    async def push(self, user_ids: list[str], event: str, data: dict[str, Any], *, replay: bool = True) -> None:
+    async def push(self, user_ids: list[str], event: str, data: dict[str, Any], *, replay: bool = True,
+                   once_key: str | None = None) -> None:
         recipients = list(dict.fromkeys(str(u) for u in user_ids))
         if not recipients:
             return
@@ -63,7 +64,7 @@ class RedisPusher:
         data_json = orjson.dumps(data)
         try:
             if replay:
-                await self.offset_log.append_and_publish(recipients, event, data_json)
+                await self.offset_log.append_and_publish(recipients, event, data_json, once_key)
             else:
                 await self.offset_log.publish_ephemeral(recipients, event, data_json)
         except REDIS_ERRORS as exc:

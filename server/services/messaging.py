@@ -31,6 +31,8 @@ MAX_BODY_CHARS = 4000
 MAX_CLIENT_ID_CHARS = 128
 MAX_TITLE_CHARS = 200
 MAX_MEMBERS = 256
+# Set on a message document until its push has reached the members' offset logs.
+PUSH_PENDING = "pushPending"
 
 
 def message_dict(doc: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +175,8 @@ class MessagingService:
         self, user_id: str, conversation_id: str, body: str, client_id: str | None,
     ) -> tuple[dict[str, Any], bool]:
         """Store and fan out a message: (message, created). A retry with the same
-        ``client_id`` returns the stored message with created False (and pushes nothing)."""
+        ``client_id`` returns the stored message with created False; it pushes the
+        message only if no push of it has succeeded yet (and notifies no one again)."""
         errors = []
         if not isinstance(body, str) or not body.strip() or len(body) > MAX_BODY_CHARS:
             errors.append(FieldError("body", f"1 to {MAX_BODY_CHARS} characters, not only spaces"))
@@ -187,6 +190,8 @@ class MessagingService:
         doc = {
             "_id": ObjectId(), "conversationId": str(conversation["_id"]), "senderId": user_id, "body": body,
             "clientId": client_id or uuid.uuid4().hex, "createdAt": mongo_now(),
+            # Until a push reached the members' offset logs (see _push_message).
+            PUSH_PENDING: True,
         }
         if not await self.messages.insert(doc):
             # A retry, or a concurrent one stored it first.
@@ -198,18 +203,40 @@ class MessagingService:
         member_ids = list(conversation["memberIds"])
         # Stored is what counts: members get it, and those offline a notification, while the
         # conversation's last message and the sender's read position are updated (a failure
-        # there is repaired by a retry, which runs _after_store again and pushes nothing).
+        # there is repaired by a retry, which runs _after_store again, and pushes again only
+        # if this push failed).
         await asyncio.gather(
             self._after_store(doc, conversation),
-            self._push(member_ids, "message:new", {"message": message}),
+            self._push_message(doc, member_ids),
             self._notify_offline(message, member_ids),
         )
         return message, True
 
     async def _retried(self, existing: dict[str, Any], conversation: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        # Found in this conversation (the client id is scoped to it). The first attempt may have died between storing and updating the conversation.
+        # Found in this conversation (the client id is scoped to it). The first attempt may
+        # have died between storing and updating the conversation, or its push failed
+        # (Redis away): both are done again.
         await self._after_store(existing, conversation)
+        if existing.get(PUSH_PENDING):
+            await self._push_message(existing, list(conversation["memberIds"]))
         return message_dict(existing), False
+
+    async def _push_message(self, doc: dict[str, Any], member_ids: list[str]) -> None:
+        """``message:new`` to the members, once per message whoever calls it (keyed on
+        the message id, so a first attempt and a retry racing append one entry), then
+        the message is marked pushed. A failure leaves it pending for the next retry."""
+        if self.pusher is None or not member_ids:
+            return
+        try:
+            await self.pusher.push(member_ids, "message:new", {"message": message_dict(doc)},
+                                   once_key=f"message:{doc['_id']}")
+        except Exception:  # noqa: BLE001 - stored is what matters; a retry pushes it
+            log.exception("pushing message %s failed; a retry of the send pushes it", doc["_id"])
+            return
+        try:
+            await self.messages.mark_pushed(doc["conversationId"], doc["_id"])
+        except Exception:  # noqa: BLE001 - a retry pushes again, and appends nothing
+            log.exception("could not mark message %s pushed", doc["_id"])
 
     async def _after_store(self, doc: dict[str, Any], conversation: dict[str, Any]) -> None:
         # The conversation's last message and the sender's read position (sending means the

@@ -10,10 +10,13 @@ DISCONNECT_USER = "pulse:disconnect"
 
 
 class Pusher(Protocol):
-    async def push(self, user_ids: list[str], event: str, data: dict[str, Any], *, replay: bool = True) -> None:
+    async def push(self, user_ids: list[str], event: str, data: dict[str, Any], *, replay: bool = True,
+                   once_key: str | None = None) -> None:
         """Deliver ``event`` to every socket of each user, on whichever instance it is.
         ``replay=True``: appended to the user's offset log (``offset`` is added to the
-        data) so a reconnecting client gets it; ``False`` for ephemeral events (typing)."""
+        data) so a reconnecting client gets it; ``False`` for ephemeral events (typing).
+        ``once_key`` (replayed events): pushing again with the same key and recipients
+        delivers nothing more, so a push whose outcome is unknown can be retried."""
 
 
 class Presence(Protocol):

@@ -1,4 +1,5 @@
-"""Chat messages: ``{_id: ObjectId, conversationId, senderId, body, clientId, createdAt}``.
+"""Chat messages: ``{_id: ObjectId, conversationId, senderId, body, clientId, createdAt,
+pushPending?}`` (``pushPending`` until the message reached its members' replay logs).
 
 Sharded by ``conversationId`` (a string; ranged: the send-idempotency index is unique,
 which MongoDB allows only on a ranged key it starts with). Every query of the chat paths
@@ -31,6 +32,10 @@ class MessagesRepo:
     async def insert(self, doc: dict[str, Any]) -> bool:
         """False when the sender already stored a message with this client id."""
         return await insert_unique(self.collection, doc)
+
+    async def mark_pushed(self, conversation_id: str, message_id: ObjectId) -> None:
+        await self.collection.update_one({"_id": message_id, "conversationId": conversation_id},
+                                         {"$unset": {"pushPending": ""}})
 
     async def get_by_client_id(self, conversation_id: str, sender_id: str, client_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"conversationId": conversation_id, "senderId": sender_id,

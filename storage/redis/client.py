@@ -56,6 +56,10 @@ class Keys:
     def offset_log(self, user_id: str) -> str:
         return f"{self.ns}:rt:log:{user_id}"
 
+    def appended_once(self, once_key: str) -> str:
+        """Marks an offset-log append keyed by an id (it happens once)."""
+        return f"{self.ns}:rt:once:{once_key}"
+
     def fanout_channel(self) -> str:
         return f"{self.ns}:rt:fanout"
 

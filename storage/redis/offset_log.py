@@ -10,6 +10,10 @@ entry of a fresh stream). Resuming after offset O is possible exactly when O is 
 in the stream, or when the oldest entry kept names O as its predecessor; anything else
 (trimmed past O, stream expired and recreated, an offset never issued) is refused.
 
+An erasure redacts the entries about the erased user in place (``storage/redis/privacy``):
+such an entry keeps its id and ``p`` but carries ``REDACTED_FIELD`` instead of an event,
+so the chain stays intact and replays skip it.
+
 A channel message is ``<header JSON>\\n<data JSON>``: the header names the event and
 its recipients (``"o": {user_id: offset}`` for logged events, ``"u": [user_id, ...]``
 for ephemeral ones); the data is left as raw JSON so each instance can write it into
@@ -28,23 +32,34 @@ from storage.redis.client import Keys
 # Stream ids: two unsigned 64-bit integers.
 OFFSET_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 START_OF_LOG = "0-0"
+# Marks a redacted entry (no event, no data).
+REDACTED_FIELD = "x"
 # Recipients per script call: keeps one call short for very large groups (order per
 # user is unaffected: a user is in exactly one chunk).
 USERS_PER_CALL = 500
 
+# KEYS: the recipients' logs, then (when ARGV[6] is "1") a marker key: an append keyed
+# by an id (a message pushed again after a failure) happens once, whichever call gets
+# there first. ARGV: channel, event, data, max length, TTL, once flag, recipients.
 _APPEND_AND_PUBLISH = """
+local logs = #KEYS
+if ARGV[6] == '1' then
+  logs = logs - 1
+  if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[5]) then return 0 end
+end
 local offsets = {}
-for i, key in ipairs(KEYS) do
+for i = 1, logs do
+  local key = KEYS[i]
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
   local prev = '0-0'
   if last[1] then prev = last[1][1] end
   local id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[4], '*', 'e', ARGV[2], 'd', ARGV[3], 'p', prev)
   redis.call('EXPIRE', key, ARGV[5])
-  offsets[i] = cjson.encode(ARGV[5 + i]) .. ':"' .. id .. '"'
+  offsets[i] = cjson.encode(ARGV[6 + i]) .. ':"' .. id .. '"'
 end
 redis.call('PUBLISH', ARGV[1],
   '{"e":' .. cjson.encode(ARGV[2]) .. ',"o":{' .. table.concat(offsets, ',') .. '}}\\n' .. ARGV[3])
-return #KEYS
+return logs
 """
 
 
@@ -76,13 +91,20 @@ class OffsetLog:
         self.max_age_seconds = max_age_seconds
         self._append = redis.register_script(_APPEND_AND_PUBLISH)
 
-    async def append_and_publish(self, user_ids: list[str], event: str, data_json: bytes) -> None:
+    async def append_and_publish(self, user_ids: list[str], event: str, data_json: bytes,
+                                 once_key: str | None = None) -> None:
+        """``once_key`` (e.g. ``message:<id>``): a later call with the same key and
+        recipients appends nothing (for as long as the logs keep events)."""
         channel = self.keys.fanout_channel()
         for start in range(0, len(user_ids), USERS_PER_CALL):
             chunk = user_ids[start:start + USERS_PER_CALL]
+            keys = [self.keys.offset_log(u) for u in chunk]
+            if once_key is not None:
+                keys.append(self.keys.appended_once(f"{once_key}:{start // USERS_PER_CALL}"))
             await self._append(
-                keys=[self.keys.offset_log(u) for u in chunk],
-                args=[channel, event, data_json, self.max_events, self.max_age_seconds, *chunk],
+                keys=keys,
+                args=[channel, event, data_json, self.max_events, self.max_age_seconds,
+                      "1" if once_key is not None else "", *chunk],
             )
 
     async def publish_ephemeral(self, user_ids: list[str], event: str, data_json: bytes) -> None:
@@ -108,7 +130,10 @@ class OffsetLog:
             entries = entries[1:]
         elif _text(first_fields.get(b"p", b"")) != offset:
             return None
-        return [LogEntry(_text(i), _text(f[b"e"]), f[b"d"]) for i, f in entries]
+        return [LogEntry(_text(i), _text(f[b"e"]), f[b"d"]) for i, f in entries if _REDACTED not in f]
+
+
+_REDACTED = REDACTED_FIELD.encode()
 
 
 def _text(value: bytes | str) -> str:

@@ -2,15 +2,40 @@
 the services push without sockets. The stores behind the services stay real."""
 from __future__ import annotations
 
+from server.errors import StoreUnavailable
+
 
 class RecordingPusher:
     """Records every push: (user_ids, event, data)."""
 
     def __init__(self) -> None:
         self.pushed: list[tuple[list[str], str, dict]] = []
+        self.once_keys: set[str] = set()
 
-    async def push(self, user_ids, event, data, *, replay=True) -> None:
+    async def push(self, user_ids, event, data, *, replay=True, once_key=None) -> None:
+        # As the port promises (RedisPusher does it in the offset log's script): a key
+        # pushed once delivers nothing more.
+        if once_key is not None:
+            if once_key in self.once_keys:
+                return
+            self.once_keys.add(once_key)
         self.pushed.append((list(user_ids), event, data))
+
+
+class FailingOncePusher:
+    """The real pusher, except that its next ``push`` of ``event`` raises (what a Redis
+    outage makes RedisPusher raise), once."""
+
+    def __init__(self, pusher, event: str) -> None:
+        self.pusher = pusher
+        self.event = event
+        self.armed = True
+
+    async def push(self, user_ids, event, data, *, replay=True, once_key=None) -> None:
+        if self.armed and event == self.event:
+            self.armed = False
+            raise StoreUnavailable("redis", "Real-time delivery is unavailable for a moment.")
+        await self.pusher.push(user_ids, event, data, replay=replay, once_key=once_key)
 
 
 class FixedPresence:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from server import appkeys
 from server.errors import NotFound, ValidationFailed
 from server.services.messaging import MessagingService
 from server.services.notifications import NotificationsService
-from tests.server.services.ports import FixedPresence, RecordingPusher
+from storage.redis.offset_log import START_OF_LOG
+from tests.server.services.ports import FailingOncePusher, FixedPresence, RecordingPusher
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -120,3 +122,44 @@ async def test_without_pusher_or_presence_messages_are_still_stored_and_notified
     assert created
     assert (await bare.get_conversation(b.id, conv["id"]))["last_message"] == message
     assert await notification_types(api, b) == ["message"]
+
+
+async def log_messages(server, user_id: str) -> list[str]:
+    """Message ids of the ``message:new`` entries in the user's offset log, in order."""
+    entries = await server.app[appkeys.PUSHER].offset_log.read_after(user_id, START_OF_LOG)
+    return [orjson.loads(e.data_json)["message"]["id"] for e in entries if e.event == "message:new"]
+
+
+async def test_a_message_whose_push_failed_reaches_the_logs_on_the_retried_send_once(api, server):
+    services = server.app[appkeys.SERVICES]
+    flaky = FailingOncePusher(server.app[appkeys.PUSHER], "message:new")
+    messaging = MessagingService(server.app[appkeys.MONGO_DB], services.users,
+                                 NotificationsService(server.app[appkeys.MONGO_DB], services.users), pusher=flaky)
+    a, b = await api.register("fa"), await api.register("fb")
+    conv, _ = await messaging.create_conversation(a.id, [b.id])
+    message, created = await messaging.send_message(a.id, conv["id"], "lost push", "f-1")
+    assert created and not flaky.armed  # stored, and the push did fail
+    assert await log_messages(server, a.id) == [] and await log_messages(server, b.id) == []
+
+    again, created = await messaging.send_message(a.id, conv["id"], "lost push", "f-1")
+    assert not created and again == message
+    assert await log_messages(server, a.id) == [message["id"]]
+    assert await log_messages(server, b.id) == [message["id"]]
+    # Pushed now: further retries, also concurrent ones, append nothing.
+    await asyncio.gather(*(messaging.send_message(a.id, conv["id"], "lost push", "f-1") for _ in range(4)))
+    assert await log_messages(server, b.id) == [message["id"]]
+
+
+async def test_concurrent_retries_of_an_unpushed_message_append_it_once(api, server):
+    """The first attempt's push failed; retries racing each other (all seeing it
+    unpushed) push it once: the append is keyed on the message id in Redis."""
+    services = server.app[appkeys.SERVICES]
+    flaky = FailingOncePusher(server.app[appkeys.PUSHER], "message:new")
+    messaging = MessagingService(server.app[appkeys.MONGO_DB], services.users,
+                                 NotificationsService(server.app[appkeys.MONGO_DB], services.users), pusher=flaky)
+    a, b, c = [await api.register(p) for p in ("ga", "gb", "gc")]
+    group, _ = await messaging.create_conversation(a.id, [b.id, c.id])
+    message, _ = await messaging.send_message(a.id, group["id"], "once", "g-1")
+    await asyncio.gather(*(messaging.send_message(a.id, group["id"], "once", "g-1") for _ in range(6)))
+    for member in (a, b, c):
+        assert await log_messages(server, member.id) == [message["id"]]
