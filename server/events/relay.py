@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
 import asyncpg
 
 from server.events.codec import event_from_outbox_row
-from server.events.types import DomainEvent
+from server.events.types import FORGOTTEN_ON_DELIVERY, DomainEvent
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OUTBOX_CHANNEL, OutboxRepo
 
@@ -54,11 +54,15 @@ class OutboxRelay:
             except Exception as exc:  # noqa: BLE001 - the sink failing keeps the rows
                 log.warning("outbox relay: delivery of %d events failed: %r", len(events), exc)
                 delivered = set()
-            done = [r["id"] for r in rows if str(r["id"]) in delivered]
-            if done:
-                await self.outbox.mark_published(conn, done)
+            done = [r for r in rows if str(r["id"]) in delivered]
+            forgotten = [r["id"] for r in done if r["event_type"] in FORGOTTEN_ON_DELIVERY]
+            kept = [r["id"] for r in done if r["event_type"] not in FORGOTTEN_ON_DELIVERY]
+            if kept:
+                await self.outbox.mark_published(conn, kept)
+            if forgotten:
+                await self.outbox.delete_delivered(conn, forgotten)
         if done and self.metrics is not None:
-            self._count_published([r for r in rows if str(r["id"]) in delivered])
+            self._count_published(done)
         return len(rows), len(done)
 
     def _count_published(self, rows: Sequence[asyncpg.Record]) -> None:

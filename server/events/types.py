@@ -10,7 +10,8 @@ The catalogue (event type -> payload; every id a string):
 - user.followed       {follower_id, followee_id}
 - user.unfollowed     {follower_id, followee_id}
 - event.rsvp          {event_id, host_id, actor_id, status}
-- event.cancelled     {event_id, host_id, title, attendee_ids}
+- event.cancelled     {event_id, host_id, title, attendee_ids} (host_id null when the
+                      purge of the host cancels it: the event names no erased user)
 - message.sent        {message_id, conversation_id, sender_id, recipient_ids}
 - user.erasure_requested {user_id}; user.erasure_restored {user_id}; user.purged {user_id}
 
@@ -22,6 +23,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+
+# The payload fields that hold a user id, and those holding lists of user ids: erasure
+# finds the events naming a user through these only (``OutboxRepo.erase_user``).
+USER_ID_FIELDS = ("user_id", "author_id", "post_author_id", "actor_id", "follower_id", "followee_id",
+                  "host_id", "sender_id")
+USER_ID_LIST_FIELDS = ("attendee_ids", "recipient_ids")
+# Deleted from the outbox once delivered instead of kept for the retention: they name a
+# user who is gone by the time they are published.
+FORGOTTEN_ON_DELIVERY = frozenset({"user.purged"})
 
 
 @dataclass(frozen=True)

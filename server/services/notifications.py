@@ -87,18 +87,33 @@ class NotificationsService:
         """The same notification for each user (the actor checked once for all of them);
         returns those stored and pushed, leaving out users who already had one from
         ``source_id``."""
-        if actor_id and not await self.users.exists(actor_id):
+        recipients = list(dict.fromkeys(user_ids))
+        alive = await self.users.existing([*recipients, *([actor_id] if actor_id else [])])
+        if actor_id and actor_id not in alive:
             # The actor is pending erasure or purged (the event was still in flight): no
             # notification names them; a cancelled event is still announced, anonymously.
             if kind != "event_cancelled":
                 return []
             actor_id = None
+        # Nobody pending erasure or purged gets one (it would recreate what the purge removed).
+        recipients = [u for u in recipients if u in alive]
+        if not recipients:
+            return []
         metadata = {k: v for k, v in (("postId", post_id), ("actorId", actor_id), ("eventId", event_id),
                                       ("conversationId", conversation_id)) if v}
         now = mongo_now()
         docs = [{"_id": ObjectId(), "userId": user_id, "type": kind, "message": message, "read": False,
-                 "createdAt": now, "metadata": metadata, "sourceId": source_id} for user_id in dict.fromkeys(user_ids)]
-        stored = [(doc["userId"], notification_dict(doc)) for doc in await self.notifications.insert_new(docs)]
+                 "createdAt": now, "metadata": metadata, "sourceId": source_id} for user_id in recipients]
+        stored_docs = await self.notifications.insert_new(docs)
+        # An erasure may have begun while these were stored: every purge step runs after the
+        # account is hidden, so checking again now catches what a step could have missed;
+        # what names someone gone is taken back before anything is pushed.
+        still = await self.users.existing([*recipients, *([actor_id] if actor_id else [])]) if stored_docs else set()
+        gone = {d["_id"] for d in stored_docs if d["userId"] not in still or (actor_id and actor_id not in still)}
+        if gone:
+            await self.notifications.delete_ids(list(gone))
+            stored_docs = [d for d in stored_docs if d["_id"] not in gone]
+        stored = [(doc["userId"], notification_dict(doc)) for doc in stored_docs]
         # One push per recipient (each has its own notification id), sent together.
         await asyncio.gather(*(self._push(user_id, notification) for user_id, notification in stored))
         return [notification for _, notification in stored]

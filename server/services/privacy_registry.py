@@ -17,7 +17,8 @@ from uuid import UUID
 from server.services.messaging import message_dict
 from server.services.notifications import notification_dict
 from server.services.privacy import ErasureStep, ExportSection, keyset_pages
-from server.timefmt import iso, utcnow
+from server.events.types import USER_ID_FIELDS, USER_ID_LIST_FIELDS
+from server.timefmt import iso
 from storage.postgres.repos.events import EventsRepo, RsvpsRepo
 from storage.postgres.repos.follows import FollowsRepo
 from storage.postgres.repos.outbox import OutboxRepo
@@ -184,7 +185,8 @@ def _events_steps(d: PrivacyDeps) -> list[ErasureStep]:
                     title = await events_repo.delete_returning_title(conn, event_id)
                     if title is not None:
                         await outbox_repo.add(conn, "event.cancelled", {
-                            "event_id": str(event_id), "host_id": str(uid), "title": title,
+                            # No host: the event must not name the user being erased.
+                            "event_id": str(event_id), "host_id": None, "title": title,
                             "attendee_ids": [str(a) for a in attendee_ids if a != uid],
                         })
             if len(ids) < 100:
@@ -211,6 +213,25 @@ def _events_sections(d: PrivacyDeps) -> list[ExportSection]:
 def _messaging_steps(d: PrivacyDeps) -> list[ErasureStep]:
     conversations, messages, notifications = (ConversationsRepo(d.mongo), MessagesRepo(d.mongo),
                                               NotificationsRepo(d.mongo))
+    redis_erasure = RedisErasure(d.redis, d.keys)
+
+    async def offset_logs(uid: UUID) -> None:
+        # Before the membership and notifications go: they say whose replay logs can hold
+        # events about the user (their conversations' members get their messages and read
+        # receipts; the recipients of notifications about them got those pushed). Only
+        # those logs are read, and only entries naming the user by id are redacted.
+        user_id = str(uid)
+        owners: list[str] = []
+        after = None
+        while True:
+            docs = await conversations.page_for_member(user_id, after, 500)
+            for doc in docs:
+                owners += doc["memberIds"]
+            if len(docs) < 500:
+                break
+            after = docs[-1]["_id"]
+        owners += await notifications.recipients_about(user_id)
+        await redis_erasure.redact_in_offset_logs(user_id, owners)
 
     async def own_messages(uid: UUID) -> None:
         # Their messages go; the others' stay. Conversations showing one of theirs as the
@@ -230,7 +251,8 @@ def _messaging_steps(d: PrivacyDeps) -> list[ErasureStep]:
     async def notes(uid: UUID) -> None:
         await notifications.delete_for_or_about(str(uid))
 
-    return [ErasureStep("messaging.messages", own_messages), ErasureStep("messaging.membership", membership),
+    return [ErasureStep("realtime.offset_logs", offset_logs),
+            ErasureStep("messaging.messages", own_messages), ErasureStep("messaging.membership", membership),
             ErasureStep("notifications.for_and_about", notes)]
 
 
@@ -270,10 +292,6 @@ def _users_steps(d: PrivacyDeps) -> list[ErasureStep]:
             row = await users_repo.get_by_id(conn, uid, include_pending=True)
         return (row["username"], row["email"]) if row else None
 
-    async def erasure_requested_at(uid: UUID):
-        async with d.db.read() as conn:
-            return await users_repo.get_erasure_requested_at(conn, uid)
-
     async def sessions(uid: UUID) -> None:
         # Revoked at the erasure request already; again here in case one slipped in.
         async with d.db.transaction() as conn:
@@ -286,23 +304,18 @@ def _users_steps(d: PrivacyDeps) -> list[ErasureStep]:
 
     async def realtime_traces(uid: UUID) -> None:
         # The user's own log and presence went with their keys; here: their id in the
-        # presence sets and in the events of others' replay logs.
-        names = await identity(uid)
+        # presence sets (others' replay logs: realtime.offset_logs).
         await redis_erasure.remove_from_presence(str(uid))
-        await redis_erasure.remove_from_offset_logs([str(uid), *(names or ())])
 
-    async def published_events(uid: UUID) -> None:
-        # Delivered events naming the user; events still in flight are left to the
-        # relay and go with the outbox retention.
-        names = await identity(uid)
-        # Not the events of the erasure and the purge (they are for the consumers now).
-        cutoff = await erasure_requested_at(uid) or utcnow()
-        async with d.db.connection() as conn:
-            await outbox_repo.delete_published_mentioning(conn, [str(uid), *(names or ())], cutoff)
+    async def events_naming_user(uid: UUID) -> None:
+        # Every event whose id fields name the user, delivered or still in flight (see
+        # OutboxRepo.erase_user); the purge's own user.purged goes once delivered.
+        async with d.db.transaction() as conn:
+            await outbox_repo.erase_user(conn, str(uid), list(USER_ID_FIELDS), list(USER_ID_LIST_FIELDS))
 
     return [
         ErasureStep("users.sessions", sessions),
         ErasureStep("redis.user_keys", redis_user_keys),
         ErasureStep("realtime.presence_and_logs", realtime_traces),
-        ErasureStep("outbox.published", published_events),
+        ErasureStep("outbox.published", events_naming_user),
     ]

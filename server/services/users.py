@@ -262,6 +262,16 @@ class UsersService:
         async with self.db.read() as conn:
             return await self.users.get_by_id(conn, uid) is not None
 
+    async def existing(self, user_ids: list[str]) -> set[str]:
+        """Those of ``user_ids`` that are active accounts, read from the primary (event
+        consumers ask this so that an event in flight never writes about someone pending
+        erasure or purged)."""
+        ids = [u for u in (parse_uuid(x) for x in dict.fromkeys(user_ids)) if u is not None]
+        if not ids:
+            return set()
+        async with self.db.read() as conn:
+            return {str(r["id"]) for r in await self.users.get_many_by_ids(conn, ids)}
+
     async def invalidate_profiles(self, *user_ids: str) -> None:
         """Call after a change to a profile's counters or fields."""
         await self.profile_cache.invalidate(*user_ids)

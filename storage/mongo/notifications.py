@@ -35,6 +35,9 @@ class NotificationsRepo:
         users who already have one from the same source."""
         return await insert_new(self.collection, docs)
 
+    async def delete_ids(self, ids: list[ObjectId]) -> int:
+        return (await self.collection.delete_many({"_id": {"$in": ids}})).deleted_count
+
     async def list_for_user(
         self, user_id: str, *, unread_only: bool, limit: int, after: tuple[datetime, ObjectId] | None,
     ) -> list[dict[str, Any]]:
@@ -63,6 +66,13 @@ class NotificationsRepo:
                             limit: int) -> list[dict[str, Any]]:
         """A page of a user's notifications, oldest first (keyset on createdAt, _id)."""
         return await keyset_page(self.collection, {"userId": user_id}, "createdAt", after, limit, newest_first=False)
+
+    async def recipients_about(self, actor_id: str) -> list[str]:
+        """Erasure: the users holding a notification about ``actor_id`` (each once)."""
+        recipients: dict[str, None] = {}
+        async for doc in self.collection.find({"metadata.actorId": actor_id}, {"userId": 1, "_id": 0}):
+            recipients[doc["userId"]] = None
+        return list(recipients)
 
     async def delete_for_or_about(self, user_id: str) -> int:
         """Erasure: the user's notifications and those others got about them."""

@@ -135,3 +135,46 @@ async def test_log_is_capped_and_expires(api, settings, instance_a):
     finally:
         await redis.aclose()
     assert 0 < ttl <= settings.offset_log_max_age_seconds
+
+
+async def test_offsets_around_entries_redacted_by_an_erasure_still_replay(api, settings, instance_a, clients):
+    """An erasure redacts the entries about the erased user in others' logs: a client
+    resuming from before them, or from a redacted entry itself (the last it saw), gets
+    the rest in order, never ``resync``; the redacted ones are not replayed."""
+    import redis.asyncio as aioredis
+
+    from storage.redis.privacy import RedisErasure
+
+    user, gone = await api.register("rtred"), await api.register("rtgone")
+    socket = await clients(instance_a.url, user.token)
+
+    def about(text: str, actor: str) -> dict:
+        return {"notification": {"type": "like", "message": text, "metadata": {"actor_id": actor}}}
+
+    await instance_a.pusher.push([user.id], "notification:new", note("first"))
+    _, first = await socket.next()
+    # Two in a row about the erased user, one between the others, one last.
+    for text, actor in (("g1", gone.id), ("g2", gone.id), ("keep1", user.id), ("g3", gone.id),
+                        (f"{gone.username} in a text only", user.id), ("g4", gone.id)):
+        await instance_a.pusher.push([user.id], "notification:new", about(text, actor))
+    seen = {data["notification"]["message"]: data["offset"] for _, data in [await socket.next() for _ in range(6)]}
+    await socket.sio.disconnect()
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        assert await RedisErasure(redis, Keys(settings.namespace)).redact_in_offset_logs(gone.id, [user.id]) == 4
+        # Idempotent: a rerun of the step finds nothing more.
+        assert await RedisErasure(redis, Keys(settings.namespace)).redact_in_offset_logs(gone.id, [user.id]) == 0
+    finally:
+        await redis.aclose()
+    kept = ["keep1", f"{gone.username} in a text only"]
+    for offset, expected in ((first["offset"], kept), (seen["g1"], kept), (seen["g2"], kept),
+                             (seen["keep1"], kept[1:]), (seen["g3"], kept[1:])):
+        again = await clients(instance_a.url, user.token, offset=offset)
+        got = [await again.next() for _ in expected]  # a resync would come first
+        assert texts(got) == expected
+        assert [d["offset"] for _, d in got] == [seen[t] for t in expected]  # the offsets they had
+        await again.sio.disconnect()
+    # From the last (redacted) entry: nothing to replay, and live events follow.
+    again = await clients(instance_a.url, user.token, offset=seen["g4"])
+    await instance_a.pusher.push([user.id], "notification:new", note("live"))
+    assert texts([await again.next()]) == ["live"]

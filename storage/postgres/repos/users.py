@@ -111,9 +111,6 @@ class UsersRepo:
             user_id, purge_after,
         )
 
-    async def get_erasure_requested_at(self, conn: asyncpg.Connection, user_id: UUID) -> datetime | None:
-        return await conn.fetchval("SELECT erasure_requested_at FROM users WHERE id = $1", user_id)
-
     async def restore(self, conn: asyncpg.Connection, user_id: UUID) -> None:
         await conn.execute(
             "UPDATE users SET status = 'active', erasure_requested_at = NULL, purge_after = NULL WHERE id = $1",

@@ -8,11 +8,15 @@ import subprocess
 import sys
 import uuid
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from server import appkeys
+from server.events.consumers import build_consumers
+from server.events.types import DomainEvent
 from server.services.privacy import FINAL_STEP, ErasureStep
+from server.timefmt import iso, utcnow
 from tests.conftest import eventually
 from tests.privacy_helpers import mongo_traces, pg, pg_traces, privacy_of, redis_traces, subject
 
@@ -139,27 +143,15 @@ async def test_purge_leaves_no_trace_in_any_store_and_keeps_the_audit(api, serve
     assert all(s["status"] == "done" for s in steps.values()) and FINAL_STEP in steps
 
     needles = [acct.id, acct.email, acct.username]
-    traces = await pg_traces(settings, needles)
-    # Only the `user.purged` event names the id (for the consumers); it goes with the
-    # outbox retention once delivered.
-    assert set(traces) <= {"outbox"}, traces
-    conn = await pg(settings)
-    try:
-        left = await conn.fetch("SELECT event_type FROM outbox WHERE strpos(payload::text, $1) > 0", acct.id)
-        # The purge's own events, emitted during it (event.cancelled tells the attendees).
-        assert {e["event_type"] for e in left} <= {"user.purged", "event.cancelled"}
-        await wait_published(settings, acct)
-        await conn.execute("UPDATE outbox SET published_at = now() - interval '30 days' "
-                           "WHERE strpos(payload::text, $1) > 0", acct.id)
-    finally:
-        await conn.close()
-    await server.app[appkeys.EVENT_BUS].prune()
+    # Nothing names the user, delivered or not, but the purge's own user.purged, which
+    # leaves the outbox as soon as the relay delivered it (not after the retention).
+    await wait_published(settings, acct)
     assert await pg_traces(settings, needles) == {}
     assert await redis_traces(settings, needles) == []
     r = aioredis.from_url(settings.redis_url)
     try:
         others_log = await r.xrange(f"{settings.namespace}:rt:log:{other.id}")
-        assert any(other.id.encode() in f[b"d"] for _, f in others_log)  # the rest of their log stays
+        assert any(other.id.encode() in f.get(b"d", b"") for _, f in others_log)  # the rest of their log stays
         assert await r.sismember(f"{settings.namespace}:rt:presence:users:ghost-instance", other.id)
     finally:
         await r.aclose()
@@ -449,3 +441,135 @@ async def test_pulse_purge_now_purges_one_user_and_refuses_unknown_ones(api, set
     assert actions.index("erasure.requested") < actions.index("erasure.purged")
     status, _, _ = await api.request("GET", "/users/me", token=acct.token)
     assert status == 401
+
+
+async def entries_of(server, user_id: str) -> list[tuple[str, str, dict]]:
+    """The user's replay log as a client replaying it from the start gets it."""
+    entries = await server.app[appkeys.PUSHER].offset_log.read_after(user_id, "0-0")
+    return [(e.offset, e.event, orjson.loads(e.data_json)) for e in entries]
+
+
+async def send(api, acct, conversation_id: str, body: str) -> dict:
+    status, message, _ = await api.request("POST", f"/conversations/{conversation_id}/messages", token=acct.token,
+                                           json={"body": body, "client_id": uuid.uuid4().hex})
+    assert status == 201, message
+    return message
+
+
+async def test_purging_users_named_like_events_erases_them_by_id_and_leaves_others_logs_replayable(
+        api, server, settings):
+    """Users named ``message`` and ``notification`` (words in every replay-log entry and
+    event name): only what names them by id goes; the others' message:new entries stay
+    with their offsets, and a client resuming from an old offset replays."""
+    erased = [await api.register("pnm", username="message"), await api.register("pnn", username="notification")]
+    message_user, notification_user = erased
+    a, b = await api.register("pna"), await api.register("pnb")
+    status, group, _ = await api.request("POST", "/conversations", token=a.token,
+                                         json={"member_ids": [b.id, message_user.id], "title": "message"})
+    assert status == 201
+    status, direct, _ = await api.request("POST", "/conversations", token=a.token,
+                                          json={"member_ids": [notification_user.id]})
+    assert status == 201
+    first = await send(api, a, group["id"], "first message")
+    by_message_user = await send(api, message_user, group["id"], "message from message")
+    from_b = await send(api, b, group["id"], "message:new for message, notification:new")
+    assert (await api.request("POST", f"/conversations/{group['id']}/read", token=message_user.token,
+                              json={"message_id": from_b["id"]}))[0] == 200
+    to_n = await send(api, a, direct["id"], "hello notification")
+    by_notification_user = await send(api, notification_user, direct["id"], "hi, notification here")
+    # Notifications about them, pushed to a (follows go through the bus).
+    for user in erased:
+        assert (await api.request("PUT", f"/users/{a.id}/follow", token=user.token))[0] == 200
+
+    async def notified():
+        got = [d for _, e, d in await entries_of(server, a.id) if e == "notification:new"]
+        return {d["notification"]["metadata"].get("actor_id") for d in got
+                if d["notification"]["type"] == "follow"} >= {u.id for u in erased}
+
+    await eventually(notified)
+    before = {u.id: await entries_of(server, u.id) for u in (a, b)}
+    erased_ids = {u.id for u in erased}
+
+    def about_erased(data: dict) -> bool:
+        message = data.get("message") or {}
+        notification = data.get("notification") or {}
+        return (message.get("sender_id") in erased_ids or data.get("user_id") in erased_ids
+                or (notification.get("metadata") or {}).get("actor_id") in erased_ids)
+
+    assert sum(about_erased(d) for _, _, d in before[a.id]) >= 5  # messages, read receipt, notifications
+    for user in erased:
+        outcome = await privacy_of(server).purge_now(user.id)
+        assert outcome.status == "completed", outcome
+
+    for reader in (a, b):
+        after = await entries_of(server, reader.id)
+        # Exactly the entries about the erased users are gone; the rest unchanged, same offsets.
+        assert after == [entry for entry in before[reader.id] if not about_erased(entry[2])]
+        assert any(e == "message:new" for _, e, _ in after)
+    assert [d["message"]["id"] for _, e, d in await entries_of(server, a.id) if e == "message:new"] == [
+        first["id"], from_b["id"], to_n["id"]]
+    # Resuming from any offset a's client saw (those of redacted entries too) replays.
+    offset_log = server.app[appkeys.PUSHER].offset_log
+    for offset, event, data in before[a.id]:
+        replay = await offset_log.read_after(a.id, offset)
+        assert replay is not None, (event, data)
+        assert [e.offset for e in replay] == [o for o, _, d in before[a.id]
+                                             if tuple(map(int, o.split("-"))) > tuple(map(int, offset.split("-")))
+                                             and not about_erased(d)]
+    assert by_message_user["id"] not in str(await entries_of(server, b.id))
+    assert by_notification_user["id"] not in str(await entries_of(server, a.id))
+
+    # No store names them by id or email (their usernames are words everybody uses).
+    await wait_published(settings, message_user)
+    await wait_published(settings, notification_user)
+    for user in erased:
+        needles = [user.id, user.email]
+        assert await pg_traces(settings, needles) == {}
+        assert await mongo_traces(settings, needles) == {}
+        assert await redis_traces(settings, needles) == []
+    # The others keep their conversation, their messages and its title.
+    status, history, _ = await api.request("GET", f"/conversations/{group['id']}/messages", token=b.token)
+    assert status == 200 and [m["id"] for m in history["items"]] == [from_b["id"], first["id"]]
+    status, conv, _ = await api.request("GET", f"/conversations/{group['id']}", token=b.token)
+    assert conv["title"] == "message" and sorted(conv["member_ids"]) == sorted([a.id, b.id])
+
+
+async def test_events_in_flight_after_a_purge_recreate_nothing(api, server, settings):
+    """Events produced before the purge and handled after it (a slow consumer, a
+    redelivery): the consumers write nothing about or for the purged user."""
+    services = server.app[appkeys.SERVICES]
+    gone, other = await api.register("pif"), await api.register("pio")
+    status, post, _ = await api.request("POST", "/posts", token=other.token, json={"body": "theirs"})
+    assert status == 201
+    assert (await api.request("PUT", f"/users/{other.id}/follow", token=gone.token))[0] == 200
+    await wait_published(settings, gone)
+    outcome = await privacy_of(server).purge_now(gone.id)
+    assert outcome.status == "completed"
+    await wait_published(settings, gone)
+    other_log = await entries_of(server, other.id)
+
+    def event(type_: str, **payload) -> DomainEvent:
+        return DomainEvent(id=str(uuid.uuid4()), type=type_, payload=payload, created_at=iso(utcnow()))
+
+    in_flight = [
+        event("user.registered", user_id=gone.id, username=gone.username, display_name="Gone"),
+        event("post.created", post_id=str(uuid.uuid4()), author_id=gone.id, created_at=iso(utcnow())),
+        event("post.created", post_id=post["id"], author_id=gone.id, created_at=iso(utcnow())),
+        event("post.liked", post_id=post["id"], post_author_id=other.id, actor_id=gone.id),
+        event("comment.created", comment_id=str(uuid.uuid4()), post_id=post["id"], post_author_id=other.id,
+              actor_id=gone.id),
+        event("post.liked", post_id=str(uuid.uuid4()), post_author_id=gone.id, actor_id=other.id),
+        event("user.followed", follower_id=gone.id, followee_id=other.id),
+        event("user.followed", follower_id=other.id, followee_id=gone.id),
+        event("event.rsvp", event_id=str(uuid.uuid4()), host_id=gone.id, actor_id=other.id, status="going"),
+        event("event.cancelled", event_id=str(uuid.uuid4()), host_id=other.id, title="x",
+              attendee_ids=[gone.id]),
+    ]
+    for consumer in build_consumers(services):
+        for e in in_flight:
+            if e.type in consumer.event_types:
+                await consumer.handle(e)
+    needles = [gone.id, gone.email, gone.username]
+    assert await mongo_traces(settings, needles) == {}
+    assert await redis_traces(settings, needles) == []
+    assert await entries_of(server, other.id) == other_log  # nothing pushed about them
