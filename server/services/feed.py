@@ -114,16 +114,13 @@ class FeedService:
     async def handle(self, event: DomainEvent) -> None:
         p = event.payload
         if event.type == "post.created":
-            # An event still in flight when its author was hidden or purged: fanning it out
-            # would recreate feed entries (and the author's feed) the purge removed.
-            accounts = self.social.users_service
-            if p["author_id"] not in await accounts.existing([p["author_id"]]):
-                return
             readers = [*await self.social.follower_ids(p["author_id"]), p["author_id"]]
             await self.store.add_to_feeds(readers, p["author_id"], p["post_id"], _score(p["created_at"]))
-            # Checked again after the write: the purge steps all run after the account is
-            # hidden, so one that started meanwhile is seen here and the write taken back.
-            if p["author_id"] not in await accounts.existing([p["author_id"]]):
+            # An event still in flight when its author was hidden or purged would recreate
+            # feed entries (and the author's feed) the purge removed. Checked after the
+            # write: every purge step runs after the account is hidden, so either this sees
+            # the author gone and takes the write back, or the purge's steps come after it.
+            if p["author_id"] not in await self.social.users_service.existing([p["author_id"]]):
                 await self.store.remove_from_feeds(readers, p["author_id"], p["post_id"])
                 await self.store.drop(p["author_id"])
         elif event.type == "post.deleted":

@@ -87,32 +87,32 @@ class NotificationsService:
         """The same notification for each user (the actor checked once for all of them);
         returns those stored and pushed, leaving out users who already had one from
         ``source_id``."""
-        recipients = list(dict.fromkeys(user_ids))
-        alive = await self.users.existing([*recipients, *([actor_id] if actor_id else [])])
-        if actor_id and actor_id not in alive:
-            # The actor is pending erasure or purged (the event was still in flight): no
-            # notification names them; a cancelled event is still announced, anonymously.
-            if kind != "event_cancelled":
-                return []
-            actor_id = None
-        # Nobody pending erasure or purged gets one (it would recreate what the purge removed).
-        recipients = [u for u in recipients if u in alive]
-        if not recipients:
-            return []
         metadata = {k: v for k, v in (("postId", post_id), ("actorId", actor_id), ("eventId", event_id),
                                       ("conversationId", conversation_id)) if v}
         now = mongo_now()
         docs = [{"_id": ObjectId(), "userId": user_id, "type": kind, "message": message, "read": False,
-                 "createdAt": now, "metadata": metadata, "sourceId": source_id} for user_id in recipients]
+                 "createdAt": now, "metadata": metadata, "sourceId": source_id} for user_id in dict.fromkeys(user_ids)]
         stored_docs = await self.notifications.insert_new(docs)
-        # An erasure may have begun while these were stored: every purge step runs after the
-        # account is hidden, so checking again now catches what a step could have missed;
-        # what names someone gone is taken back before anything is pushed.
-        still = await self.users.existing([*recipients, *([actor_id] if actor_id else [])]) if stored_docs else set()
-        gone = {d["_id"] for d in stored_docs if d["userId"] not in still or (actor_id and actor_id not in still)}
+        if not stored_docs:
+            return []
+        # Nothing for or about someone pending erasure or purged (an event still in flight
+        # would recreate what the purge removed). Checked after the insert, in one query:
+        # every purge step runs after the account is hidden, so either this sees them
+        # gone and takes the documents back before anything is pushed, or the insert
+        # came before the purge's notifications step, which deletes them.
+        alive = await self.users.existing([*(d["userId"] for d in stored_docs), *([actor_id] if actor_id else [])])
+        if actor_id and actor_id not in alive:
+            if kind != "event_cancelled":
+                await self.notifications.delete_ids([d["_id"] for d in stored_docs])
+                return []
+            # A cancelled event is still announced, anonymously.
+            await self.notifications.forget_actor([d["_id"] for d in stored_docs])
+            for doc in stored_docs:
+                doc["metadata"] = {k: v for k, v in doc["metadata"].items() if k != "actorId"}
+        gone = [d["_id"] for d in stored_docs if d["userId"] not in alive]
         if gone:
-            await self.notifications.delete_ids(list(gone))
-            stored_docs = [d for d in stored_docs if d["_id"] not in gone]
+            await self.notifications.delete_ids(gone)
+            stored_docs = [d for d in stored_docs if d["userId"] in alive]
         stored = [(doc["userId"], notification_dict(doc)) for doc in stored_docs]
         # One push per recipient (each has its own notification id), sent together.
         await asyncio.gather(*(self._push(user_id, notification) for user_id, notification in stored))

@@ -38,6 +38,9 @@ class NotificationsRepo:
     async def delete_ids(self, ids: list[ObjectId]) -> int:
         return (await self.collection.delete_many({"_id": {"$in": ids}})).deleted_count
 
+    async def forget_actor(self, ids: list[ObjectId]) -> None:
+        await self.collection.update_many({"_id": {"$in": ids}}, {"$unset": {"metadata.actorId": ""}})
+
     async def list_for_user(
         self, user_id: str, *, unread_only: bool, limit: int, after: tuple[datetime, ObjectId] | None,
     ) -> list[dict[str, Any]]:
