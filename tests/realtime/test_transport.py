@@ -23,6 +23,17 @@ def note(text: str) -> dict:
     return {"notification": {"id": uuid.uuid4().hex, "type": "welcome", "message": text}}
 
 
+async def pushed_notes(client, count: int) -> list[str]:
+    """The texts of the next ``count`` notes pushed by the test, leaving out the real
+    welcome the event bus sends a new account whenever it gets to it."""
+    texts: list[str] = []
+    while len(texts) < count:
+        message = (await client.next_event("notification:new"))["notification"]["message"]
+        if not message.startswith("Welcome to Pulse"):
+            texts.append(message)
+    return texts
+
+
 async def connect(url: str, token: str, transports: list[str]) -> SocketClient:
     client = SocketClient()
     await client.sio.connect(url, auth={"token": token}, socketio_path="socket.io", transports=transports,
@@ -70,8 +81,7 @@ async def test_polling_client_gets_events_and_acks(api, instance_a):
         assert not state.eio_socket.direct  # engineio's queue path
         for i in range(5):
             await instance_a.pusher.push([carol.id], "notification:new", note(f"p{i}"))
-        got = [await client.next_event("notification:new") for _ in range(5)]
-        assert [g["notification"]["message"] for g in got] == [f"p{i}" for i in range(5)]
+        assert await pushed_notes(client, 5) == [f"p{i}" for i in range(5)]
         answer = await client.call("presence:query", {"user_ids": [carol.id]})
         assert answer == {"ok": True, "online": [carol.id]}
         bad = await client.call("presence:query", {"user_ids": "nope"})
@@ -86,8 +96,7 @@ async def test_client_upgrading_from_polling_gets_events(api, instance_a):
     try:
         for i in range(5):
             await instance_a.pusher.push([dave.id], "notification:new", note(f"u{i}"))
-        got = [await client.next_event("notification:new") for _ in range(5)]
-        assert [g["notification"]["message"] for g in got] == [f"u{i}" for i in range(5)]
+        assert await pushed_notes(client, 5) == [f"u{i}" for i in range(5)]
         answer = await client.call("presence:query", {"user_ids": [dave.id]})
         assert answer["ok"] is True
     finally:
