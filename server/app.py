@@ -17,6 +17,7 @@ from server.config import Settings
 from server.events.bus import EventBus
 from server.events.consumers import build_consumers
 from server.metrics import Metrics
+from server.pagination import Cursors
 from server.security import Passwords
 from server.services import Services
 from server.services.events import EventsService
@@ -147,18 +148,20 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
         rate_limits, passwords, settings,
     )
-    posts = PostsService(app[appkeys.DB], users, PopularPosts(redis, keys), settings)
-    social = SocialService(app[appkeys.DB], users)
+    # One key for the whole deployment: a cursor issued by any instance pages on any other.
+    cursors = Cursors.from_settings(settings)
+    posts = PostsService(app[appkeys.DB], users, PopularPosts(redis, keys), settings, cursors=cursors)
+    social = SocialService(app[appkeys.DB], users, cursors=cursors)
     feed = FeedService(
         FeedStore(redis, keys, max_items=settings.feed_max_items, ttl_seconds=settings.feed_ttl_seconds),
-        social, posts, max_items=settings.feed_max_items,
+        social, posts, max_items=settings.feed_max_items, cursors=cursors,
     )
-    events = EventsService(app[appkeys.DB], users)
+    events = EventsService(app[appkeys.DB], users, cursors=cursors)
     stale_reads = app[appkeys.MONGO_STALE_READS]
     notifications = NotificationsService(app[appkeys.MONGO_DB], users, pusher=app[appkeys.PUSHER],
-                                         stale_reads=stale_reads)
+                                         stale_reads=stale_reads, cursors=cursors)
     messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications, pusher=app[appkeys.PUSHER],
-                                 presence=app[appkeys.PRESENCE], stale_reads=stale_reads)
+                                 presence=app[appkeys.PRESENCE], stale_reads=stale_reads, cursors=cursors)
     privacy = PrivacyService(app[appkeys.DB], users, settings, pusher=app[appkeys.PUSHER])
     services = Services(users=users, rate_limits=rate_limits, posts=posts, social=social, feed=feed,
                         events=events, notifications=notifications, messaging=messaging, privacy=privacy)

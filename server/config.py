@@ -138,6 +138,9 @@ class Settings:
     erasure_recovery_days: float = 30.0
     # Keyed hash for pseudonymised audit entries; must be set (and kept) in production.
     audit_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    # Signs list cursors (HMAC) so only cursors this deployment issued are accepted; every
+    # instance needs the same one. Empty: derived from audit_key, which they share already.
+    cursor_key: str = ""
     notification_ttl_days: int = 180
     # A purge step failing this many times marks its saga stuck (reported; still retried).
     purge_max_attempts: int = 5

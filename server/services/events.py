@@ -12,7 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.pagination import decode_cursor, encode_cursor, page
+from server.pagination import Cursors, page
 from server.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from server.services.users import UsersService, parse_uuid
 from server.timefmt import iso, utcnow
@@ -54,8 +54,9 @@ def _event_id(value: str) -> UUID:
 
 
 class EventsService:
-    def __init__(self, db: Database, users: UsersService) -> None:
+    def __init__(self, db: Database, users: UsersService, *, cursors: Cursors) -> None:
         self.db = db
+        self.cursors = cursors
         self.users_service = users
         self.events = EventsRepo()
         self.rsvps = RsvpsRepo()
@@ -91,12 +92,12 @@ class EventsService:
         start = start or utcnow()
         if end is not None and end < start:
             raise ValidationFailed("`to` is before `from`.", [FieldError("to", "must not be before from")])
-        after = decode_cursor(cursor, datetime, UUID)
+        after = self.cursors.decode(cursor, datetime, UUID)
         async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
             rows = await self.events.list_upcoming(conn, start=start, end=end, after=after, limit=limit + 1)
             shown = [r["id"] for r in rows[:limit]]
             mine = await self.rsvps.get_statuses(conn, shown, UUID(viewer_id)) if shown else {}
-        return page(rows, limit, lambda r: encode_cursor(r["starts_at"], r["id"]),
+        return page(rows, limit, lambda r: self.cursors.encode(r["starts_at"], r["id"]),
                     lambda r: event_dict(r, mine.get(r["id"])))
 
     async def update(self, user_id: str, event_id: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -182,12 +183,12 @@ class EventsService:
     async def attendees(self, event_id: str, *, limit: int, cursor: str | None,
                         viewer_id: str | None = None) -> dict[str, Any]:
         eid = _event_id(event_id)
-        after = decode_cursor(cursor, datetime, UUID)
+        after = self.cursors.decode(cursor, datetime, UUID)
         async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
             if await self.events.get(conn, eid) is None:
                 raise NotFound(NO_SUCH_EVENT)
             rows = await self.rsvps.list_attendees(conn, eid, after=after, limit=limit + 1)
-        result = page(rows, limit, lambda r: encode_cursor(r["created_at"], r["user_id"]))
+        result = page(rows, limit, lambda r: self.cursors.encode(r["created_at"], r["user_id"]))
         profiles = await self.users_service.get_public_many([str(r["user_id"]) for r in result["items"]])
         result["items"] = [{"user": profiles[str(r["user_id"])], "status": r["status"]}
                            for r in result["items"] if str(r["user_id"]) in profiles]

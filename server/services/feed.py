@@ -15,11 +15,10 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from server.errors import FieldError, ValidationFailed
 from server.events.types import Consumer, DomainEvent
-from server.pagination import decode_cursor, encode_cursor
+from server.pagination import Cursors, Score
 from server.services.social import SocialService
-from storage.redis.feeds import FeedEntry, FeedStore
+from storage.redis.feeds import FeedEntry, FeedStore, member
 from storage.redis.sessions_cache import REDIS_ERRORS
 
 log = logging.getLogger("pulse.feed")
@@ -46,8 +45,10 @@ def _score(moment: datetime | str) -> float:
 
 
 class FeedService:
-    def __init__(self, store: FeedStore, social: SocialService, posts: PostsReader, *, max_items: int) -> None:
+    def __init__(self, store: FeedStore, social: SocialService, posts: PostsReader, *, max_items: int,
+                 cursors: Cursors) -> None:
         self.store = store
+        self.cursors = cursors
         self.social = social
         self.posts = posts
         self.max_items = max_items
@@ -69,7 +70,7 @@ class FeedService:
         entries = entries[:limit]
         posts = await self.posts.get_many(viewer_id, [e.post_id for e in entries]) if entries else []
         last = entries[-1] if more else None
-        return {"items": posts, "next_cursor": encode_cursor(last.score, last.member) if last else None}
+        return {"items": posts, "next_cursor": self.cursors.encode(last.score, last.author_id, last.post_id) if last else None}
 
     async def _entries_from_postgres(self, user_id: str, *, after: tuple[str, str] | None,
                                      count: int) -> list[FeedEntry]:
@@ -92,19 +93,13 @@ class FeedService:
         await self.store.merge(user_id, [(author_id, post_id, _score(created_at))
                                          for post_id, author_id, created_at in rows], built=True)
 
-    @staticmethod
-    def _decode(cursor: str | None) -> tuple[str, str] | None:
-        values = decode_cursor(cursor, str, str)
+    def _decode(self, cursor: str | None) -> tuple[str, str] | None:
+        """(score as Redis wrote it, member) of the entry a page stopped at."""
+        values = self.cursors.decode(cursor, Score, UUID, UUID)
         if values is None:
             return None
-        score, member = values
-        try:
-            float(score)
-            author_id, post_id = member.split(":")
-            UUID(author_id), UUID(post_id)
-        except ValueError as exc:
-            raise ValidationFailed("The cursor is not valid.", [FieldError("cursor", "not a valid cursor")]) from exc
-        return score, member
+        score, author_id, post_id = values
+        return str(score), member(str(author_id), str(post_id))
 
     # --- keeping feeds (the event consumer) -------------------------------------------
 

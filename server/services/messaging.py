@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_preferences import ReadPreference, _ServerMode
 
 from server.errors import FieldError, NotFound, ValidationFailed
-from server.pagination import page
+from server.pagination import Cursors, page
 from server.services.notifications import NotificationsService
 from server.services.ports import Presence, Pusher
 from server.services.users import UsersService, parse_uuid
@@ -59,9 +59,10 @@ class MessagingService:
     def __init__(
         self, mongo: AsyncDatabase, users: UsersService, notifications: NotificationsService,
         pusher: Pusher | None = None, presence: Presence | None = None,
-        stale_reads: _ServerMode = ReadPreference.PRIMARY,
+        stale_reads: _ServerMode = ReadPreference.PRIMARY, *, cursors: Cursors,
     ) -> None:
         self.conversations = ConversationsRepo(mongo)
+        self.cursors = cursors
         self.messages = MessagesRepo(mongo, stale_reads)
         self.users = users
         self.notifications = notifications
@@ -142,8 +143,8 @@ class MessagingService:
         return await self._conversation_for(await self._member_conversation(user_id, conversation_id), user_id)
 
     async def list_conversations(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
-        docs = await self.conversations.list_for_member(user_id, limit + 1, decode_keyset(cursor))
-        result = page(docs, limit, keyset_cursor("lastActivityAt"))
+        docs = await self.conversations.list_for_member(user_id, limit + 1, decode_keyset(self.cursors, cursor))
+        result = page(docs, limit, keyset_cursor(self.cursors, "lastActivityAt"))
         result["items"] = list(await asyncio.gather(*(self._conversation_for(d, user_id) for d in result["items"])))
         return result
 

@@ -16,7 +16,7 @@ from server.services.ports import Pusher
 from server.services.users import UsersService
 from server.timefmt import iso
 from storage.mongo.notifications import NotificationsRepo
-from server.pagination import page
+from server.pagination import Cursors, page
 from storage.mongo.values import decode_keyset, keyset_cursor, mongo_now, parse_object_id
 
 log = logging.getLogger("pulse.notifications")
@@ -42,8 +42,9 @@ def notification_dict(doc: dict[str, Any]) -> dict[str, Any]:
 
 class NotificationsService:
     def __init__(self, mongo: AsyncDatabase, users: UsersService, pusher: Pusher | None = None,
-                 stale_reads: _ServerMode = ReadPreference.PRIMARY) -> None:
+                 stale_reads: _ServerMode = ReadPreference.PRIMARY, *, cursors: Cursors) -> None:
         self.notifications = NotificationsRepo(mongo, stale_reads)
+        self.cursors = cursors
         self.users = users
         # Set by the real-time layer; without one, notifications are stored but not pushed.
         self.pusher = pusher
@@ -52,8 +53,8 @@ class NotificationsService:
 
     async def list(self, user_id: str, *, unread_only: bool, limit: int, cursor: str | None) -> dict[str, Any]:
         docs = await self.notifications.list_for_user(user_id, unread_only=unread_only, limit=limit + 1,
-                                                      after=decode_keyset(cursor))
-        return page(docs, limit, keyset_cursor("createdAt"), notification_dict)
+                                                      after=decode_keyset(self.cursors, cursor))
+        return page(docs, limit, keyset_cursor(self.cursors, "createdAt"), notification_dict)
 
     async def unread_count(self, user_id: str) -> int:
         return await self.notifications.count_unread(user_id)

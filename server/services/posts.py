@@ -11,7 +11,7 @@ import asyncpg
 from server.config import Settings
 from server.errors import Forbidden, NotFound
 from server.events.types import Consumer, DomainEvent
-from server.pagination import decode_cursor, encode_cursor, page
+from server.pagination import Cursors, page
 from server.services.users import UsersService, parse_uuid
 from server.timefmt import iso, utcnow
 from storage.postgres.pool import Database
@@ -60,8 +60,10 @@ def _post_id(value: str, message: str = POST_NOT_FOUND) -> UUID:
 
 
 class PostsService:
-    def __init__(self, db: Database, users: UsersService, popular: PopularPosts, settings: Settings) -> None:
+    def __init__(self, db: Database, users: UsersService, popular: PopularPosts, settings: Settings, *,
+                 cursors: Cursors) -> None:
         self.db = db
+        self.cursors = cursors
         self.users = users
         self.popular_set = popular
         self.settings = settings
@@ -133,13 +135,13 @@ class PostsService:
     async def list_by_author(self, viewer_id: str | None, user: str, *, limit: int,
                              cursor: str | None) -> dict[str, Any]:
         """A user's posts (by id or username), newest first."""
-        before = decode_cursor(cursor, datetime, UUID)
+        before = self.cursors.decode(cursor, datetime, UUID)
         profile = await self.users.get_public(user, viewer_id=viewer_id)  # 404 for unknown or hidden users
         # Authors read their own list from the primary: they must see the post they just made.
         async with self.db.read(lag_ok=profile["id"] != viewer_id, writes_of=[viewer_id, profile["id"]]) as conn:
             rows = await self.posts.list_by_author(conn, parse_uuid(viewer_id or ""), UUID(profile["id"]),
                                                    limit=limit + 1, before=before)
-        return page(rows, limit, lambda r: encode_cursor(r["created_at"], r["id"]), post_dict)
+        return page(rows, limit, lambda r: self.cursors.encode(r["created_at"], r["id"]), post_dict)
 
     # --- likes ------------------------------------------------------------------------
 
@@ -201,13 +203,13 @@ class PostsService:
     async def list_comments(self, post_id: str, *, limit: int, cursor: str | None,
                             viewer_id: str | None = None) -> dict[str, Any]:
         """A post's comments, oldest first."""
-        after = decode_cursor(cursor, datetime, UUID)
+        after = self.cursors.decode(cursor, datetime, UUID)
         pid = _post_id(post_id)
         async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
             if await self.posts.get_visible_author(conn, pid) is None:
                 raise NotFound(POST_NOT_FOUND)
             rows = await self.comments.list_for_post(conn, pid, limit=limit + 1, after=after)
-        return page(rows, limit, lambda r: encode_cursor(r["created_at"], r["id"]), comment_dict)
+        return page(rows, limit, lambda r: self.cursors.encode(r["created_at"], r["id"]), comment_dict)
 
     async def delete_comment(self, actor_id: str, comment_id: str) -> None:
         """By the comment's author or the post's author."""
@@ -239,7 +241,8 @@ class PostsService:
     async def popular(self, viewer_id: str | None, *, limit: int, cursor: str | None) -> dict[str, Any]:
         """Most liked posts of the recent window, from Redis (rebuilt when cold); keyset
         on (likes, id), both descending."""
-        after = decode_cursor(cursor, int, str)
+        decoded = self.cursors.decode(cursor, int, UUID)
+        after = (decoded[0], str(decoded[1])) if decoded else None
         window_start = self._window_start().timestamp()
         try:
             if not await self.popular_set.is_fresh():
@@ -257,7 +260,7 @@ class PostsService:
         chosen = ranked[: limit + 1 + 10]
         posts = {p["id"]: p for p in await self.get_many(viewer_id, [pid for pid, _ in chosen])}
         rows = [(likes, posts[pid]) for pid, likes in chosen if pid in posts]
-        return page(rows, limit, lambda r: encode_cursor(r[0], r[1]["id"]), lambda r: r[1])
+        return page(rows, limit, lambda r: self.cursors.encode(r[0], r[1]["id"]), lambda r: r[1])
 
     async def on_like_changed(self, event: DomainEvent) -> None:
         """Consumer of post.liked / post.unliked / post.deleted: sets the post's score to

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.pagination import decode_cursor, encode_cursor, page
+from server.pagination import Cursors, page
 from server.errors import FieldError, NotFound, ValidationFailed
 from server.services.users import UsersService, parse_uuid
 from server.timefmt import iso
@@ -26,8 +26,9 @@ NO_SUCH_USER = "No such user."
 
 
 class SocialService:
-    def __init__(self, db: Database, users: UsersService) -> None:
+    def __init__(self, db: Database, users: UsersService, *, cursors: Cursors) -> None:
         self.db = db
+        self.cursors = cursors
         self.users_service = users
         self.users = UsersRepo()
         self.follows = FollowsRepo()
@@ -135,13 +136,13 @@ class SocialService:
 
     async def _list(self, user_id: str, fetch, *, limit: int, cursor: str | None) -> dict[str, Any]:
         uid = parse_uuid(user_id)
-        after = decode_cursor(cursor, datetime, UUID)
+        after = self.cursors.decode(cursor, datetime, UUID)
         # A follow changes both users' lists: each is marked, so the listed user's mark is enough.
         async with self.db.read(lag_ok=True, writes_of=[user_id if uid else None]) as conn:
             if uid is None or await self.users.get_by_id(conn, uid) is None:
                 raise NotFound(NO_SUCH_USER)
             rows = await fetch(conn, uid, after=after, limit=limit + 1)
-        result = page(rows, limit, lambda r: encode_cursor(r["created_at"], r["user_id"]))
+        result = page(rows, limit, lambda r: self.cursors.encode(r["created_at"], r["user_id"]))
         profiles = await self.users_service.get_public_many([str(r["user_id"]) for r in result["items"]])
         result["items"] = [profiles[str(r["user_id"])] for r in result["items"] if str(r["user_id"]) in profiles]
         return result

@@ -11,8 +11,7 @@ from bson.errors import InvalidId
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from server.pagination import decode_cursor, encode_cursor
-from server.errors import FieldError, ValidationFailed
+from server.pagination import Cursors, invalid_cursor
 from server.timefmt import utcnow
 
 
@@ -103,17 +102,17 @@ async def insert_new(collection: AsyncCollection, docs: list[dict[str, Any]]) ->
     return docs
 
 
-def keyset_cursor(field: str):
+def keyset_cursor(cursors: Cursors, field: str):
     """For ``server.pagination.page``: a document's cursor, its (``field``, _id as hex)."""
-    return lambda doc: encode_cursor(doc[field], str(doc["_id"]))
+    return lambda doc: cursors.encode(doc[field], str(doc["_id"]))
 
 
-def decode_keyset(cursor: str | None) -> tuple[datetime, ObjectId] | None:
-    """The (timestamp, _id) a page stopped at; a tampered cursor is a 400."""
-    values = decode_cursor(cursor, datetime, str)
+def decode_keyset(cursors: Cursors, cursor: str | None) -> tuple[datetime, ObjectId] | None:
+    """The (timestamp in UTC, _id) a page stopped at; a tampered cursor is a 400."""
+    values = cursors.decode(cursor, datetime, str)
     if values is None:
         return None
     oid = parse_object_id(values[1])
     if oid is None:
-        raise ValidationFailed("The cursor is not valid.", [FieldError("cursor", "not a valid cursor")])
+        raise invalid_cursor("a value of the cursor is out of range or of the wrong kind")
     return values[0], oid

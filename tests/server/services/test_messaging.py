@@ -9,6 +9,7 @@ import pytest
 
 from server import appkeys
 from server.errors import NotFound, ValidationFailed
+from server.pagination import Cursors
 from server.services.messaging import MessagingService
 from server.services.notifications import NotificationsService
 from storage.redis.offset_log import START_OF_LOG
@@ -30,8 +31,9 @@ def presence() -> FixedPresence:
 @pytest.fixture
 def messaging(server, pusher, presence) -> MessagingService:
     mongo, users = server.app[appkeys.MONGO_DB], server.app[appkeys.SERVICES].users
-    notifications = NotificationsService(mongo, users, pusher=pusher)
-    return MessagingService(mongo, users, notifications, pusher=pusher, presence=presence)
+    cursors = Cursors.random()
+    notifications = NotificationsService(mongo, users, pusher=pusher, cursors=cursors)
+    return MessagingService(mongo, users, notifications, pusher=pusher, presence=presence, cursors=cursors)
 
 
 async def notification_types(api, acct) -> list[str]:
@@ -115,8 +117,10 @@ async def test_socket_entry_points_refuse_non_members_and_bad_input(api, messagi
 async def test_without_pusher_or_presence_messages_are_still_stored_and_notified(api, server):
     services = server.app[appkeys.SERVICES]
     a, b = await api.register("na"), await api.register("nb")
+    cursors = Cursors.random()
     bare = MessagingService(server.app[appkeys.MONGO_DB], services.users,
-                            NotificationsService(server.app[appkeys.MONGO_DB], services.users))
+                            NotificationsService(server.app[appkeys.MONGO_DB], services.users, cursors=cursors),
+                            cursors=cursors)
     conv, _ = await bare.create_conversation(a.id, [b.id])
     message, created = await bare.send_message(a.id, conv["id"], "quiet", "q-1")
     assert created

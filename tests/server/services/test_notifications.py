@@ -7,6 +7,7 @@ import pytest
 
 from server import appkeys
 from server.events.types import DomainEvent
+from server.pagination import Cursors
 from server.services.notifications import NotificationsService
 from server.timefmt import iso, utcnow
 from tests.server.services.ports import RecordingPusher
@@ -26,7 +27,8 @@ def pusher() -> RecordingPusher:
 @pytest.fixture
 def notifications(server, pusher) -> NotificationsService:
     services = server.app[appkeys.SERVICES]
-    return NotificationsService(server.app[appkeys.MONGO_DB], services.users, pusher=pusher)
+    return NotificationsService(server.app[appkeys.MONGO_DB], services.users, pusher=pusher,
+                                cursors=Cursors.random())
 
 
 async def listed(api, acct) -> list[dict]:
