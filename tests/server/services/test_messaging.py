@@ -138,7 +138,9 @@ async def test_a_message_whose_push_failed_reaches_the_logs_on_the_retried_send_
     services = server.app[appkeys.SERVICES]
     flaky = FailingOncePusher(server.app[appkeys.PUSHER], "message:new")
     messaging = MessagingService(server.app[appkeys.MONGO_DB], services.users,
-                                 NotificationsService(server.app[appkeys.MONGO_DB], services.users), pusher=flaky)
+                                 NotificationsService(server.app[appkeys.MONGO_DB], services.users,
+                                                      cursors=Cursors.random()),
+                                 pusher=flaky, cursors=Cursors.random())
     a, b = await api.register("fa"), await api.register("fb")
     conv, _ = await messaging.create_conversation(a.id, [b.id])
     message, created = await messaging.send_message(a.id, conv["id"], "lost push", "f-1")
@@ -160,7 +162,9 @@ async def test_concurrent_retries_of_an_unpushed_message_append_it_once(api, ser
     services = server.app[appkeys.SERVICES]
     flaky = FailingOncePusher(server.app[appkeys.PUSHER], "message:new")
     messaging = MessagingService(server.app[appkeys.MONGO_DB], services.users,
-                                 NotificationsService(server.app[appkeys.MONGO_DB], services.users), pusher=flaky)
+                                 NotificationsService(server.app[appkeys.MONGO_DB], services.users,
+                                                      cursors=Cursors.random()),
+                                 pusher=flaky, cursors=Cursors.random())
     a, b, c = [await api.register(p) for p in ("ga", "gb", "gc")]
     group, _ = await messaging.create_conversation(a.id, [b.id, c.id])
     message, _ = await messaging.send_message(a.id, group["id"], "once", "g-1")
