@@ -110,13 +110,45 @@ def pg_dsn(make_pg_database) -> str:
 
 # --- Redis -----------------------------------------------------------------------------
 
+_TAKE_OVER_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def _take_over_dead_claim(admin: sync_redis.Redis, key: str, claim: str) -> bool:
+    """A session killed before its teardown leaves its claim for hours: the claim names
+    its host and pid, so a claim of this host whose process is gone is taken over
+    (atomically: only if nobody changed it since it was read)."""
+    held = admin.get(key)
+    if held is None:
+        return False
+    _, _, rest = held.decode().partition(":")
+    host, _, pid = rest.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+        return False  # alive
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return False  # alive, another user's
+    return bool(admin.eval(_TAKE_OVER_CLAIM, 1, key, held, claim, 3 * 3600))
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """Claims a Redis db number (1..15) no other running session holds, and empties it."""
     admin = sync_redis.Redis.from_url(REDIS_BASE_URL + "/0")
+    claim = f"{RUN_ID}:{socket.gethostname()}:{os.getpid()}"
     claimed = None
     for db in range(1, 16):
-        if admin.set(f"pulse-test:claim:{db}", RUN_ID, nx=True, ex=3 * 3600):
+        key = f"pulse-test:claim:{db}"
+        if admin.set(key, claim, nx=True, ex=3 * 3600) or _take_over_dead_claim(admin, key, claim):
             claimed = db
             break
     if claimed is None:
@@ -125,7 +157,8 @@ def redis_url() -> Iterator[str]:
     sync_redis.Redis.from_url(url).flushdb()
     yield url
     sync_redis.Redis.from_url(url).flushdb()
-    admin.delete(f"pulse-test:claim:{claimed}")
+    if admin.get(f"pulse-test:claim:{claimed}") == claim.encode():
+        admin.delete(f"pulse-test:claim:{claimed}")
 
 
 # --- MongoDB (SecantusDB) -----------------------------------------------------------------
