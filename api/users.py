@@ -37,6 +37,13 @@ async def logout(request: web.Request, call: Call):
     return None
 
 
+@router.route("POST", "/auth/logout-all", name="auth.logout_all", status=204, errors=(401,))
+async def logout_all(request: web.Request, call: Call):
+    """Revoke every session of the caller, this one included; their sockets are disconnected."""
+    await call.services.users.logout_all(call.principal)
+    return None
+
+
 @router.route("GET", "/users/me", name="users.me", response=OwnUser, errors=(401,))
 async def get_me(request: web.Request, call: Call):
     """The caller's own user, with email."""

@@ -4,6 +4,19 @@ Delivery: the fan-out listener hands over each event once; its packet is encoded
 (per recipient user when it carries that user's offset) and written to each of the
 user's sockets here, in the order the channel delivered them.
 
+Limits (API.md v1.1 "Real-time lifecycle and limits"): at most ``sockets_per_user``
+sockets per user across instances (``SocketCap``); every client event is rate limited
+per user across sockets and instances (``RateLimits.check_socket_event``); at most
+``socket_max_inflight_events`` handlers per socket run at once and
+``socket_max_queued_events`` wait (``DirectSocketServer``: one more is refused with a
+429 ack); unsent data per socket and per instance is bounded (``OutboundBudget``: a
+socket over it is dropped and resumes from its offset).
+
+Revocation: logout, logout-all and erasure push a disconnect through the fan-out (the
+fast path), and every ``socket_session_check_seconds`` each instance re-checks the
+sessions of its sockets (one cache read, PostgreSQL for the misses), which also covers
+expiry and a disconnect lost while the listener resubscribed.
+
 Resume: a socket starts "held": events for it are queued until its start-up is done
 (replay after ``auth.offset``, or just noting where the user's log stands), then the
 queue is flushed, skipping what the replay already sent. So a client sees what it
@@ -16,6 +29,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+import orjson
 import socketio
 from aiohttp import web
 from engineio import packet as eio_packet
@@ -26,10 +40,11 @@ from realtime.fanout import FanoutListener, FanoutMessage
 from realtime.models import MessageRead, MessageSend, PresenceQuery, Typing
 from realtime.packets import OrjsonCodec, event_packet, event_packet_from
 from realtime.presence import InstancePresence
+from realtime.socket_cap import SocketCap
 from realtime.transport import ClientErrorsAtDebug, DirectSocket, DirectSocketServer, packet_frame
 from server import appkeys
 from server.errors import DomainError, RateLimited, Unauthorized
-from server.services.ports import DISCONNECT_USER
+from server.services.ports import DISCONNECT_SESSIONS, DISCONNECT_USER
 from storage.redis.offset_log import OffsetLog, parse_offset
 from storage.errors import as_unavailable
 from storage.redis.sessions_cache import REDIS_ERRORS
@@ -37,6 +52,8 @@ from storage.redis.sessions_cache import REDIS_ERRORS
 log = logging.getLogger("pulse.realtime")
 
 NAMESPACE = "/"
+# Revoked sessions are looked up this many at a time.
+SESSION_CHECK_BATCH = 1000
 Held = list[tuple[str | None, eio_packet.Packet]]
 
 
@@ -44,6 +61,8 @@ Held = list[tuple[str | None, eio_packet.Packet]]
 class SocketState:
     user_id: str
     eio_sid: str
+    # The session the socket was authenticated with (revocation closes the socket).
+    token_hash: bytes
     # The engineio socket (None if it went away during the connect handler).
     eio_socket: DirectSocket | None = None
     # Events waiting while the socket starts up or catches up; None once live.
@@ -64,6 +83,7 @@ class RealtimeServer:
     def __init__(self, app: web.Application) -> None:
         settings = app[appkeys.SETTINGS]
         self.app = app
+        self.settings = settings
         metrics = app[appkeys.METRICS]
         self.sio = DirectSocketServer(
             async_mode="aiohttp", json=OrjsonCodec, logger=False,
@@ -75,6 +95,11 @@ class RealtimeServer:
             client_address=lambda request: client_info(request).address,
             on_malformed=lambda reason: metrics.socket_malformed_frames.labels(reason).inc(),
             on_refused=lambda reason: metrics.socket_sessions_refused.labels(reason).inc(),
+            max_buffered_bytes=settings.socket_max_buffered_bytes,
+            instance_max_buffered_bytes=settings.instance_max_buffered_bytes,
+            max_inflight_events=settings.socket_max_inflight_events,
+            max_queued_events=settings.socket_max_queued_events,
+            busy_ack=_error(429, "Too Many Requests", "Too many events in flight on this socket; wait for their acks."),
         )
         self.sio.attach(app, socketio_path="socket.io")
         self.sockets: dict[str, SocketState] = {}
@@ -84,13 +109,19 @@ class RealtimeServer:
         self.offset_log: OffsetLog | None = None
         self.presence: InstancePresence | None = None
         self.listener: FanoutListener | None = None
+        self.cap: SocketCap | None = None
         self._catch_up: asyncio.Task | None = None
+        self._session_checks: asyncio.Task | None = None
         self._register_handlers()
 
-    def start(self, offset_log: OffsetLog, presence: InstancePresence, listener: FanoutListener) -> None:
+    def start(self, offset_log: OffsetLog, presence: InstancePresence, listener: FanoutListener,
+              cap: SocketCap) -> None:
         self.offset_log = offset_log
         self.presence = presence
         self.listener = listener
+        self.cap = cap
+        self._session_checks = asyncio.create_task(self._check_sessions_periodically(),
+                                                   name="pulse-realtime-session-checks")
 
     # --- connections -----------------------------------------------------------------
 
@@ -98,10 +129,10 @@ class RealtimeServer:
         sio = self.sio
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
-        sio.on("message:send", self._ack_handler(MessageSend, self.message_send, rate_limited=True))
-        sio.on("message:read", self._ack_handler(MessageRead, self.message_read))
-        sio.on("typing", self._ack_handler(Typing, self.typing, rate_limited=True))
-        sio.on("presence:query", self._ack_handler(PresenceQuery, self.presence_query))
+        sio.on("message:send", self._ack_handler("message:send", MessageSend, self.message_send, recheck=True))
+        sio.on("message:read", self._ack_handler("message:read", MessageRead, self.message_read))
+        sio.on("typing", self._ack_handler("typing", Typing, self.typing, recheck=True))
+        sio.on("presence:query", self._ack_handler("presence:query", PresenceQuery, self.presence_query))
 
     async def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
         auth = auth if isinstance(auth, dict) else {}
@@ -113,8 +144,11 @@ class RealtimeServer:
         except DomainError as exc:  # e.g. PostgreSQL unavailable: the client retries later
             raise socketio.exceptions.ConnectionRefusedError(exc.title)
         user_id = principal.user_id
+        if not await self.cap.claim(user_id, sid):
+            raise socketio.exceptions.ConnectionRefusedError("too_many_sockets")
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-        state = SocketState(user_id=user_id, eio_sid=eio_sid, eio_socket=self.sio.eio.sockets.get(eio_sid))
+        state = SocketState(user_id=user_id, eio_sid=eio_sid, token_hash=principal.token_hash,
+                            eio_socket=self.sio.eio.sockets.get(eio_sid))
         self.sockets[sid] = state
         self.sockets_by_user[user_id] = (*self.sockets_by_user.get(user_id, ()), sid)
         self.app[appkeys.METRICS].socket_connections.inc()
@@ -143,6 +177,7 @@ class RealtimeServer:
         else:
             self.sockets_by_user.pop(state.user_id, None)
         self.app[appkeys.METRICS].socket_connections.dec()
+        await self.cap.release(state.user_id, sid)
         await self.presence.socket_closed(state.user_id)
 
     async def _start_socket(self, sid: str, state: SocketState, offset: Any) -> None:
@@ -169,8 +204,11 @@ class RealtimeServer:
         else:
             await self._replay(state, offset)
 
-    async def _replay(self, state: SocketState, offset: str) -> None:
-        """Sends what the log holds after ``offset`` (the socket must be held), then releases it."""
+    async def _replay(self, state: SocketState, offset: str, *, paced: bool = True) -> None:
+        """Sends what the log holds after ``offset`` (the socket must be held), then releases it.
+        ``paced``: waits for the client to take the data as it goes (a socket's own start-up);
+        not in the catch-up of every socket, where a slow one would delay the others (there
+        a socket over its budget is dropped, reconnects and replays paced)."""
         for attempt in range(3):
             try:
                 entries = await self.offset_log.read_after(state.user_id, offset)
@@ -189,14 +227,16 @@ class RealtimeServer:
         for entry in entries:
             await self._send(state, event_packet(entry.event, entry.data_json, entry.offset))
             state.last_offset = entry.offset
-        await self._release(state)
+            if paced and not await self._drained(state):
+                return  # dropped: its disconnect cleans up
+        await self._release(state, paced=paced)
 
-    async def _resync(self, state: SocketState, reason: str) -> None:
+    async def _resync(self, state: SocketState, reason: str, *, paced: bool = True) -> None:
         state.last_offset = None
         await self._send(state, event_packet_from("resync", {"reason": reason}))
-        await self._release(state)
+        await self._release(state, paced=paced)
 
-    async def _release(self, state: SocketState) -> None:
+    async def _release(self, state: SocketState, *, paced: bool = True) -> None:
         """Flushes the held events (skipping those the replay sent) and goes live."""
         while state.held:
             batch, state.held = state.held, []
@@ -206,7 +246,22 @@ class RealtimeServer:
                 await self._send(state, pkt)
                 if offset is not None:
                     state.last_offset = offset
+                if paced and not await self._drained(state):
+                    return
         state.held = None
+
+    async def _drained(self, state: SocketState) -> bool:
+        sock = state.eio_socket if state.eio_socket is not None else self.sio.eio.sockets.get(state.eio_sid)
+        return not isinstance(sock, DirectSocket) or await sock.drained()
+
+    def _drop_slow(self, state: SocketState) -> None:
+        """Closes the connection (not a DISCONNECT packet): the client reconnects and
+        resumes from its offset."""
+        sock = state.eio_socket if state.eio_socket is not None else self.sio.eio.sockets.get(state.eio_sid)
+        if isinstance(sock, DirectSocket) and sock.direct:
+            self.sio.eio.outbound.drop(sock)
+        elif sock is not None:
+            asyncio.ensure_future(sock.close_transport())
 
     async def _send(self, state: SocketState, pkt: eio_packet.Packet, frame: bytes | None = None) -> None:
         """One packet to one socket: written straight to its websocket when it is live
@@ -223,6 +278,9 @@ class RealtimeServer:
         """One event from the fan-out channel to this instance's sockets of its recipients."""
         if message.event == DISCONNECT_USER:
             await self._disconnect_users(message.user_ids)
+            return
+        if message.event == DISCONNECT_SESSIONS:
+            await self._disconnect_sessions(message.user_ids, message.data_json)
             return
         # Encoded and framed once per event (once per recipient user when it carries
         # that user's offset), then the same bytes go to each socket.
@@ -247,6 +305,12 @@ class RealtimeServer:
                     continue
                 sockets += 1
                 if state.held is not None:
+                    if len(state.held) >= self.settings.offset_log_max_events:
+                        # Catching up for too long: what is held would only grow.
+                        log.warning("socket %s fell too far behind while catching up; dropping it", sid)
+                        state.held = []
+                        self._drop_slow(state)
+                        continue
                     state.held.append((offset, pkt))
                     continue
                 await self._send(state, pkt, frame)
@@ -259,11 +323,56 @@ class RealtimeServer:
         """Their sessions are gone: a DISCONNECT packet tells clients not to reconnect."""
         for user_id in user_ids:
             for sid in self.sockets_by_user.get(user_id, ()):
-                try:
-                    await self.sio.disconnect(sid)
-                except Exception:  # noqa: BLE001 - a socket that is already gone
-                    pass
-                await self.on_disconnect(sid)
+                await self._disconnect(sid)
+
+    async def _disconnect_sessions(self, user_ids: list[str], data_json: bytes) -> None:
+        try:
+            revoked = {bytes.fromhex(h) for h in orjson.loads(data_json)["token_hashes"]}
+        except (ValueError, KeyError, TypeError):
+            log.error("fan-out: dropped a malformed session disconnect")
+            return
+        for user_id in user_ids:
+            for sid in self.sockets_by_user.get(user_id, ()):
+                state = self.sockets.get(sid)
+                if state is not None and state.token_hash in revoked:
+                    await self._disconnect(sid)
+
+    async def _disconnect(self, sid: str) -> None:
+        try:
+            await self.sio.disconnect(sid)
+        except Exception:  # noqa: BLE001 - a socket that is already gone
+            pass
+        await self.on_disconnect(sid)
+
+    async def _check_sessions_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.socket_session_check_seconds)
+            try:
+                await self.check_sessions()
+            except Exception as exc:  # noqa: BLE001 - a store outage: keep the sockets, check again later
+                unavailable = as_unavailable(exc)
+                if unavailable is None:
+                    log.exception("socket session check failed")
+                else:
+                    log.warning("socket session check skipped (%s)", unavailable.detail)
+
+    async def check_sessions(self) -> None:
+        """Disconnects this instance's sockets whose session is no longer live (logged out,
+        expired, its user erased)."""
+        if appkeys.SERVICES not in self.app:
+            return  # still starting
+        sids_by_session: dict[bytes, list[str]] = {}
+        for sid, state in self.sockets.items():
+            sids_by_session.setdefault(state.token_hash, []).append(sid)
+        sessions = list(sids_by_session)
+        users = self.app[appkeys.SERVICES].users
+        for start in range(0, len(sessions), SESSION_CHECK_BATCH):
+            batch = sessions[start:start + SESSION_CHECK_BATCH]
+            live = await users.live_sessions(batch)
+            for token_hash in batch:
+                if token_hash not in live:
+                    for sid in sids_by_session[token_hash]:
+                        await self._disconnect(sid)
 
     async def catch_up(self) -> None:
         """After the fan-out subscription was interrupted: every live socket is held
@@ -281,15 +390,17 @@ class RealtimeServer:
             if state.starter is not None and not state.starter.done():
                 continue  # still starting: its own start-up releases it
             if state.last_offset is None:
-                await self._resync(state, "events_missed")
+                await self._resync(state, "events_missed", paced=False)
             else:
-                await self._replay(state, state.last_offset)
+                await self._replay(state, state.last_offset, paced=False)
 
     async def disconnect_all(self) -> None:
         """Closes every socket at the transport level, so clients reconnect (to
         another instance) by themselves."""
         if self._catch_up is not None:
             self._catch_up.cancel()
+        if self._session_checks is not None:
+            self._session_checks.cancel()
         # Not sio.disconnect / eio.disconnect: those send a DISCONNECT or CLOSE packet,
         # which clients take as "stay away" and do not reconnect. Closing the WebSocket
         # itself is a transport close, after which clients reconnect.
@@ -312,9 +423,11 @@ class RealtimeServer:
     # --- client events -------------------------------------------------------------------
 
     def _ack_handler(
-        self, model: type[BaseModel], handler: Callable[[str, SocketState, Any], Awaitable[dict[str, Any]]],
-        *, rate_limited: bool = False,
+        self, event: str, model: type[BaseModel],
+        handler: Callable[[str, SocketState, Any], Awaitable[dict[str, Any]]], *, recheck: bool = False,
     ) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
+        """``recheck``: the socket's session must still be live (the account active) for
+        the event to run; if not, the socket is disconnected."""
         async def handle(sid: str, data: Any = None) -> dict[str, Any]:
             state = self.sockets.get(sid)
             if state is None:
@@ -323,9 +436,16 @@ class RealtimeServer:
                 payload = model.model_validate(data)
             except ValidationError as exc:
                 return _error(400, "Bad Request", _describe(exc))
+            services = self.app[appkeys.SERVICES]
             try:
-                if rate_limited:
-                    await self.app[appkeys.SERVICES].rate_limits.check_socket_send(sid)
+                limited = services.rate_limits.check_socket_event(event, state.user_id)
+                if recheck:  # both Redis round trips at once: one's latency, not two
+                    _, live = await asyncio.gather(limited, services.users.live_sessions([state.token_hash]))
+                    if not live:
+                        asyncio.ensure_future(self._disconnect(sid))  # after this ack
+                        return _error(401, "Unauthorized", "The session has ended.")
+                else:
+                    await limited
                 return await handler(sid, state, payload)
             except RateLimited as exc:
                 return {**_error(exc.status, exc.title, exc.detail), "retry_after": exc.retry_after}
@@ -360,7 +480,7 @@ class RealtimeServer:
         return {"ok": True}
 
     async def presence_query(self, sid: str, state: SocketState, p: PresenceQuery) -> dict[str, Any]:
-        return {"ok": True, "online": await self.presence.online(p.user_ids)}
+        return {"ok": True, "online": await self.app[appkeys.SERVICES].presence.online_for(state.user_id, p.user_ids)}
 
 
 def _error(status: int, title: str, detail: str) -> dict[str, Any]:

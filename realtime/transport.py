@@ -18,9 +18,18 @@ transport (what every standard client does by default):
   socket is mostly aiohttp's request handler and its coroutine chain.
 
 Long-polling, and sockets that upgrade from polling to websocket, keep engineio's own
-code path (queue + writer). A client that does not read (its kernel and transport
-buffers full beyond ``max_buffered_bytes``) is dropped at the transport level; it
-reconnects and resumes from its offset.
+code path (queue + writer).
+
+Slow consumers (``OutboundBudget``): a client that does not read fills its kernel buffers,
+then its transport's. Past ``max_buffered_bytes`` of unsent data on one socket, or when
+all sockets' unsent data passes ``instance_max_buffered_bytes`` (then the one with the
+most is dropped), the socket is dropped at the transport level; its client reconnects and
+resumes from its offset. A polling socket may have ``max_queued_packets`` in its queue.
+
+Client events (``DirectSocketServer``): at most ``max_inflight_events`` handlers per socket
+run at once and ``max_queued_events`` more wait (in order, parsed, no task); an event
+beyond both gets ``busy_ack`` as its acknowledgement at once (one without an ack id is
+dropped), so no client can pile up tasks or memory.
 
 Against hostile and broken clients (Engine.IO v4 / Socket.IO v5 as the reference server
 behaves): every frame is decoded strictly (realtime/protocol.py) and a malformed one
@@ -50,7 +59,13 @@ from realtime.protocol import ACK, CONNECT, DISCONNECT, EVENT, MalformedFrame, d
 log = logging.getLogger("pulse.realtime.transport")
 
 # Beyond this much unsent data for one socket, the client is too slow: drop it.
-DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_BUFFERED_BYTES = 1024 * 1024
+DEFAULT_INSTANCE_MAX_BUFFERED_BYTES = 256 * 1024 * 1024
+# How often the backlog of sockets that stopped being written to is measured again.
+BACKLOG_SWEEP_SECONDS = 0.5
+# A replay paces itself to its client (``drained``); one that takes no data for this long
+# is dropped.
+DRAIN_TIMEOUT_SECONDS = 10.0
 
 
 def ws_frame(payload: str | bytes) -> bytes:
@@ -165,6 +180,67 @@ class Deadlines:
         self.entries.clear()
 
 
+class OutboundBudget:
+    """Unsent data of this instance's direct sockets. Only sockets with a backlog are
+    tracked (a socket whose client reads has none after a write): each write records the
+    socket's backlog, and a timer re-measures the tracked ones while any are left, so the
+    total is current to within ``BACKLOG_SWEEP_SECONDS`` for sockets no longer written to."""
+
+    def __init__(self, per_socket: int, per_instance: int) -> None:
+        self.per_socket = per_socket
+        self.per_instance = per_instance
+        # What a paced sender (a replay) keeps unsent at most: far under either budget.
+        self.pace_bytes = min(64 * 1024, per_socket // 2, per_instance // 4)
+        self.backlogs: dict["DirectSocket", int] = {}
+        self.total = 0
+        self.dropped = 0  # sockets dropped for being too slow, since start
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def record(self, sock: "DirectSocket", transport: asyncio.Transport) -> None:
+        """After a write to ``sock``: drops it, or another, when a budget is passed."""
+        size = transport.get_write_buffer_size()
+        if size > self.per_socket:
+            log.warning("socket %s does not read (%d bytes unsent); dropping it", sock.sid, size)
+            self.drop(sock)
+            return
+        self._set(sock, size)
+        if self.total > self.per_instance:
+            slowest = max(self.backlogs, key=self.backlogs.__getitem__)
+            log.warning("unsent data of all sockets past %d bytes; dropping the slowest, %s (%d bytes)",
+                        self.per_instance, slowest.sid, self.backlogs[slowest])
+            self.drop(slowest)
+
+    def _set(self, sock: "DirectSocket", size: int) -> None:
+        self.total += size - self.backlogs.get(sock, 0)
+        if size:
+            self.backlogs[sock] = size
+            if self._sweep is None:
+                self._sweep = asyncio.get_running_loop().call_later(BACKLOG_SWEEP_SECONDS, self._measure)
+        else:
+            self.backlogs.pop(sock, None)
+
+    def forget(self, sock: "DirectSocket") -> None:
+        self.total -= self.backlogs.pop(sock, 0)
+
+    def drop(self, sock: "DirectSocket") -> None:
+        self.forget(sock)
+        self.dropped += 1
+        transport = sock._transport
+        if transport is not None:
+            transport.abort()  # the receive loop ends and closes the socket
+
+    def _measure(self) -> None:
+        self._sweep = None
+        for sock in list(self.backlogs):
+            transport = sock._transport
+            self._set(sock, transport.get_write_buffer_size() if transport is not None else 0)
+
+    def cancel(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+
+
 class LeanWebSocket(aiohttp_driver.WebSocket):
     """engineio's aiohttp websocket wrapper (used for upgrades from long-polling; direct
     websockets are served by ``DirectSocket.serve_websocket``), without per-connection
@@ -227,13 +303,44 @@ class DirectSocket(async_socket.AsyncSocket):
         if transport.is_closing():
             return True  # going away: its disconnect is on its way
         transport.write(frame)
-        if transport.get_write_buffer_size() > self.server.max_buffered_bytes:
-            log.warning("socket %s does not read; dropping it", self.sid)
-            transport.abort()
+        if transport.get_write_buffer_size():
+            self.server.outbound.record(self, transport)
+        elif self in self.server.outbound.backlogs:
+            self.server.outbound.forget(self)
         return True
+
+    async def drained(self, timeout: float = DRAIN_TIMEOUT_SECONDS) -> bool:
+        """Waits until at most ``outbound.pace_bytes`` are unsent (half the queue's bound,
+        when polling): a replay of many events paces itself to the client instead of
+        passing a budget at once. False (and the socket dropped) when the client takes
+        nothing in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        server = self.server
+        while not self.closed:
+            transport = self._transport
+            if transport is not None:
+                if transport.is_closing() or transport.get_write_buffer_size() <= server.outbound.pace_bytes:
+                    return True
+            elif self.queue.qsize() <= server.max_queued_packets // 2:
+                return True
+            if loop.time() > deadline:
+                log.warning("socket %s takes no data; dropping it", self.sid)
+                if transport is not None:
+                    server.outbound.drop(self)
+                else:
+                    await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_ERROR)
+                return False
+            await asyncio.sleep(0.005)
+        return False
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         if self._transport is None:
+            if self.queue.qsize() >= self.server.max_queued_packets:
+                # A polling client that stopped polling (or an upgrade that stalls).
+                log.warning("socket %s does not poll (%d packets queued); closing it", self.sid, self.queue.qsize())
+                await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+                return
             await super().send(pkt)
             return
         if not await self.check_ping_timeout():
@@ -437,6 +544,7 @@ class DirectSocket(async_socket.AsyncSocket):
         except asyncio.CancelledError:
             pass
         finally:
+            self.server.outbound.forget(self)
             self._transport = None
             self._ws = None
             if not sock.closed:
@@ -465,13 +573,16 @@ class DirectEngineServer(engineio.AsyncServer):
 
     def __init__(
         self, *args: Any, max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+        instance_max_buffered_bytes: int = DEFAULT_INSTANCE_MAX_BUFFERED_BYTES,
         ping_interval_ms: int = 25000, ping_timeout_ms: int = 20000, connect_timeout_ms: int = 45000,
         pending_per_address: int = 32, client_address: Callable[[web.Request], str] | None = None,
         on_malformed: Callable[[str], None] | None = None, on_refused: Callable[[str], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, ping_interval=ping_interval_ms / 1000, ping_timeout=ping_timeout_ms / 1000, **kwargs)
-        self.max_buffered_bytes = max_buffered_bytes
+        self.outbound = OutboundBudget(max_buffered_bytes, instance_max_buffered_bytes)
+        # The polling queue's bound, in packets (most events are well under 1 KiB).
+        self.max_queued_packets = max(64, max_buffered_bytes // 1024)
         # The handshake announces these exactly (engineio rounds the interval to seconds).
         self.ping_interval_ms = ping_interval_ms
         self.ping_timeout_ms = ping_timeout_ms
@@ -495,6 +606,7 @@ class DirectEngineServer(engineio.AsyncServer):
         self.ping_due.cancel()
         self.pong_due.cancel()
         self.connect_due.cancel()
+        self.outbound.cancel()
         await super().shutdown()
 
     def note_malformed(self, reason: str, sid: str | None) -> None:
@@ -601,7 +713,21 @@ class DirectEngineServer(engineio.AsyncServer):
 
 class DirectSocketServer(socketio.AsyncServer):
     """python-socketio's server on ``DirectEngineServer``, decoding client packets
-    strictly (realtime/protocol.py) and answering as the Socket.IO v5 reference does."""
+    strictly (realtime/protocol.py) and answering as the Socket.IO v5 reference does,
+    with a bound on the handlers each socket has running (``max_inflight_events``) and
+    waiting, in order, for one of those to finish (``max_queued_events``); an event
+    beyond both is refused."""
+
+
+    def __init__(self, *args: Any, max_inflight_events: int = 8, max_queued_events: int = 32,
+                 busy_ack: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_inflight_events = max(1, max_inflight_events)
+        self.max_queued_events = max(0, max_queued_events)
+        self.busy_ack = busy_ack
+        self.inflight: dict[str, int] = {}  # eio sid -> handlers running
+        self.waiting: dict[str, collections.deque] = {}  # eio sid -> (namespace, id, data) in order
+        self._handlers: set[asyncio.Task] = set()  # referenced until done
 
     def _engineio_server_class(self):
         return DirectEngineServer
@@ -650,3 +776,42 @@ class DirectSocketServer(socketio.AsyncServer):
             sock = self.eio.sockets.get(eio_sid)
             if isinstance(sock, DirectSocket):
                 sock.joined_namespace()
+
+    async def _handle_event(self, eio_sid, namespace, id, data):
+        if self.inflight.get(eio_sid, 0) < self.max_inflight_events:
+            self._start(eio_sid, namespace, id, data)
+            return
+        waiting = self.waiting.setdefault(eio_sid, collections.deque())
+        if len(waiting) < self.max_queued_events:
+            waiting.append((namespace, id, data))
+            return
+        if id is not None:
+            await self._send_packet(eio_sid, self.packet_class(
+                sio_packet.ACK, namespace=namespace or "/", id=id, data=[self.busy_ack]))
+
+    def _start(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> bool:
+        # As python-socketio's own _handle_event (async_handlers), with the task counted.
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if not self.manager.is_connected(sid, namespace):
+            return False
+        self.inflight[eio_sid] = self.inflight.get(eio_sid, 0) + 1
+        task = asyncio.ensure_future(self._handle_event_internal(self, sid, eio_sid, data, namespace, id))
+        self._handlers.add(task)
+        task.add_done_callback(lambda t: self._done(eio_sid, t))
+        return True
+
+    def _done(self, eio_sid: str, task: asyncio.Task) -> None:
+        self._handlers.discard(task)
+        running = self.inflight.get(eio_sid, 1) - 1
+        if running > 0:
+            self.inflight[eio_sid] = running
+        else:
+            self.inflight.pop(eio_sid, None)
+        waiting = self.waiting.get(eio_sid)
+        while waiting:
+            if self._start(eio_sid, *waiting.popleft()):
+                break
+            waiting.clear()  # the socket is gone: drop the rest
+        if waiting is not None and not waiting:
+            self.waiting.pop(eio_sid, None)

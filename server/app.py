@@ -11,6 +11,7 @@ from api.middleware import metrics_middleware, problem_middleware
 from api.routes import setup_routes
 from realtime.fanout import FanoutListener, RedisPusher
 from realtime.presence import InstancePresence
+from realtime.socket_cap import SocketCap
 from realtime.server import RealtimeServer
 from server import appkeys
 from server.config import Settings
@@ -25,6 +26,7 @@ from server.services.feed import FeedService
 from server.services.messaging import MessagingService
 from server.services.notifications import NotificationsService
 from server.services.posts import PostsService
+from server.services.presence import PresenceService
 from server.services.privacy import PrivacyService
 from server.services.privacy_registry import PrivacyDeps, build_erasure_steps, build_export_sections
 from server.services.rate_limits import RateLimits
@@ -41,6 +43,7 @@ from storage.redis.popular import PopularPosts
 from storage.redis.presence import PresenceStore
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitCounters
+from storage.redis.socket_slots import SocketSlots
 from storage.redis.sessions_cache import SessionsCache
 from storage.redis.write_marks import WriteMarks
 
@@ -119,17 +122,21 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     offset_log = OffsetLog(redis, keys, settings.offset_log_max_events, settings.offset_log_max_age_seconds)
     presence = InstancePresence(PresenceStore(redis, keys, settings.presence_ttl_seconds), settings.instance_id)
     listener = FanoutListener(settings, keys, realtime.deliver, realtime.catch_up)
-    realtime.start(offset_log, presence, listener)
+    cap = SocketCap(SocketSlots(redis, keys, settings.presence_ttl_seconds), presence.instance,
+                    settings.sockets_per_user)
+    realtime.start(offset_log, presence, listener, cap)
     app[appkeys.PUSHER] = RedisPusher(offset_log)
     app[appkeys.PRESENCE] = presence
     listener.start()
     presence.start()
+    cap.start()
     if not await listener.wait_subscribed(timeout=5 * settings.redis_timeout_seconds):
         log.warning("fan-out not subscribed yet (Redis unavailable?); live events reach other instances once it is")
     yield
     await realtime.disconnect_all()  # normally done already by on_shutdown
     await listener.stop()
     await presence.stop()
+    await cap.stop()
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -146,7 +153,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.DB].track_writes(WriteMarks(redis, keys))
     users = UsersService(
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
-        rate_limits, passwords, settings,
+        rate_limits, passwords, settings, pusher=app[appkeys.PUSHER],
     )
     # One key for the whole deployment: a cursor issued by any instance pages on any other.
     cursors = Cursors.from_settings(settings)
@@ -164,7 +171,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
                                  presence=app[appkeys.PRESENCE], stale_reads=stale_reads, cursors=cursors)
     privacy = PrivacyService(app[appkeys.DB], users, settings, pusher=app[appkeys.PUSHER])
     services = Services(users=users, rate_limits=rate_limits, posts=posts, social=social, feed=feed,
-                        events=events, notifications=notifications, messaging=messaging, privacy=privacy)
+                        events=events, notifications=notifications, messaging=messaging, privacy=privacy,
+                        presence=PresenceService(app[appkeys.PRESENCE], social, messaging))
     # Last: every context's service exists, so each can contribute its erasure steps
     # and export sections.
     deps = PrivacyDeps(db=app[appkeys.DB], mongo=app[appkeys.MONGO_DB], redis=redis, keys=keys,

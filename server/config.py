@@ -125,7 +125,12 @@ class Settings:
     # How often each instance adds its per-token request counts to the shared window
     # (0: on every request, exact across instances at a Redis round trip per request).
     request_limit_sync_seconds: float = 1.0
+    # Client socket events per user per 10 s, counted across all of the user's sockets on
+    # every instance (Redis): message:send, message:read, typing, presence:query.
     socket_sends_per_10_seconds: int = 100
+    socket_reads_per_10_seconds: int = 200
+    socket_typing_per_10_seconds: int = 100
+    socket_presence_queries_per_10_seconds: int = 50
 
     # Behind a reverse proxy (compose's nginx), take the client address from the last
     # X-Forwarded-For hop the proxy appended; never enable when clients reach Pulse directly.
@@ -171,6 +176,22 @@ class Settings:
     # Engine.IO sessions one client address may hold open before their Socket.IO CONNECT
     # (per instance: each instance bounds its own memory).
     socket_pending_per_address: int = 32
+    # A user's sockets across all instances (API.md v1.1); beyond it ``too_many_sockets``.
+    # 0: no cap. Each socket's slot lives presence_ttl_seconds past its instance's last beat.
+    sockets_per_user: int = 20
+    # Client events of one socket whose handlers run at once, and how many more wait (in
+    # order) for one of those to finish; one beyond both is refused with a 429 ack (the
+    # socket stays open).
+    socket_max_inflight_events: int = 8
+    socket_max_queued_events: int = 32
+    # Unsent bytes (written by Pulse, not yet taken by the kernel) one socket may have, and
+    # all sockets of an instance together: past either, the slowest socket is dropped at
+    # the transport level (it reconnects and resumes from its offset).
+    socket_max_buffered_bytes: int = 1024 * 1024
+    instance_max_buffered_bytes: int = 256 * 1024 * 1024
+    # Each instance re-checks the sessions of its sockets this often: a logged-out, expired
+    # or erased session's sockets are disconnected even if the fan-out message was lost.
+    socket_session_check_seconds: float = 2.0
 
     @property
     def embedded(self) -> bool:

@@ -11,6 +11,9 @@ python-socketio: thousands of those would measure the client).
     python -m loadtest.realtime_perf.bench fanout --target pulse --users 2000 --group 100 --rate 10000
     python -m loadtest.realtime_perf.bench fanout --target pulse --persist ...   # offset log + publish (Lua)
     python -m loadtest.realtime_perf.bench fanout --target bare ...
+    # a slow consumer: one member of a busy group stops reading its socket (TCP kept
+    # open, 4 KiB receive buffer); others' delivery latency and server RSS, with and without it
+    python -m loadtest.realtime_perf.bench stalled --group 200 --events-per-s 50 --seconds 20
 
 Stores: PostgreSQL database ``pulse_perf`` (recreated), Redis db 13 (flushed), a
 SecantusDB process, RabbitMQ's default vhost with exchange ``pulse.perf.events``.
@@ -547,6 +550,162 @@ async def measure_fanout(args) -> dict:
         stores.stop()
 
 
+class StalledClient:
+    """Connects like any client (Engine.IO OPEN, Socket.IO CONNECT), then never reads
+    again: its 4 KiB receive buffer fills and data piles up on the server's side, while
+    the TCP connection stays open. ``drain`` afterwards tells whether the server dropped it."""
+
+    def __init__(self, url: str, token: str) -> None:
+        from urllib.parse import urlsplit
+
+        self.parts = urlsplit(url)
+        self.token = token
+        self.sock: socket.socket | None = None
+
+    async def connect(self) -> None:
+        import base64
+
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (self.parts.hostname, self.parts.port))
+        self.sock = sock
+        key = base64.b64encode(os.urandom(16)).decode()
+        await loop.sock_sendall(sock, (
+            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {self.parts.netloc}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        await self._read_until(b'"sid"')
+        text = ("40" + json.dumps({"token": self.token})).encode()
+        mask = os.urandom(4)
+        header = bytes((0x81, 0x80 | 126)) + len(text).to_bytes(2, "big") if len(text) >= 126 else \
+            bytes((0x81, 0x80 | len(text)))
+        await loop.sock_sendall(sock, header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(text)))
+        await self._read_until(b"40{")
+
+    async def _read_until(self, marker: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        seen = b""
+        while marker not in seen:
+            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), 10)
+            if not chunk:
+                raise RuntimeError("stalled client: closed during the handshake")
+            seen += chunk
+
+    async def drain(self, timeout: float = 30.0) -> tuple[int, bool]:
+        """Reads what is left: (bytes read, True if the server had closed the connection)."""
+        loop = asyncio.get_running_loop()
+        got = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 1 << 16), 2)
+            except asyncio.TimeoutError:
+                return got, False  # nothing more and still open: not dropped
+            except OSError:
+                return got, True
+            if not chunk:
+                return got, True
+            got += len(chunk)
+        return got, False
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
+async def measure_stalled(args) -> dict:
+    """One busy group conversation (every member on one instance, events through the
+    offset log like chat messages): a baseline run, then the same run with one more
+    member whose socket stalls. Each phase reports the other members' delivery latency
+    and the server's RSS (sampled every 0.2 s)."""
+    import redis.asyncio as aioredis
+
+    from storage.redis.client import Keys
+    from storage.redis.offset_log import OffsetLog
+
+    stores = Stores()
+    await stores.setup()
+    env_extra = {"PULSE_RATE_LIMITS": "off"}
+    if args.socket_budget:
+        env_extra["PULSE_SOCKET_MAX_BUFFERED_BYTES"] = str(args.socket_budget)
+    original_env = stores.env
+    stores.env = lambda port: {**original_env(port), **env_extra}
+    proc, url = start_server("pulse", stores)
+    clients = None
+    stalled = None
+    try:
+        users = await stores.users(args.group + 1)
+        (stalled_id, stalled_token), members = users[0], users[1:]
+        clients = Clients(url, [{"token": t} for _, t in members])
+        connected, errors = clients.wait_connected()
+        redis = aioredis.from_url(REDIS_URL)
+        log = OffsetLog(redis, Keys(NAMESPACE), 1000, 3600)
+        body = "x" * args.body
+
+        async def run(phase: str, recipients: list[str], seconds: float) -> dict:
+            clients.reset()
+            rss: list[int] = []
+            sent = 0
+            t0 = time.monotonic()
+            next_sample = t0
+            while (now := time.monotonic()) - t0 < seconds:
+                due = (now - t0) * args.events_per_s
+                while sent < due:
+                    await log.append_and_publish(recipients, "message:new", orjson.dumps(
+                        {"ts": time.time(), "seq": sent, "message": {"body": body}}))
+                    sent += 1
+                if now >= next_sample:
+                    rss.append(rss_kib(proc.pid))
+                    next_sample = now + 0.2
+                await asyncio.sleep(0.005)
+            elapsed = time.monotonic() - t0
+            await asyncio.sleep(args.drain)
+            rss.append(rss_kib(proc.pid))
+            received, lat, open_ = clients.report()
+            return {
+                "phase": phase, "events": sent, "events_per_s": round(sent / elapsed, 1),
+                "others_expected": sent * len(members), "others_received": received,
+                "others_latency_ms_p50": round(1000 * percentile(lat, 0.50), 2),
+                "others_latency_ms_p99": round(1000 * percentile(lat, 0.99), 2),
+                "others_latency_ms_max": round(1000 * max(lat), 2) if lat else None,
+                "others_open_sockets": open_,
+                "rss_kib_start": rss[0], "rss_kib_max": max(rss), "rss_kib_end": rss[-1],
+            }
+
+        member_ids = [u for u, _ in members]
+        await run("warmup", member_ids, 3)
+        phases = []
+        for r in range(args.rounds):
+            phases.append(await run(f"baseline-{r + 1}", member_ids, args.seconds))
+            stalled = StalledClient(url, stalled_token)
+            await stalled.connect()
+            result = await run(f"stalled-{r + 1}", [stalled_id, *member_ids], args.seconds)
+            result["stalled_bytes_read_after"], result["stalled_dropped_by_server"] = await stalled.drain()
+            stalled.close()
+            stalled = None
+            phases.append(result)
+        await redis.aclose()
+        base = [p["others_latency_ms_p99"] for p in phases if p["phase"].startswith("baseline")]
+        with_stalled = [p["others_latency_ms_p99"] for p in phases if p["phase"].startswith("stalled")]
+        return {
+            "group": args.group, "events_per_s": args.events_per_s, "body_bytes": args.body,
+            "deliveries_per_s": args.events_per_s * args.group, "seconds_per_phase": args.seconds,
+            "socket_budget_bytes": args.socket_budget or "default", "connected": connected,
+            "connect_errors": errors, "phases": phases,
+            "p99_ms_baseline_median": round(sorted(base)[len(base) // 2], 2),
+            "p99_ms_stalled_median": round(sorted(with_stalled)[len(with_stalled) // 2], 2),
+        }
+    finally:
+        if stalled is not None:
+            stalled.close()
+        if clients is not None:
+            clients.stop()
+        stop_server(proc)
+        stores.stop()
+
+
 def main() -> None:
     raise_nofile()
     p = argparse.ArgumentParser()
@@ -567,8 +726,17 @@ def main() -> None:
     f.add_argument("--body", type=int, default=100)
     f.add_argument("--persist", action="store_true", help="pulse: offset log + publish (the chat path)")
     f.add_argument("--instances", type=int, default=1, help="servers; users alternate between them")
+    st = sub.add_parser("stalled")
+    st.add_argument("--group", type=int, default=200, help="members reading their sockets")
+    st.add_argument("--events-per-s", type=float, default=50, help="messages per second to the group")
+    st.add_argument("--seconds", type=float, default=20, help="per phase")
+    st.add_argument("--rounds", type=int, default=2, help="baseline + stalled pairs")
+    st.add_argument("--drain", type=float, default=2.0)
+    st.add_argument("--body", type=int, default=1000)
+    st.add_argument("--socket-budget", type=int, default=0,
+                    help="PULSE_SOCKET_MAX_BUFFERED_BYTES for the server (0: its default)")
     args = p.parse_args()
-    run = measure_memory if args.cmd == "memory" else measure_fanout
+    run = {"memory": measure_memory, "fanout": measure_fanout, "stalled": measure_stalled}[args.cmd]
     result = asyncio.run(run(args))
     print(json.dumps(result))
 

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from server.services.messaging import MessagingService
     from server.services.notifications import NotificationsService
     from server.services.posts import PostsService
+    from server.services.presence import PresenceService
     from server.services.privacy import PrivacyService
     from server.services.rate_limits import RateLimits
     from server.services.social import SocialService
@@ -27,3 +28,4 @@ class Services:
     notifications: "NotificationsService"
     messaging: "MessagingService"
     privacy: "PrivacyService"
+    presence: "PresenceService"

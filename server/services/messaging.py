@@ -148,6 +148,12 @@ class MessagingService:
         result["items"] = list(await asyncio.gather(*(self._conversation_for(d, user_id) for d in result["items"])))
         return result
 
+    async def co_members_among(self, user_id: str, user_ids: list[str]) -> set[str]:
+        """Those of ``user_ids`` who share a conversation with ``user_id`` (one query)."""
+        if not user_ids:
+            return set()
+        return await self.conversations.co_members_among(user_id, user_ids)
+
     async def member_ids(self, conversation_id: str, user_id: str) -> list[str]:
         """Every member of the conversation; NotFound unless ``user_id`` is one of them."""
         return list((await self._member_conversation(user_id, conversation_id))["memberIds"])

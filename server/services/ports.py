@@ -7,6 +7,8 @@ from typing import Any, Protocol
 # Pushed with ``replay=False``, this event is never sent to clients: every instance
 # closes the recipients' sockets instead (e.g. all sessions revoked by an erasure).
 DISCONNECT_USER = "pulse:disconnect"
+# The same for the sockets opened with given sessions only: data ``{"token_hashes": [hex]}``.
+DISCONNECT_SESSIONS = "pulse:disconnect-sessions"
 
 
 class Pusher(Protocol):

@@ -1,5 +1,6 @@
 """Rate limits: failed logins (per account and per client address), registrations per
-client address, requests per token, socket sends per socket. All off with ``PULSE_RATE_LIMITS=off``.
+client address, requests per token, client socket events per user. All off with
+``PULSE_RATE_LIMITS=off``.
 
 Logins fail closed (no Redis, no login: a brute force must not get through an outage);
 everything else fails open (an outage must not lock out normal use).
@@ -19,6 +20,7 @@ log = logging.getLogger("pulse.ratelimit")
 
 REQUEST_WINDOW_SECONDS = 60
 REGISTRATION_WINDOW_SECONDS = 3600
+SOCKET_EVENT_WINDOW_SECONDS = 10
 
 
 class RateLimits:
@@ -128,12 +130,24 @@ class RateLimits:
         for token, state in states.items():
             self._shared[token] = (state.count, now + state.retry_after)
 
-    async def check_socket_send(self, socket_id: str) -> None:
+    def socket_event_limit(self, event: str) -> int:
+        """Events of this kind one user may send per ``SOCKET_EVENT_WINDOW_SECONDS``."""
+        s = self.settings
+        return {
+            "message:send": s.socket_sends_per_10_seconds,
+            "message:read": s.socket_reads_per_10_seconds,
+            "typing": s.socket_typing_per_10_seconds,
+            "presence:query": s.socket_presence_queries_per_10_seconds,
+        }[event]
+
+    async def check_socket_event(self, event: str, user_id: str) -> None:
+        """Per user, whichever of the user's sockets and instances the events come from
+        (opening more sockets gives no more budget)."""
         if not self.enabled:
             return
         try:
-            state = await self.counters.hit("socket-send", socket_id, 10)
+            state = await self.counters.hit("socket-" + event, user_id, SOCKET_EVENT_WINDOW_SECONDS)
         except REDIS_ERRORS:
             return
-        if state.count > self.settings.socket_sends_per_10_seconds:
-            raise RateLimited(state.retry_after, "Sending too fast; slow down.")
+        if state.count > self.socket_event_limit(event):
+            raise RateLimited(state.retry_after, "Too many events; slow down.")

@@ -77,6 +77,14 @@ class SocialService:
         async with self.db.read() as conn:
             return await self.follows.exists(conn, follower, followee)
 
+    async def followed_among(self, follower_id: str, user_ids: list[str]) -> set[str]:
+        """Those of ``user_ids`` that ``follower_id`` follows (one query)."""
+        wanted = [u for u in (parse_uuid(x) for x in user_ids) if u is not None]
+        if not wanted:
+            return set()
+        async with self.db.read() as conn:
+            return {str(u) for u in await self.follows.followed_among(conn, UUID(follower_id), wanted)}
+
     async def follower_ids(self, user_id: str) -> list[str]:
         """Ids of everyone following ``user_id`` (feed fan-out, notifications)."""
         async with self.db.read() as conn:

@@ -12,6 +12,7 @@ import asyncpg
 from server.config import Settings
 from server.errors import FieldError, NotFound, Overloaded, Unauthorized, ValidationFailed
 from server.security import Passwords, hash_token, new_session_token
+from server.services.ports import DISCONNECT_SESSIONS, DISCONNECT_USER, Pusher
 from server.services.rate_limits import RateLimits
 from server.timefmt import iso, utcnow
 from storage.postgres.pool import Database
@@ -20,7 +21,7 @@ from storage.postgres.repos.sessions import SessionsRepo
 from storage.postgres.repos.users import UsersRepo
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import login_subject, user_subject
-from storage.redis.sessions_cache import SessionsCache
+from storage.redis.sessions_cache import REDIS_ERRORS, SessionsCache
 
 log = logging.getLogger("pulse.users")
 
@@ -69,7 +70,7 @@ def own_user(row: asyncpg.Record) -> dict[str, Any]:
 class UsersService:
     def __init__(
         self, db: Database, sessions_cache: SessionsCache, profile_cache: ProfileCache,
-        rate_limits: RateLimits, passwords: Passwords, settings: Settings,
+        rate_limits: RateLimits, passwords: Passwords, settings: Settings, *, pusher: Pusher | None = None,
     ) -> None:
         self.db = db
         self.sessions_cache = sessions_cache
@@ -77,6 +78,7 @@ class UsersService:
         self.rate_limits = rate_limits
         self.passwords = passwords
         self.settings = settings
+        self.pusher = pusher
         self.users = UsersRepo()
         self.sessions = SessionsRepo()
         self.outbox = OutboxRepo()
@@ -196,6 +198,45 @@ class UsersService:
         async with self.db.connection() as conn:
             await self.sessions.delete(conn, principal.token_hash)
         await self.sessions_cache.drop(principal.token_hash)
+        await self._disconnect_sockets(principal.user_id, DISCONNECT_SESSIONS,
+                                       {"token_hashes": [principal.token_hash.hex()]})
+
+    async def logout_all(self, principal: Principal) -> None:
+        """Revokes every session of the caller (this one included)."""
+        async with self.db.transaction() as conn:
+            token_hashes = await self.revoke_all_sessions(conn, principal.user_id)
+        await self.sessions_cache.drop(principal.token_hash, *token_hashes)
+        await self._disconnect_sockets(principal.user_id, DISCONNECT_USER, {})
+
+    async def _disconnect_sockets(self, user_id: str, event: str, data: dict[str, Any]) -> None:
+        """The fast path: every instance closes the revoked sessions' sockets now. Best
+        effort: each instance also re-checks its sockets' sessions periodically
+        (``socket_session_check_seconds``), which covers a lost message and expiry."""
+        if self.pusher is None:
+            return
+        try:
+            await self.pusher.push([user_id], event, data, replay=False)
+        except Exception as exc:  # noqa: BLE001 - the periodic check closes them a moment later
+            log.warning("could not push the disconnect of revoked sessions (%s)", exc)
+
+    async def live_sessions(self, token_hashes: list[bytes]) -> set[bytes]:
+        """Those of ``token_hashes`` that are live sessions of active users: the cache
+        first, PostgreSQL (one query) for the rest, which are then cached again."""
+        try:
+            live = await self.sessions_cache.cached_among(token_hashes)
+        except REDIS_ERRORS as exc:
+            log.warning("session cache read failed, using PostgreSQL: %s", exc)
+            live = set()
+        missing = [h for h in token_hashes if h not in live]
+        if missing:
+            async with self.db.read() as conn:
+                rows = await self.sessions.live_among(conn, missing)
+            now, ttl = utcnow(), self.settings.session_cache_ttl_seconds
+            found = [(bytes(r["token_hash"]), str(r["user_id"]), min(ttl, int((r["expires_at"] - now).total_seconds())))
+                     for r in rows]
+            live.update(h for h, _, _ in found)
+            await self.sessions_cache.put_many(found)
+        return live
 
     async def revoke_all_sessions(self, conn: asyncpg.Connection, user_id: str) -> list[bytes]:
         """Delete every session of the user (inside the caller's transaction); the caller

@@ -39,6 +39,13 @@ class ConversationsRepo:
     async def get_direct(self, direct_key: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"directKey": direct_key})
 
+    async def co_members_among(self, user_id: str, user_ids: list[str]) -> set[str]:
+        """Those of ``user_ids`` who share at least one conversation with ``user_id``."""
+        members = await self.collection.distinct(
+            "memberIds", {"$and": [{"memberIds": user_id}, {"memberIds": {"$in": user_ids}}]})
+        wanted = set(user_ids)
+        return {m for m in members if m in wanted}
+
     async def list_for_member(
         self, user_id: str, limit: int, after: tuple[datetime, ObjectId] | None,
     ) -> list[dict[str, Any]]:

@@ -73,6 +73,10 @@ class Keys:
         """The primary's WAL position after a user's latest PostgreSQL write (see WriteMarks)."""
         return f"{self.ns}:pgw:{user_id}"
 
+    def socket_slots(self, user_id: str) -> str:
+        """Sorted set: the user's sockets on every instance -> time until which each counts."""
+        return f"{self.ns}:rt:slots:{user_id}"
+
     def feed(self, user_id: str) -> str:
         """A user's home feed: sorted set of ``author_id:post_id`` by creation time."""
         return f"{self.ns}:feed:{user_id}"

@@ -36,11 +36,31 @@ class SessionsCache:
             return None
         return value.decode() if value else None
 
+    async def cached_among(self, token_hashes: list[bytes]) -> set[bytes]:
+        """Those of ``token_hashes`` with a cache entry (each one a live session)."""
+        if not token_hashes:
+            return set()
+        values = await self.redis.mget([self.keys.session(h.hex()) for h in token_hashes])
+        return {h for h, v in zip(token_hashes, values) if v is not None and h not in self._pending_drops}
+
     async def put(self, token_hash: bytes, user_id: str, ttl_seconds: int) -> None:
         if ttl_seconds <= 0:
             return
         try:
             await self.redis.set(self.keys.session(token_hash.hex()), user_id, ex=ttl_seconds)
+        except REDIS_ERRORS as exc:
+            log.warning("session cache write failed: %s", exc)
+
+    async def put_many(self, entries: list[tuple[bytes, str, int]]) -> None:
+        """``put`` for several (token hash, user id, ttl seconds) in one round trip."""
+        entries = [e for e in entries if e[2] > 0]
+        if not entries:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for token_hash, user_id, ttl_seconds in entries:
+                    pipe.set(self.keys.session(token_hash.hex()), user_id, ex=ttl_seconds)
+                await pipe.execute()
         except REDIS_ERRORS as exc:
             log.warning("session cache write failed: %s", exc)
 

@@ -73,8 +73,8 @@ async def run_schemathesis(base_url: str, token: str, config: Path, examples: st
         str(ST), "--config-file", str(config), "run", f"{base_url}/openapi.json", "--url", base_url,
         "-H", f"Authorization: Bearer {token}",
         "--checks", CHECKS,
-        # Logging out would revoke the token every later request uses.
-        "--exclude-operation-id", "auth.logout",
+        # Logging out (of one or all sessions) would revoke the token every later request uses.
+        "--exclude-operation-id", "auth.logout", "--exclude-operation-id", "auth.logout_all",
         "--phases", "examples,coverage,fuzzing", "--max-examples", examples,
         "--workers", "1", "--seed", "1", "--no-color", "--generation-database", "none",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=config.parent,  # its cache too

@@ -101,7 +101,8 @@ async def clients() -> AsyncIterator:
     yield connect
     for client in made:
         try:
-            await client.close()
+            # Bounded: closing a client whose server is gone must not hang the session.
+            await asyncio.wait_for(client.close(), 10)
         except Exception:  # noqa: BLE001 - a client whose server is gone
             pass
 
@@ -242,6 +243,14 @@ class QuietApi(Api):
 
         await eventually(welcomed)
         return account
+
+
+async def follow(api: Api, follower: Account, *followees: Account) -> None:
+    """``follower`` follows each of ``followees`` (presence:query answers only for those
+    followed or sharing a conversation)."""
+    for followee in followees:
+        status, _, _ = await api.request("PUT", f"/users/{followee.id}/follow", token=follower.token)
+        assert status == 200
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.realtime.conftest import eventually
+from tests.realtime.conftest import eventually, follow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -42,6 +42,7 @@ async def test_malformed_payloads_get_400_acks_and_the_socket_stays_connected(ap
 
 async def test_presence_is_online_with_a_socket_on_any_instance(api, instance_a, instance_b, clients):
     asker, one, two, nobody = [await api.register("rtp") for _ in range(4)]
+    await follow(api, asker, one, two, nobody)
     ask = await clients(instance_a.url, asker.token)
     one_socket = await clients(instance_b.url, one.token)  # on the other instance
     await clients(instance_a.url, two.token)
@@ -69,16 +70,24 @@ async def test_presence_port_answers_for_the_services(api, instance_a, instance_
     assert await presence.online([offline.id, user.id, user.id]) == [user.id]
 
 
-async def test_socket_sends_are_rate_limited_per_socket(api, start_instance, clients):
+async def test_socket_events_are_rate_limited_per_user_across_sockets_and_instances(api, start_instance, clients):
     user = await api.register("rtrl")
-    async with start_instance(socket_sends_per_10_seconds=3) as inst:
-        socket = await clients(inst.url, user.token)
-        acks = [await socket.call("typing", {"conversation_id": "c", "typing": True}) for _ in range(5)]
-        limited = [a for a in acks if a["ok"] is False and a["error"]["status"] == 429]
-        assert len(limited) == 2 and all(a["retry_after"] >= 1 for a in limited), acks
-        # Another socket of the same user has its own budget.
-        other = await clients(inst.url, user.token)
-        ack = await other.call("typing", {"conversation_id": "c", "typing": True})
-        assert ack.get("error", {}).get("status") != 429
-        # Limited, not dropped: the socket still answers other events.
-        assert (await socket.call("presence:query", {"user_ids": [user.id]}))["online"] == [user.id]
+    limits = {"socket_sends_per_10_seconds": 2, "socket_reads_per_10_seconds": 2,
+              "socket_typing_per_10_seconds": 2, "socket_presence_queries_per_10_seconds": 2}
+    events = [
+        ("message:send", {"conversation_id": "c", "body": "hi", "client_id": "x"}),
+        ("message:read", {"conversation_id": "c", "message_id": "m"}),
+        ("typing", {"conversation_id": "c", "typing": True}),
+        ("presence:query", {"user_ids": [user.id]}),
+    ]
+    async with start_instance(**limits) as one, start_instance(**limits) as two:
+        here = await clients(one.url, user.token)
+        there = await clients(two.url, user.token)
+        for event, data in events:
+            # Two sockets on two instances share one budget: the third event is refused.
+            acks = [await here.call(event, data), await there.call(event, data), await there.call(event, data)]
+            assert [a.get("error", {}).get("status") == 429 for a in acks] == [False, False, True], (event, acks)
+            assert acks[2]["retry_after"] >= 1
+            assert (await here.call(event, data))["error"]["status"] == 429
+        # Limited, not dropped: both sockets are still connected.
+        assert here.sio.connected and there.sio.connected

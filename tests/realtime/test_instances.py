@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.conftest import RedisServer
-from tests.realtime.conftest import eventually
+from tests.realtime.conftest import eventually, follow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -19,6 +19,7 @@ def note(text: str) -> dict:
 async def test_killed_instance_stops_counting_users_online_within_seconds(api, instance_a, serve_process, clients):
     doomed = serve_process(presence_ttl_seconds=2)
     asker, user = await api.register("rtkill"), await api.register("rtkill")
+    await follow(api, asker, user)
     ask = await clients(instance_a.url, asker.token)
     await clients(doomed.url, user.token)
     assert (await ask.call("presence:query", {"user_ids": [user.id]}))["online"] == [user.id]
@@ -34,6 +35,7 @@ async def test_graceful_shutdown_disconnects_sockets_and_clears_presence(api, in
     from tests.conftest import free_port
 
     asker, user = await api.register("rtdown"), await api.register("rtdown")
+    await follow(api, asker, user)
     ask = await clients(instance_a.url, asker.token)
     port = free_port()
     async with start_instance(port=port) as inst:

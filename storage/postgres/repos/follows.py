@@ -66,6 +66,14 @@ class FollowsRepo:
         rows = await conn.fetch("SELECT followee_id FROM follows WHERE follower_id = $1", user_id)
         return [r["followee_id"] for r in rows]
 
+    async def followed_among(self, conn: asyncpg.Connection, follower_id: UUID, user_ids: list[UUID]) -> list[UUID]:
+        """Those of ``user_ids`` that ``follower_id`` follows."""
+        rows = await conn.fetch(
+            "SELECT followee_id FROM follows WHERE follower_id = $1 AND followee_id = ANY($2::uuid[])",
+            follower_id, user_ids,
+        )
+        return [r["followee_id"] for r in rows]
+
     async def list_all_of_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[asyncpg.Record]:
         """Both directions, for the GDPR export: rows of (follower_id, followee_id, created_at)."""
         return await conn.fetch(

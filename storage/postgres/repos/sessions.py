@@ -26,6 +26,14 @@ class SessionsRepo:
             token_hash,
         )
 
+    async def live_among(self, conn: asyncpg.Connection, token_hashes: list[bytes]) -> list[asyncpg.Record]:
+        """Those sessions of ``token_hashes`` that are live (as ``get_live``): (token_hash, user_id, expires_at)."""
+        return await conn.fetch(
+            "SELECT s.token_hash, s.user_id, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id "
+            "WHERE s.token_hash = ANY($1::bytea[]) AND s.expires_at > now() AND u.status = 'active'",
+            token_hashes,
+        )
+
     async def delete(self, conn: asyncpg.Connection, token_hash: bytes) -> None:
         await conn.execute("DELETE FROM sessions WHERE token_hash = $1", token_hash)
 
