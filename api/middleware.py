@@ -1,17 +1,34 @@
-"""The one place errors become application/problem+json, and requests become metrics."""
+"""The one place errors become application/problem+json, and requests become metrics.
+
+Every request has an id (``X-Request-Id``: the caller's when it is a plain token, else a
+new one), sent back in the same header and in every problem document as ``request_id``.
+Client errors (4xx) are not logged: they are the caller's, and a traceback per bad
+request would bury the real ones. A server error (5xx) is logged once, on one line that
+carries the request id, so a report quoting the id finds the line.
+"""
 from __future__ import annotations
 
 import logging
+import re
 import time
+import traceback
+import uuid
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from server import appkeys
 from server.errors import DomainError, Overloaded, RateLimited, ValidationFailed
 from storage.errors import as_unavailable
 
 log = logging.getLogger("pulse.api")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+REQUEST_ID_HEADER = "X-Request-Id"
+# What a caller (or the proxy in front) may name a request: short, and nothing that could
+# forge a log line.
+_GIVEN_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 _HTTP_TITLES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -20,9 +37,23 @@ _HTTP_TITLES = {
 }
 
 
+def request_id(request: web.Request) -> str:
+    """The id of this request (see ``request_id_middleware``)."""
+    rid = request.get(REQUEST_ID)
+    if rid is None:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        rid = request[REQUEST_ID] = given if _GIVEN_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    return rid
+
+
+async def send_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every response, streamed ones too, names its request."""
+    response.headers[REQUEST_ID_HEADER] = request_id(request)
+
+
 def problem_response(
     status: int, title: str, detail: str, *, type_: str | None = None, instance: str | None = None,
-    extra: dict | None = None, headers: dict[str, str] | None = None,
+    extra: dict | None = None, headers: dict[str, str] | None = None, request_id: str | None = None,
 ) -> web.Response:
     body = {
         "type": type_ or "about:blank",
@@ -32,6 +63,8 @@ def problem_response(
     }
     if instance:
         body["instance"] = instance
+    if request_id:
+        body["request_id"] = request_id
     if extra:
         body.update(extra)
     return web.Response(
@@ -39,7 +72,7 @@ def problem_response(
     )
 
 
-def domain_problem(exc: DomainError, instance: str | None = None) -> web.Response:
+def domain_problem(exc: DomainError, instance: str | None = None, request_id: str | None = None) -> web.Response:
     extra: dict = {}
     headers: dict[str, str] = {}
     if isinstance(exc, ValidationFailed):
@@ -51,15 +84,49 @@ def domain_problem(exc: DomainError, instance: str | None = None) -> web.Respons
         extra["store"] = store
         headers["Retry-After"] = "2"
     return problem_response(exc.status, exc.title, exc.detail, type_=exc.type, instance=instance,
-                            extra=extra, headers=headers or None)
+                            extra=extra, headers=headers or None, request_id=request_id)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception and where it was raised (innermost frames last), on one line."""
+    frames = traceback.extract_tb(exc.__traceback__)[-4:]
+    where = " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(frames))
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ") + (f" at {where}" if where else "")
+
+
+def log_server_error(request: web.Request, status: int, what: str) -> None:
+    log.error("request %s: %s %s answered %d: %s", request_id(request), request.method, request.path, status, what)
+
+
+class ClientErrorsWithoutTraceback(logging.Filter):
+    """For aiohttp's protocol logger: a request it could not parse (a 4xx it answers
+    itself, before any middleware) is the client's error, logged on one line at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and (exc.code or 500) < 500:
+            record.msg, record.args = "%s (answered %d): %s", (record.getMessage(), exc.code, exc.message)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def install_log_filters() -> None:
+    """Idempotent: every app of the process shares aiohttp's logger."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrorsWithoutTraceback) for f in server_log.filters):
+        server_log.addFilter(ClientErrorsWithoutTraceback())
 
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler):
+    rid = request_id(request)
     try:
         return await handler(request)
     except DomainError as exc:
-        return domain_problem(exc, request.path)
+        if exc.status >= 500:
+            log_server_error(request, exc.status, f"{type(exc).__name__}: {exc.detail}")
+        return domain_problem(exc, request.path, rid)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -67,16 +134,18 @@ async def problem_middleware(request: web.Request, handler):
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         detail = {404: "No such resource.", 413: "The request body is too large (limit 64 KiB)."}.get(
             exc.status, exc.reason)
+        if exc.status >= 500:
+            log_server_error(request, exc.status, exc.reason)
         return problem_response(exc.status, _HTTP_TITLES.get(exc.status, exc.reason), detail,
-                                instance=request.path, headers=headers or None)
+                                instance=request.path, headers=headers or None, request_id=rid)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: never a stack trace
         unavailable = as_unavailable(exc)
         if unavailable is not None:
-            log.warning("%s %s: %s unavailable: %r", request.method, request.path, unavailable.store, exc)
-            return domain_problem(unavailable, request.path)
-        log.exception("unhandled error on %s %s", request.method, request.path)
+            log_server_error(request, unavailable.status, f"{unavailable.store} unavailable: {exc!r}"[:500])
+            return domain_problem(unavailable, request.path, rid)
+        log_server_error(request, 500, _one_line(exc))
         return problem_response(500, "Internal Server Error", "Something went wrong on our side.",
-                                instance=request.path)
+                                instance=request.path, request_id=rid)
 
 
 @web.middleware

@@ -7,7 +7,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from api.middleware import metrics_middleware, problem_middleware
+from api.middleware import install_log_filters, metrics_middleware, problem_middleware, send_request_id
 from api.routes import setup_routes
 from realtime.fanout import FanoutListener, RedisPusher
 from realtime.presence import InstancePresence
@@ -225,6 +225,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[metrics_middleware, problem_middleware], client_max_size=settings.max_json_bytes,
     )
+    app.on_response_prepare.append(send_request_id)
+    install_log_filters()
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
     app[appkeys.READINESS_CHECKS] = {}

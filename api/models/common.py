@@ -37,4 +37,7 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+    instance: str | None = None
+    # The id of the request (also its X-Request-Id header): what a server log line names.
+    request_id: str | None = None
     errors: list[dict[str, str]] | None = None
