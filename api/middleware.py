@@ -1,7 +1,8 @@
 """The one place errors become application/problem+json, and requests become metrics.
 
 Every request has an id (``X-Request-Id``: the caller's when it is a plain token, else a
-new one), sent back in the same header and in every problem document as ``request_id``.
+new one), sent back in the same header, and in a server error's problem document as
+``request_id``.
 Client errors (4xx) are not logged: they are the caller's, and a traceback per bad
 request would bury the real ones. A server error (5xx) is logged once, on one line that
 carries the request id, so a report quoting the id finds the line.
@@ -63,7 +64,9 @@ def problem_response(
     }
     if instance:
         body["instance"] = instance
-    if request_id:
+    if request_id and status >= 500:
+        # What to quote when reporting it. Not on client errors: those bodies stay the same
+        # for the same mistake (a login limit answers a known and an unknown account alike).
         body["request_id"] = request_id
     if extra:
         body.update(extra)

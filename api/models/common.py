@@ -38,6 +38,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str | None = None
-    # The id of the request (also its X-Request-Id header): what a server log line names.
+    # On server errors: the id of the request (also its X-Request-Id header), which the
+    # one log line of the error names.
     request_id: str | None = None
     errors: list[dict[str, str]] | None = None
