@@ -168,7 +168,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     notifications = NotificationsService(app[appkeys.MONGO_DB], users, pusher=app[appkeys.PUSHER],
                                          stale_reads=stale_reads, cursors=cursors)
     messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications, pusher=app[appkeys.PUSHER],
-                                 presence=app[appkeys.PRESENCE], stale_reads=stale_reads, cursors=cursors)
+                                 presence=app[appkeys.PRESENCE], stale_reads=stale_reads, cursors=cursors,
+                                 unread_count_max=settings.unread_count_max)
     privacy = PrivacyService(app[appkeys.DB], users, settings, pusher=app[appkeys.PUSHER])
     services = Services(users=users, rate_limits=rate_limits, posts=posts, social=social, feed=feed,
                         events=events, notifications=notifications, messaging=messaging, privacy=privacy,

@@ -162,6 +162,10 @@ class Settings:
     popular_max_posts: int = 200
     popular_rebuild_seconds: int = 600
 
+    # Messaging: a conversation's unread count looks at most this many of its newest
+    # messages (kept on the conversation, so listing conversations runs no count).
+    unread_count_max: int = 100
+
     # Real time.
     offset_log_max_events: int = 1000
     offset_log_max_age_seconds: int = 24 * 3600

@@ -21,9 +21,9 @@ from server.services.notifications import NotificationsService
 from server.services.ports import Presence, Pusher
 from server.services.users import UsersService, parse_uuid
 from server.timefmt import iso
-from storage.mongo.conversations import ConversationsRepo
+from storage.mongo.conversations import RECENT_MESSAGES, ConversationsRepo
 from storage.mongo.messages import MessagesRepo
-from storage.mongo.values import decode_keyset, keyset_cursor, mongo_now, parse_object_id
+from storage.mongo.values import decode_keyset, keyset_cursor, mongo_now, order_key, parse_object_id
 
 log = logging.getLogger("pulse.messaging")
 
@@ -55,13 +55,25 @@ def _read_position(doc: dict[str, Any], user_id: str) -> dict[str, Any] | None:
     return (doc.get("reads") or {}).get(user_id)
 
 
+def _unread_among_recent(doc: dict[str, Any], user_id: str) -> int | None:
+    """How many of the conversation's recent messages (at most ``RECENT_MESSAGES``) others
+    sent after the member's read position: no query. None when the conversation does not
+    keep them from its start."""
+    if not doc.get("recentFromStart"):
+        return None
+    position = _read_position(doc, user_id)
+    read_key = (position.get("key") or order_key(position["at"], position["messageId"])) if position else ""
+    return sum(1 for entry in doc.get("recent") or () if entry["senderId"] != user_id and entry["key"] > read_key)
+
+
 class MessagingService:
     def __init__(
         self, mongo: AsyncDatabase, users: UsersService, notifications: NotificationsService,
         pusher: Pusher | None = None, presence: Presence | None = None,
         stale_reads: _ServerMode = ReadPreference.PRIMARY, *, cursors: Cursors,
+        unread_count_max: int = RECENT_MESSAGES,
     ) -> None:
-        self.conversations = ConversationsRepo(mongo)
+        self.conversations = ConversationsRepo(mongo, recent_max=unread_count_max)
         self.cursors = cursors
         self.messages = MessagesRepo(mongo, stale_reads)
         self.users = users
@@ -101,7 +113,7 @@ class MessagingService:
         doc: dict[str, Any] = {
             "_id": ObjectId(), "kind": "direct" if len(others) == 1 else "group", "title": title,
             "memberIds": [user_id, *others], "createdAt": now, "lastActivityAt": now, "lastMessage": None,
-            "reads": {},
+            "reads": {}, "recent": [], "recentFromStart": True,
         }
         if len(others) == 1:
             doc["directKey"] = direct_key(user_id, others[0])
@@ -118,9 +130,12 @@ class MessagingService:
 
     async def _conversation_for(self, doc: dict[str, Any], user_id: str) -> dict[str, Any]:
         """The API shape of a conversation, as ``user_id`` sees it (their unread count)."""
-        position = _read_position(doc, user_id)
-        unread = await self.messages.count_unread(
-            str(doc["_id"]), user_id, (position["at"], position["messageId"]) if position else None)
+        unread = _unread_among_recent(doc, user_id)
+        if unread is None:  # stored before conversations kept their recent messages
+            position = _read_position(doc, user_id)
+            unread = await self.messages.count_unread(
+                str(doc["_id"]), user_id, (position["at"], position["messageId"]) if position else None,
+                limit=self.conversations.recent_max)
         return {
             "id": str(doc["_id"]),
             "kind": doc["kind"],

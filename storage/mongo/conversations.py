@@ -1,8 +1,19 @@
 """Conversations: members, kind, title, last message and each member's read position.
 
 Document: ``{_id: ObjectId, kind, title, memberIds: [user id], directKey?: "a:b",
-createdAt, lastActivityAt, lastMessage: message document | null,
-reads: {<user id>: {messageId: ObjectId, at: datetime}}}``.
+createdAt, lastActivityAt, lastMessage: message document | null, lastMessageKey,
+reads: {<user id>: {messageId: ObjectId, at: datetime, key}},
+recent: [{key, senderId}] (the newest messages, oldest first), recentFromStart: true}``.
+
+``recent`` is what unread counts are computed from, with no query over the messages: a
+member's unread count is how many of those entries from others come after their read
+position. It holds the newest ``recent_max`` messages (``$push`` with ``$sort`` and
+``$slice``), so a list of conversations costs the same however long they are, and a
+count never exceeds ``recent_max``. Every message is added exactly once: with the
+"newer than the last" update when it is the newest (nearly always), otherwise by an
+update whose condition is that its key is not there yet. ``recentFromStart`` marks the
+conversations that had ``recent`` from their creation on: in one stored before, the
+entries start with the first message sent since (``unread_counts`` counts those the old way).
 
 Not sharded (``SHARD_KEY`` None): one small document per conversation, and no shard key
 would serve it — a user's conversations are found by ``memberIds``, an array (which
@@ -21,13 +32,17 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from storage.mongo.values import insert_unique, keyset_page, order_key
 
+# Unread counts look at most this many of a conversation's newest messages.
+RECENT_MESSAGES = 100
+
 
 SHARD_KEY: dict[str, int] | None = None
 
 
 class ConversationsRepo:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, *, recent_max: int = RECENT_MESSAGES) -> None:
         self.collection = db["conversations"]
+        self.recent_max = recent_max
 
     async def insert(self, doc: dict[str, Any]) -> bool:
         """False when a direct conversation for the same pair exists already."""
@@ -54,15 +69,21 @@ class ConversationsRepo:
                                  newest_first=True)
 
     async def record_message(self, conversation_id: ObjectId, message: dict[str, Any]) -> None:
-        """Make ``message`` the last one, unless a later one is there already (sends race)."""
-        when, changes = _last_message_change(message)
-        await self.collection.update_one({"_id": conversation_id, **when}, changes)
+        """Make ``message`` the last one, unless a later one is there already (sends race);
+        either way it is among the recent messages afterwards."""
+        when, changes = _last_message_change(message, self.recent_max)
+        if (await self.collection.update_one({"_id": conversation_id, **when}, changes)).matched_count:
+            return
+        # Older than the last (a concurrent send overtook it), or recorded already (a retry).
+        key = changes["$set"]["lastMessageKey"]
+        await self.collection.update_one({"_id": conversation_id, "recent.key": {"$ne": key}},
+                                         {"$push": changes["$push"]})
 
     async def record_sent_message(self, conversation_id: ObjectId, message: dict[str, Any]) -> bool:
         """``record_message`` and the sender's ``advance_read`` in one write, for the usual
         case where this message is newer than both; False (nothing written) otherwise. One
         write per send: concurrent writes to one hot document conflict and retry."""
-        last_when, last_changes = _last_message_change(message)
+        last_when, last_changes = _last_message_change(message, self.recent_max)
         read_when, read_set = _read_position_change(message["senderId"], message["_id"], message["createdAt"])
         result = await self.collection.update_one(
             {"_id": conversation_id, **last_when, **read_when},
@@ -103,7 +124,9 @@ class ConversationsRepo:
         if ids:
             await self.collection.update_many(
                 {"_id": {"$in": ids}},
-                {"$pull": {"memberIds": user_id}, "$unset": {f"reads.{user_id}": "", "directKey": ""}},
+                # Their messages are erased too: they no longer count as unread for anyone.
+                {"$pull": {"memberIds": user_id, "recent": {"senderId": user_id}},
+                 "$unset": {f"reads.{user_id}": "", "directKey": ""}},
             )
         return await self.collection.find({"_id": {"$in": ids}}).to_list(None) if ids else []
 
@@ -111,11 +134,14 @@ class ConversationsRepo:
         await self.collection.delete_one({"_id": conversation_id})
 
 
-def _last_message_change(message: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(condition, update) making ``message`` the conversation's last one if it is newer."""
+def _last_message_change(message: dict[str, Any], recent_max: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(condition, update) making ``message`` the conversation's last one if it is newer,
+    and adding it to the recent ones (a message newer than the last is not there yet)."""
     key = order_key(message["createdAt"], message["_id"])
     return ({"lastMessageKey": {"$not": {"$gte": key}}},
             {"$set": {"lastMessage": message, "lastMessageKey": key},
+             "$push": {"recent": {"$each": [{"key": key, "senderId": message["senderId"]}],
+                                  "$sort": {"key": 1}, "$slice": -recent_max}},
              # Never moves back, even past a conversation stored before lastMessageKey existed.
              "$max": {"lastActivityAt": message["createdAt"]}})
 

@@ -53,13 +53,15 @@ class MessagesRepo:
                                  newest_first=True)
 
     async def count_unread(
-        self, conversation_id: str, user_id: str, read_up_to: tuple[datetime, ObjectId] | None,
+        self, conversation_id: str, user_id: str, read_up_to: tuple[datetime, ObjectId] | None, *, limit: int,
     ) -> int:
-        """Messages from others after the member's read position (all of them without one)."""
+        """Messages from others after the member's read position (all of them without one),
+        counting at most ``limit``. Only for conversations stored before they kept their
+        recent messages (see ``ConversationsRepo``): the range is read whole on some engines."""
         query: dict[str, Any] = {"conversationId": conversation_id, "senderId": {"$ne": user_id}}
         if read_up_to is None:
-            return await self.collection.count_documents(query)
-        return await count_after(self.collection, query, "createdAt", read_up_to)
+            return await self.collection.count_documents(query, limit=limit)
+        return min(limit, await count_after(self.collection, query, "createdAt", read_up_to, limit=limit))
 
     # --- privacy (export, erasure) ------------------------------------------------------
 

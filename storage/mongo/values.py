@@ -71,13 +71,15 @@ async def keyset_page(
 
 
 async def count_after(collection: AsyncCollection, query: dict[str, Any], field: str,
-                      after: tuple[datetime, ObjectId]) -> int:
-    """How many documents of ``query`` come after (moment, id) in (``field``, _id) order;
-    two indexed counts rather than one $or (see ``keyset_page``)."""
+                      after: tuple[datetime, ObjectId], *, limit: int = 0) -> int:
+    """How many documents of ``query`` come after (moment, id) in (``field``, _id) order
+    (each of the two counts stops at ``limit``, when given); two indexed counts rather
+    than one $or (see ``keyset_page``)."""
     moment, oid = after
+    bound = {"limit": limit} if limit else {}
     later, ties = await asyncio.gather(
-        collection.count_documents({**query, field: {"$gt": moment}}),
-        collection.count_documents({**query, field: moment, "_id": {"$gt": oid}}),
+        collection.count_documents({**query, field: {"$gt": moment}}, **bound),
+        collection.count_documents({**query, field: moment, "_id": {"$gt": oid}}, **bound),
     )
     return later + ties
 

@@ -302,3 +302,31 @@ async def test_mongo_down_answers_503_while_users_work(start_app, api):
             assert problem["store"] == "mongo" and resp.headers["Retry-After"]
         status, me, _ = await down.request("GET", "/users/me", token=acct.token)
         assert status == 200 and me["id"] == acct.id
+
+
+async def test_unread_count_is_exact_up_to_the_cap_and_shows_the_cap_beyond(api):
+    """Unread counts look at the newest 100 messages (README, "Messaging"): 105 unread,
+    from two members sending at once, show 100; reading moves the count exactly."""
+    x, y, z = await api.register("ucx"), await api.register("ucy"), await api.register("ucz")
+    group = (await api.request("POST", "/conversations", token=x.token, json={"member_ids": [y.id, z.id]}))[1]
+    for batch in range(0, 105, 15):
+        answers = await asyncio.gather(*(
+            api.request("POST", f"/conversations/{group['id']}/messages", token=(x, y)[i % 2].token,
+                        json={"body": f"g{i}", "client_id": uuid.uuid4().hex}) for i in range(batch, batch + 15)))
+        assert all(status == 201 for status, _, _ in answers), answers
+
+    async def unread() -> int:
+        status, body, _ = await api.request("GET", "/conversations", token=z.token)
+        assert status == 200, body
+        return next(c for c in body["items"] if c["id"] == group["id"])["unread_count"]
+
+    assert await unread() == 100
+    history = (await api.request("GET", f"/conversations/{group['id']}/messages?limit=100", token=z.token))[1]
+    for index, expected in ((39, 39), (0, 0)):  # the 40th newest, then the newest
+        status, body, _ = await api.request("POST", f"/conversations/{group['id']}/read", token=z.token,
+                                            json={"message_id": history["items"][index]["id"]})
+        assert status == 200, body
+        assert await unread() == expected
+    await api.request("POST", f"/conversations/{group['id']}/messages", token=y.token,
+                      json={"body": "one more", "client_id": uuid.uuid4().hex})
+    assert await unread() == 1

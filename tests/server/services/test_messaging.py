@@ -6,12 +6,15 @@ import asyncio
 
 import orjson
 import pytest
+from bson import ObjectId
+from pymongo import monitoring
 
 from server import appkeys
 from server.errors import NotFound, ValidationFailed
 from server.pagination import Cursors
 from server.services.messaging import MessagingService
 from server.services.notifications import NotificationsService
+from storage.mongo.client import READ_COMMANDS, WRITE_COMMANDS, create_mongo
 from storage.redis.offset_log import START_OF_LOG
 from tests.server.services.ports import FailingOncePusher, FixedPresence, RecordingPusher
 
@@ -171,3 +174,75 @@ async def test_concurrent_retries_of_an_unpushed_message_append_it_once(api, ser
     await asyncio.gather(*(messaging.send_message(a.id, group["id"], "once", "g-1") for _ in range(6)))
     for member in (a, b, c):
         assert await log_messages(server, member.id) == [message["id"]]
+
+
+class CommandLog(monitoring.CommandListener):
+    """The data commands a client sent (handshakes and pings left out)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in WRITE_COMMANDS | READ_COMMANDS:
+            self.names.append(event.command_name)
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+async def test_listing_conversations_costs_the_same_however_many_messages_they_hold(api, server, settings):
+    """A page of conversations is one query (two after the first page): unread counts
+    come from the conversations themselves, not from counting their messages."""
+    commands = CommandLog()
+    client, db = create_mongo(settings, listeners=[commands])
+    try:
+        users = server.app[appkeys.SERVICES].users
+        cursors = Cursors.random()
+        listing = MessagingService(db, users, NotificationsService(db, users, cursors=cursors), cursors=cursors)
+        me, other = await api.register("lcm"), await api.register("lco")
+        sender = server.app[appkeys.SERVICES].messaging
+        convs = [(await sender.create_conversation(other.id, [me.id, third], f"g{i}"))[0]
+                 for i, third in enumerate([(await api.register("lct")).id for _ in range(3)])]
+
+        async def list_calls() -> tuple[list[int], list[int]]:
+            counts, sizes = [], []
+            cursor = None
+            while True:
+                commands.names.clear()
+                page = await listing.list_conversations(me.id, limit=2, cursor=cursor)
+                counts.append(len(commands.names))
+                sizes.append(sum(c["unread_count"] for c in page["items"]))
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    return counts, sizes
+
+        for conv in convs:
+            await sender.send_message(other.id, conv["id"], "first", None)
+        few, few_unread = await list_calls()
+        for conv in convs:
+            await asyncio.gather(*(sender.send_message(other.id, conv["id"], f"m{i}", None) for i in range(60)))
+        many, many_unread = await list_calls()
+        assert few == many == [1, 2], (few, many)  # the first page one find, the next the keyset pair
+        assert sum(few_unread) == 3 and sum(many_unread) == 3 * 61
+    finally:
+        await client.close()
+
+
+async def test_a_conversation_stored_before_recent_messages_were_kept_counts_the_old_way(api, server, settings):
+    """Conversations stored before ``recent`` existed count their messages, capped too."""
+    users = server.app[appkeys.SERVICES].users
+    cursors = Cursors.random()
+    mongo = server.app[appkeys.MONGO_DB]
+    messaging = MessagingService(mongo, users, NotificationsService(mongo, users, cursors=cursors), cursors=cursors,
+                                 unread_count_max=3)
+    me, other = await api.register("old"), await api.register("olo")
+    conv, _ = await messaging.create_conversation(other.id, [me.id])
+    oid = ObjectId(conv["id"])
+    await mongo["conversations"].update_one({"_id": oid}, {"$unset": {"recent": "", "recentFromStart": ""}})
+    for i in range(5):
+        await messaging.send_message(other.id, conv["id"], f"m{i}", None)
+    assert (await messaging.get_conversation(me.id, conv["id"]))["unread_count"] == 3
+    assert (await messaging.get_conversation(other.id, conv["id"]))["unread_count"] == 0

@@ -100,3 +100,31 @@ async def test_a_sent_message_updates_last_message_and_read_position_in_one_writ
     doc = await repo.get_for_member(cid, "b")
     assert doc["lastMessage"]["_id"] == later["_id"] and doc["reads"]["b"]["messageId"] == sent["_id"]
     assert not await repo.record_sent_message(cid, {**message(at + timedelta(seconds=1)), "senderId": "stranger"})
+
+
+async def test_recent_messages_hold_the_newest_once_each_whatever_the_order(settings):
+    """Unread counts are read from ``recent``: the newest ``recent_max`` messages, each once,
+    though concurrent sends arrive out of order and retries record a message again."""
+    client = AsyncMongoClient(settings.mongo_url, tz_aware=True)
+    db = client[f"conversations_{uuid.uuid4().hex[:8]}"]
+    try:
+        repo = ConversationsRepo(db, recent_max=5)
+        at = mongo_now()
+        cid = ObjectId()
+        await repo.insert({"_id": cid, "kind": "group", "memberIds": ["a", "b"], "createdAt": at,
+                           "lastActivityAt": at, "lastMessage": None, "reads": {}, "recent": [],
+                           "recentFromStart": True})
+        messages = [{**message(at + timedelta(milliseconds=i)), "senderId": "ab"[i % 2]} for i in range(12)]
+        arrival = messages[6:] + messages[:6][::-1] + messages[3:9]  # late ones, then retries
+        for m in arrival:  # as MessagingService._after_store records a stored message
+            if not await repo.record_sent_message(cid, m):
+                await repo.record_message(cid, m)
+        doc = await repo.get_for_member(cid, "a")
+        assert [e["key"] for e in doc["recent"]] == [order_key(m["createdAt"], m["_id"]) for m in messages[-5:]]
+        # Erasing a member takes their messages out of everyone's unread counts.
+        await repo.remove_member("a")
+        doc = await repo.collection.find_one({"_id": cid})
+        assert doc["recent"] and all(e["senderId"] != "a" for e in doc["recent"])
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
