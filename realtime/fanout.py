@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 
 from server.config import Settings
 from server.errors import StoreUnavailable
+from server.tasks import cancel_and_wait
 from storage.redis.client import Keys
 from storage.redis.offset_log import OffsetLog
 
@@ -94,13 +95,8 @@ class FanoutListener:
         self._task = asyncio.create_task(self._run(), name="pulse-fanout-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def wait_subscribed(self, timeout: float) -> bool:
         try:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 
+from server.tasks import cancel_and_wait
 from storage.redis.presence import PresenceStore
 from storage.redis.sessions_cache import REDIS_ERRORS
 
@@ -79,13 +80,8 @@ class InstancePresence:
             await asyncio.sleep(self.heartbeat_interval)
 
     async def stop(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            try:
-                await self._heartbeat
-            except asyncio.CancelledError:
-                pass
-            self._heartbeat = None
+        await cancel_and_wait(self._heartbeat)
+        self._heartbeat = None
         try:
             await self.store.remove_instance(self.instance)
         except REDIS_ERRORS as exc:

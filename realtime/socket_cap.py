@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from server.tasks import cancel_and_wait
 from storage.redis.sessions_cache import REDIS_ERRORS
 from storage.redis.socket_slots import SocketSlots
 
@@ -65,10 +66,5 @@ class SocketCap:
                 log.exception("socket slots not refreshed")
 
     async def stop(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            try:
-                await self._heartbeat
-            except asyncio.CancelledError:
-                pass
-            self._heartbeat = None
+        await cancel_and_wait(self._heartbeat)
+        self._heartbeat = None

@@ -31,6 +31,7 @@ from server.services.privacy import PrivacyService
 from server.services.privacy_registry import PrivacyDeps, build_erasure_steps, build_export_sections
 from server.services.rate_limits import RateLimits
 from server.services.social import SocialService
+from server.tasks import cancel_and_wait
 from server.services.users import UsersService
 from storage.mongo.client import (CommandTimer, ReplicaSetLag, create_mongo, ensure_indexes,
                                   ensure_indexes_until_done, stale_read_preference)
@@ -202,11 +203,7 @@ async def privacy_worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(loop(), name="privacy-worker")
     yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await cancel_and_wait(task)
 
 
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -11,6 +11,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.read_preferences import ReadPreference, _ServerMode, make_read_preference, read_pref_mode_from_name
 
 from server.config import ConfigError, Settings
+from server.tasks import cancel_and_wait
 
 from storage.mongo.indexes import RETIRED_INDEXES, indexes_for
 
@@ -103,12 +104,8 @@ class ReplicaSetLag:
         self._task = asyncio.create_task(loop(), name="mongo-replica-lag")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 def create_mongo(

@@ -17,6 +17,8 @@ from typing import Callable
 
 import asyncpg
 
+from server.tasks import cancel_and_wait
+
 log = logging.getLogger("pulse.postgres.replica")
 
 # Past this many unreplayed samples (a replica stuck for minutes), new positions replace the
@@ -85,12 +87,8 @@ class ReplicaLagMonitor:
         self._task = asyncio.create_task(self._run(), name="pg-replica-lag")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
+        self._task = None
         await asyncio.gather(*(c.close(timeout=1) for c in self._conns.values()), return_exceptions=True)
         self._conns.clear()
 
