@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestServer
 from server import appkeys
 from server.app import create_app
 from server.config import Settings
+from storage.redis.offset_log import START_OF_LOG
 from tests.conftest import Account, Api, eventually, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,8 +232,14 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.1) -> Any
 
 
 class QuietApi(Api):
-    """Registers users and waits for their welcome notification to be stored (and so
-    pushed), so a test's sockets see only the events the test itself causes."""
+    """Registers users and waits for their welcome notification to be stored and pushed,
+    so a test's sockets see only the events the test itself causes. Stored is not yet
+    pushed (the consumer checks the account still exists in between): with the session's
+    offset log at hand, the welcome is awaited there too."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, offset_log: Any = None) -> None:
+        super().__init__(session, base_url)
+        self.offset_log = offset_log
 
     async def register(self, prefix: str = "u", **fields: Any) -> Account:
         account = await super().register(prefix, **fields)
@@ -241,7 +248,13 @@ class QuietApi(Api):
             status, body, _ = await self.request("GET", "/notifications", token=account.token)
             return status == 200 and any(n["type"] == "welcome" for n in body["items"])
 
+        async def pushed() -> bool:
+            entries = await self.offset_log.read_after(account.id, START_OF_LOG)
+            return any(e.event == "notification:new" for e in entries or ())
+
         await eventually(welcomed)
+        if self.offset_log is not None:
+            await eventually(pushed)
         return account
 
 
@@ -256,4 +269,4 @@ async def follow(api: Api, follower: Account, *followees: Account) -> None:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def api(server) -> AsyncIterator[QuietApi]:
     async with aiohttp.ClientSession() as session:
-        yield QuietApi(session, str(server.make_url("")).rstrip("/"))
+        yield QuietApi(session, str(server.make_url("")).rstrip("/"), server.app[appkeys.PUSHER].offset_log)
