@@ -458,13 +458,27 @@ def settings(pg_dsn, redis_url, mongo_url, amqp_url) -> Settings:
     return make_settings(postgres_dsn=pg_dsn, redis_url=redis_url, mongo_url=mongo_url, amqp_url=amqp_url)
 
 
+# An instance's shutdown was seen to hang, rarely, with an idle loop (cause not found yet):
+# a test instance gets this long to close, then the suite goes on and says so.
+INSTANCE_CLOSE_TIMEOUT_SECONDS = 60
+
+
+async def close_test_server(srv: TestServer) -> None:
+    try:
+        await asyncio.wait_for(srv.close(), INSTANCE_CLOSE_TIMEOUT_SECONDS)
+    except asyncio.TimeoutError:
+        import warnings
+
+        warnings.warn(f"a test instance did not close within {INSTANCE_CLOSE_TIMEOUT_SECONDS}s (left behind)")
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def server(settings) -> AsyncIterator[TestServer]:
     """The app under test, served on a free port for the whole session."""
     srv = TestServer(create_app(settings), host="127.0.0.1", port=free_port())
     await srv.start_server()
     yield srv
-    await srv.close()
+    await close_test_server(srv)
 
 
 @dataclass
@@ -552,7 +566,7 @@ def start_app(settings):
             async with aiohttp.ClientSession() as session:
                 yield Api(session, str(srv.make_url("")).rstrip("/"), srv.app)
         finally:
-            await srv.close()
+            await close_test_server(srv)
 
     return start
 

@@ -23,7 +23,7 @@ from server import appkeys
 from server.app import create_app
 from server.config import Settings
 from storage.redis.offset_log import START_OF_LOG
-from tests.conftest import Account, Api, eventually, free_port, wait_for_port
+from tests.conftest import Account, Api, close_test_server, eventually, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_AUTH = object()
@@ -137,7 +137,7 @@ def start_instance(settings):
         try:
             yield Instance(str(srv.make_url("")).rstrip("/"), app)
         finally:
-            await srv.close()
+            await close_test_server(srv)
 
     return start
 
