@@ -137,13 +137,17 @@ async def log_messages(server, user_id: str) -> list[str]:
     return [orjson.loads(e.data_json)["message"]["id"] for e in entries if e.event == "message:new"]
 
 
-async def test_a_message_whose_push_failed_reaches_the_logs_on_the_retried_send_once(api, server):
+def messaging_with_a_failing_push(server) -> tuple[MessagingService, FailingOncePusher]:
+    """A messaging service on the session's stores whose first ``message:new`` push fails."""
     services = server.app[appkeys.SERVICES]
     flaky = FailingOncePusher(server.app[appkeys.PUSHER], "message:new")
-    messaging = MessagingService(server.app[appkeys.MONGO_DB], services.users,
-                                 NotificationsService(server.app[appkeys.MONGO_DB], services.users,
-                                                      cursors=Cursors.random()),
-                                 pusher=flaky, cursors=Cursors.random())
+    mongo = server.app[appkeys.MONGO_DB]
+    notifications = NotificationsService(mongo, services.users, cursors=Cursors.random())
+    return MessagingService(mongo, services.users, notifications, pusher=flaky, cursors=Cursors.random()), flaky
+
+
+async def test_a_message_whose_push_failed_reaches_the_logs_on_the_retried_send_once(api, server):
+    messaging, flaky = messaging_with_a_failing_push(server)
     a, b = await api.register("fa"), await api.register("fb")
     conv, _ = await messaging.create_conversation(a.id, [b.id])
     message, created = await messaging.send_message(a.id, conv["id"], "lost push", "f-1")
@@ -162,12 +166,7 @@ async def test_a_message_whose_push_failed_reaches_the_logs_on_the_retried_send_
 async def test_concurrent_retries_of_an_unpushed_message_append_it_once(api, server):
     """The first attempt's push failed; retries racing each other (all seeing it
     unpushed) push it once: the append is keyed on the message id in Redis."""
-    services = server.app[appkeys.SERVICES]
-    flaky = FailingOncePusher(server.app[appkeys.PUSHER], "message:new")
-    messaging = MessagingService(server.app[appkeys.MONGO_DB], services.users,
-                                 NotificationsService(server.app[appkeys.MONGO_DB], services.users,
-                                                      cursors=Cursors.random()),
-                                 pusher=flaky, cursors=Cursors.random())
+    messaging, _ = messaging_with_a_failing_push(server)
     a, b, c = [await api.register(p) for p in ("ga", "gb", "gc")]
     group, _ = await messaging.create_conversation(a.id, [b.id, c.id])
     message, _ = await messaging.send_message(a.id, group["id"], "once", "g-1")
