@@ -26,6 +26,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
  && /opt/pulse/bin/pip install -r requirements.txt
 
 COPY README.md ./
+COPY kernel ./kernel
 COPY server ./server
 COPY api ./api
 COPY realtime ./realtime

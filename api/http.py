@@ -13,8 +13,8 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from kernel.errors import FieldError, NotFound, UnsupportedMediaType, ValidationFailed
 from server import appkeys
-from server.errors import FieldError, NotFound, UnsupportedMediaType, ValidationFailed
 from server.services import Services
 from server.services.users import ClientInfo, Principal
 

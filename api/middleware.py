@@ -19,8 +19,8 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from kernel.errors import DomainError, Overloaded, RateLimited, ValidationFailed
 from server import appkeys
-from server.errors import DomainError, Overloaded, RateLimited, ValidationFailed
 from storage.errors import as_unavailable
 
 log = logging.getLogger("pulse.api")

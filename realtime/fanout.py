@@ -21,16 +21,13 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from server.config import Settings
-from server.errors import StoreUnavailable
+from kernel.errors import StoreUnavailable
+from kernel.settings import Settings
 from server.tasks import cancel_and_wait
-from storage.redis.client import Keys
+from storage.redis.client import REDIS_UNAVAILABLE, Keys
 from storage.redis.offset_log import OffsetLog
 
 log = logging.getLogger("pulse.realtime.fanout")
-
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-
 
 @dataclass(frozen=True)
 class FanoutMessage:
@@ -68,7 +65,7 @@ class RedisPusher:
                 await self.offset_log.append_and_publish(recipients, event, data_json, once_key)
             else:
                 await self.offset_log.publish_ephemeral(recipients, event, data_json)
-        except REDIS_ERRORS as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable("redis", "Real-time delivery is unavailable for a moment.") from exc
 
 
@@ -124,7 +121,7 @@ class FanoutListener:
                 await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
-            except REDIS_ERRORS as exc:
+            except REDIS_UNAVAILABLE as exc:
                 if self.subscribed.is_set():
                     log.warning("fan-out subscription lost (%s); resubscribing", exc)
                 else:

@@ -36,6 +36,7 @@ from engineio import packet as eio_packet
 from pydantic import BaseModel, ValidationError
 
 from api.http import client_info
+from kernel.errors import DomainError, RateLimited, Unauthorized
 from realtime.fanout import FanoutListener, FanoutMessage
 from realtime.models import MessageRead, MessageSend, PresenceQuery, Typing
 from realtime.packets import OrjsonCodec, event_packet, event_packet_from
@@ -43,11 +44,10 @@ from realtime.presence import InstancePresence
 from realtime.socket_cap import SocketCap
 from realtime.transport import ClientErrorsAtDebug, DirectSocket, DirectSocketServer, packet_frame
 from server import appkeys
-from server.errors import DomainError, RateLimited, Unauthorized
 from server.services.ports import DISCONNECT_SESSIONS, DISCONNECT_USER
-from storage.redis.offset_log import OffsetLog, parse_offset
 from storage.errors import as_unavailable
-from storage.redis.sessions_cache import REDIS_ERRORS
+from storage.redis.client import REDIS_UNAVAILABLE
+from storage.redis.offset_log import OffsetLog, parse_offset
 
 log = logging.getLogger("pulse.realtime")
 
@@ -160,7 +160,7 @@ class RealtimeServer:
             # read after the CONNECT, an event pushed meanwhile would count as already sent.
             try:
                 state.last_offset = await self.offset_log.last_offset(user_id)
-            except REDIS_ERRORS as exc:
+            except REDIS_UNAVAILABLE as exc:
                 log.warning("offset log unavailable at connect (%s)", exc)
         # Runs once the handshake completes (the CONNECT packet must precede replayed events).
         state.starter = asyncio.create_task(self._start_socket(sid, state, offset))
@@ -213,7 +213,7 @@ class RealtimeServer:
             try:
                 entries = await self.offset_log.read_after(state.user_id, offset)
                 break
-            except REDIS_ERRORS as exc:
+            except REDIS_UNAVAILABLE as exc:
                 # Right after a Redis restart, pooled connections fail once each.
                 if attempt == 2:
                     log.warning("offset log unavailable for a replay (%s)", exc)

@@ -9,16 +9,16 @@ from aiohttp import web
 
 from api.middleware import install_log_filters, metrics_middleware, problem_middleware, send_request_id
 from api.routes import setup_routes
+from kernel.cursors import Cursors
+from kernel.settings import Settings
 from realtime.fanout import FanoutListener, RedisPusher
 from realtime.presence import InstancePresence
 from realtime.socket_cap import SocketCap
 from realtime.server import RealtimeServer
 from server import appkeys
-from server.config import Settings
 from server.events.bus import EventBus
 from server.events.consumers import build_consumers
 from server.metrics import Metrics
-from server.pagination import Cursors
 from server.security import Passwords
 from server.services import Services
 from server.services.events import EventsService

@@ -11,9 +11,8 @@ if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
     from pymongo.read_preferences import _ServerMode
 
+    from kernel.settings import Settings
     from realtime.server import RealtimeServer
-
-    from server.config import Settings
     from server.events.bus import EventBus
     from server.metrics import Metrics
     from server.services import Services

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Callable
 
-from server.config import ConfigError, Settings
+from kernel.settings import ConfigError, Settings
 
 log = logging.getLogger("pulse")
 
@@ -154,9 +154,9 @@ def purge(settings: Settings, args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
+    from kernel.errors import NotFound, StoreUnavailable
     from server import appkeys
     from server.app import create_app
-    from server.errors import NotFound, StoreUnavailable
 
     settings, stores = with_stores(settings.replace(run_workers=False))
 

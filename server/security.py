@@ -11,8 +11,8 @@ from typing import Callable, TypeVar
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from server.config import Settings
-from server.errors import Overloaded
+from kernel.errors import Overloaded
+from kernel.settings import Settings
 
 T = TypeVar("T")
 

@@ -5,9 +5,9 @@ import asyncio
 
 import asyncpg
 import pymongo.errors
-import redis.exceptions
 
-from server.errors import StoreUnavailable
+from kernel.errors import StoreUnavailable
+from storage.redis.client import REDIS_UNAVAILABLE
 
 _PG_UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
@@ -25,7 +25,6 @@ _MONGO_UNAVAILABLE = (
     pymongo.errors.NetworkTimeout,
     pymongo.errors.AutoReconnect,
 )
-_REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def store_of(exc: BaseException) -> str | None:
@@ -36,7 +35,7 @@ def store_of(exc: BaseException) -> str | None:
         return "postgres"
     if isinstance(exc, _MONGO_UNAVAILABLE):
         return "mongo"
-    if isinstance(exc, _REDIS_UNAVAILABLE):
+    if isinstance(exc, REDIS_UNAVAILABLE):
         return "redis"
     return None
 

@@ -31,8 +31,8 @@ import pytest_asyncio
 import redis as sync_redis
 from aiohttp.test_utils import TestServer
 
+from kernel.settings import Settings
 from server.app import create_app
-from server.config import Settings
 
 PG_ADMIN_DSN = os.environ.get("PULSE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("PULSE_TEST_REDIS_URL", "redis://127.0.0.1:6379")

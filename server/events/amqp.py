@@ -21,7 +21,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 
-from server.config import Settings
+from kernel.settings import Settings
 from server.events.codec import decode_event, encode_event
 from server.events.processing import EventProcessor
 from server.events.types import Consumer, DomainEvent

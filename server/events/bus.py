@@ -12,7 +12,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Sequence
 
-from server.config import Settings
+from kernel.settings import Settings
 from server.events.amqp import AmqpBroker
 from server.events.inprocess import InProcessDispatcher
 from server.events.processing import EventProcessor

@@ -6,8 +6,8 @@ from uuid import UUID
 
 import orjson
 
+from kernel.timefmt import iso
 from server.events.types import DomainEvent
-from server.timefmt import iso
 
 
 def event_from_outbox_row(row: Any) -> DomainEvent:

@@ -12,10 +12,11 @@ from uuid import UUID
 
 import asyncpg
 
-from server.pagination import Cursors, page
-from server.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
-from server.services.users import UsersService, parse_uuid
-from server.timefmt import iso, utcnow
+from kernel.cursors import Cursors, page
+from kernel.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from kernel.ids import parse_uuid
+from kernel.timefmt import iso, utcnow
+from server.services.users import UsersService
 from storage.postgres.pool import Database
 from storage.postgres.repos.events import EventsRepo, RsvpsRepo
 from storage.postgres.repos.outbox import OutboxRepo

@@ -15,11 +15,11 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from kernel.cursors import Cursors, Score
 from server.events.types import Consumer, DomainEvent
-from server.pagination import Cursors, Score
 from server.services.social import SocialService
+from storage.redis.client import REDIS_UNAVAILABLE
 from storage.redis.feeds import FeedEntry, FeedStore, member
-from storage.redis.sessions_cache import REDIS_ERRORS
 
 log = logging.getLogger("pulse.feed")
 
@@ -63,7 +63,7 @@ class FeedService:
             if entries is None:
                 await self.rebuild(viewer_id)
                 entries = await self.store.page(viewer_id, after=after, count=limit + 1) or []
-        except REDIS_ERRORS as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("feed store unavailable, reading the feed from PostgreSQL: %s", exc)
             entries = await self._entries_from_postgres(viewer_id, after=after, count=limit + 1)
         more = len(entries) > limit

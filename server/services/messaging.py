@@ -15,15 +15,16 @@ from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_preferences import ReadPreference, _ServerMode
 
-from server.errors import FieldError, NotFound, ValidationFailed
-from server.pagination import Cursors, page
+from kernel.cursors import Cursors, decode_keyset, keyset_cursor, page
+from kernel.errors import FieldError, NotFound, ValidationFailed
+from kernel.ids import parse_object_id, parse_uuid
+from kernel.timefmt import iso
 from server.services.notifications import NotificationsService
 from server.services.ports import Presence, Pusher
-from server.services.users import UsersService, parse_uuid
-from server.timefmt import iso
+from server.services.users import UsersService
 from storage.mongo.conversations import RECENT_MESSAGES, ConversationsRepo
 from storage.mongo.messages import MessagesRepo
-from storage.mongo.values import decode_keyset, keyset_cursor, mongo_now, order_key, parse_object_id
+from storage.mongo.values import mongo_now, order_key
 
 log = logging.getLogger("pulse.messaging")
 

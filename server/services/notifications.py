@@ -10,14 +10,15 @@ from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_preferences import ReadPreference, _ServerMode
 
-from server.errors import NotFound
+from kernel.cursors import Cursors, decode_keyset, keyset_cursor, page
+from kernel.errors import NotFound
+from kernel.ids import parse_object_id
+from kernel.timefmt import iso
 from server.events.types import Consumer, DomainEvent
 from server.services.ports import Pusher
 from server.services.users import UsersService
-from server.timefmt import iso
 from storage.mongo.notifications import NotificationsRepo
-from server.pagination import Cursors, page
-from storage.mongo.values import decode_keyset, keyset_cursor, mongo_now, parse_object_id
+from storage.mongo.values import mongo_now
 
 log = logging.getLogger("pulse.notifications")
 

@@ -8,18 +8,19 @@ from uuid import UUID
 
 import asyncpg
 
-from server.config import Settings
-from server.errors import Forbidden, NotFound
+from kernel.cursors import Cursors, page
+from kernel.errors import Forbidden, NotFound
+from kernel.ids import parse_uuid
+from kernel.settings import Settings
+from kernel.timefmt import iso, utcnow
 from server.events.types import Consumer, DomainEvent
-from server.pagination import Cursors, page
-from server.services.users import UsersService, parse_uuid
-from server.timefmt import iso, utcnow
+from server.services.users import UsersService
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.posts import CommentsRepo, LikesRepo, PostsRepo
 from storage.postgres.repos.users import UsersRepo
+from storage.redis.client import REDIS_UNAVAILABLE
 from storage.redis.popular import PopularPosts
-from storage.redis.sessions_cache import REDIS_ERRORS
 
 log = logging.getLogger("pulse.posts")
 
@@ -248,7 +249,7 @@ class PostsService:
             if not await self.popular_set.is_fresh():
                 await self.rebuild_popular()
             ranked = await self.popular_set.top(self.settings.popular_max_posts, window_start)
-        except REDIS_ERRORS as exc:  # Redis down: rank straight from PostgreSQL
+        except REDIS_UNAVAILABLE as exc:  # Redis down: rank straight from PostgreSQL
             log.warning("popular posts from PostgreSQL, Redis unavailable: %s", exc)
             async with self.db.read(lag_ok=True) as conn:
                 rows = await self.posts.list_most_liked_since(conn, self._window_start(),

@@ -19,11 +19,11 @@ from uuid import UUID
 
 import asyncpg
 
-from server.config import Settings
-from server.errors import NotFound, StoreUnavailable, Unauthorized
+from kernel.errors import NotFound, StoreUnavailable, Unauthorized
+from kernel.settings import Settings
+from kernel.timefmt import iso, utcnow
 from server.services.ports import DISCONNECT_USER, Pusher
 from server.services.users import BAD_CREDENTIALS, ClientInfo, UsersService, own_user
-from server.timefmt import iso, utcnow
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.privacy import AuditRepo, ErasureSagasRepo

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID
 
+from kernel.timefmt import iso
 from server.services.messaging import message_dict
 from server.services.notifications import notification_dict
 from server.services.privacy import ErasureStep, ExportSection, keyset_pages
 from server.events.types import USER_ID_FIELDS, USER_ID_LIST_FIELDS
-from server.timefmt import iso
 from storage.postgres.repos.events import EventsRepo, RsvpsRepo
 from storage.postgres.repos.follows import FollowsRepo
 from storage.postgres.repos.outbox import OutboxRepo
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from pymongo.asynchronous.database import AsyncDatabase
 
-    from server.config import Settings
+    from kernel.settings import Settings
     from server.services import Services
     from storage.postgres.pool import Database
 

@@ -13,10 +13,11 @@ from uuid import UUID
 
 import asyncpg
 
-from server.pagination import Cursors, page
-from server.errors import FieldError, NotFound, ValidationFailed
-from server.services.users import UsersService, parse_uuid
-from server.timefmt import iso
+from kernel.cursors import Cursors, page
+from kernel.errors import FieldError, NotFound, ValidationFailed
+from kernel.ids import parse_uuid
+from kernel.timefmt import iso
+from server.services.users import UsersService
 from storage.postgres.pool import Database
 from storage.postgres.repos.follows import FollowsRepo
 from storage.postgres.repos.outbox import OutboxRepo

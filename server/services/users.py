@@ -9,19 +9,21 @@ from uuid import UUID
 
 import asyncpg
 
-from server.config import Settings
-from server.errors import FieldError, NotFound, Overloaded, Unauthorized, ValidationFailed
+from kernel.errors import FieldError, NotFound, Overloaded, Unauthorized, ValidationFailed
+from kernel.ids import parse_uuid
+from kernel.settings import Settings
+from kernel.timefmt import iso, utcnow
 from server.security import Passwords, hash_token, new_session_token
 from server.services.ports import DISCONNECT_SESSIONS, DISCONNECT_USER, Pusher
 from server.services.rate_limits import RateLimits
-from server.timefmt import iso, utcnow
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.sessions import SessionsRepo
 from storage.postgres.repos.users import UsersRepo
+from storage.redis.client import REDIS_UNAVAILABLE
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import login_subject, user_subject
-from storage.redis.sessions_cache import REDIS_ERRORS, SessionsCache
+from storage.redis.sessions_cache import SessionsCache
 
 log = logging.getLogger("pulse.users")
 
@@ -40,13 +42,6 @@ class Principal:
 class ClientInfo:
     address: str
     user_agent: str | None = None
-
-
-def parse_uuid(value: str) -> UUID | None:
-    try:
-        return UUID(value)
-    except (ValueError, TypeError, AttributeError):
-        return None
 
 
 def public_user(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +219,7 @@ class UsersService:
         first, PostgreSQL (one query) for the rest, which are then cached again."""
         try:
             live = await self.sessions_cache.cached_among(token_hashes)
-        except REDIS_ERRORS as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("session cache read failed, using PostgreSQL: %s", exc)
             live = set()
         missing = [h for h in token_hashes if h not in live]

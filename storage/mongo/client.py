@@ -10,7 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.read_preferences import ReadPreference, _ServerMode, make_read_preference, read_pref_mode_from_name
 
-from server.config import ConfigError, Settings
+from kernel.settings import ConfigError, Settings
 from server.tasks import cancel_and_wait
 
 from storage.mongo.indexes import RETIRED_INDEXES, indexes_for

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.config import Settings
+from kernel.settings import Settings
 from storage.mongo import conversations, messages, notifications
 
 # Collection -> shard key (None: not sharded). See the repositories for why each.

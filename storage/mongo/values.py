@@ -1,5 +1,5 @@
-"""Value conventions of the Mongo documents: ObjectId ids (hex strings in the API),
-timestamps at MongoDB's millisecond precision, keyset cursors of (createdAt, _id)."""
+"""Value conventions of the Mongo documents: timestamps at MongoDB's millisecond precision,
+keyset pages of (createdAt, _id) (their cursors: ``kernel.cursors.keyset_cursor``)."""
 from __future__ import annotations
 
 import asyncio
@@ -7,12 +7,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from server.pagination import Cursors, invalid_cursor
-from server.timefmt import utcnow
+from kernel.timefmt import utcnow
 
 
 def mongo_now() -> datetime:
@@ -29,15 +27,6 @@ def order_key(moment: datetime, oid: ObjectId) -> str:
     over the pair, which some engines (SecantusDB) answer with a collection scan even beside
     an ``_id`` match."""
     return f"{moment.astimezone(timezone.utc):%Y%m%d%H%M%S%f}{oid}"
-
-
-def parse_object_id(value: object) -> ObjectId | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return ObjectId(value)
-    except (InvalidId, TypeError):
-        return None
 
 
 async def insert_unique(collection: AsyncCollection, doc: dict[str, Any]) -> bool:
@@ -102,19 +91,3 @@ async def insert_new(collection: AsyncCollection, docs: list[dict[str, Any]]) ->
         duplicates = {e["index"] for e in errors}
         return [doc for i, doc in enumerate(docs) if i not in duplicates]
     return docs
-
-
-def keyset_cursor(cursors: Cursors, field: str):
-    """For ``server.pagination.page``: a document's cursor, its (``field``, _id as hex)."""
-    return lambda doc: cursors.encode(doc[field], str(doc["_id"]))
-
-
-def decode_keyset(cursors: Cursors, cursor: str | None) -> tuple[datetime, ObjectId] | None:
-    """The (timestamp in UTC, _id) a page stopped at; a tampered cursor is a 400."""
-    values = cursors.decode(cursor, datetime, str)
-    if values is None:
-        return None
-    oid = parse_object_id(values[1])
-    if oid is None:
-        raise invalid_cursor("a value of the cursor is out of range or of the wrong kind")
-    return values[0], oid

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 
-from server.config import Settings
-from server.errors import StoreUnavailable
+from kernel.errors import StoreUnavailable
+from kernel.settings import Settings
 from storage.postgres.replica_lag import PRIMARY_POSITION, ReplicaLagMonitor
 
 log = logging.getLogger("pulse.postgres")

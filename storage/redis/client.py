@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
-from server.config import Settings
+from kernel.settings import Settings
+
+# What Redis raises when it does not answer (down, unreachable, too slow): the store is
+# unavailable, not the command wrong. OSError: a socket error the client did not wrap.
+REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 def create_redis(settings: Settings) -> aioredis.Redis:

@@ -8,8 +8,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from storage.redis.client import Keys
-from storage.redis.sessions_cache import REDIS_ERRORS
+from storage.redis.client import REDIS_UNAVAILABLE, Keys
 
 log = logging.getLogger("pulse.redis")
 
@@ -33,7 +32,7 @@ class ProfileCache:
         try:
             await self._retry_pending_invalidations()
             raw = await self.redis.get(self.keys.profile(user_id))
-        except REDIS_ERRORS as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("profile cache read failed: %s", exc)
             return None
         return orjson.loads(raw) if raw else None
@@ -41,7 +40,7 @@ class ProfileCache:
     async def get_id_for_username(self, username: str) -> str | None:
         try:
             raw = await self.redis.get(self.keys.username(username.lower()))
-        except REDIS_ERRORS:
+        except REDIS_UNAVAILABLE:
             return None
         return raw.decode() if raw else None
 
@@ -51,7 +50,7 @@ class ProfileCache:
                 pipe.set(self.keys.profile(profile["id"]), orjson.dumps(profile), ex=self.ttl)
                 pipe.set(self.keys.username(profile["username"].lower()), profile["id"], ex=self.ttl)
                 await pipe.execute()
-        except REDIS_ERRORS as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("profile cache write failed: %s", exc)
 
     async def invalidate(self, *user_ids: str) -> None:
@@ -59,12 +58,12 @@ class ProfileCache:
             return
         try:
             await self.redis.delete(*(self.keys.profile(str(u)) for u in user_ids))
-        except REDIS_ERRORS as exc:
+        except REDIS_UNAVAILABLE as exc:
             self._pending_invalidations.update(str(u) for u in user_ids)
             log.error("profile cache invalidation failed; will retry when Redis answers: %s", exc)
 
     async def forget_username(self, username: str) -> None:
         try:
             await self.redis.delete(self.keys.username(username.lower()))
-        except REDIS_ERRORS as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.error("username cache invalidation failed: %s", exc)

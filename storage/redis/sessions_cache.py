@@ -8,12 +8,10 @@ from __future__ import annotations
 import logging
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
-from storage.redis.client import Keys
+from storage.redis.client import REDIS_UNAVAILABLE, Keys
 
 log = logging.getLogger("pulse.redis")
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 class SessionsCache:
@@ -31,7 +29,7 @@ class SessionsCache:
                 await self.redis.delete(*(self.keys.session(h.hex()) for h in pending))
                 self._pending_drops.difference_update(pending)
             value = await self.redis.get(self.keys.session(token_hash.hex()))
-        except REDIS_ERRORS as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("session cache read failed, using PostgreSQL: %s", exc)
             return None
         return value.decode() if value else None
@@ -48,7 +46,7 @@ class SessionsCache:
             return
         try:
             await self.redis.set(self.keys.session(token_hash.hex()), user_id, ex=ttl_seconds)
-        except REDIS_ERRORS as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("session cache write failed: %s", exc)
 
     async def put_many(self, entries: list[tuple[bytes, str, int]]) -> None:
@@ -61,7 +59,7 @@ class SessionsCache:
                 for token_hash, user_id, ttl_seconds in entries:
                     pipe.set(self.keys.session(token_hash.hex()), user_id, ex=ttl_seconds)
                 await pipe.execute()
-        except REDIS_ERRORS as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("session cache write failed: %s", exc)
 
     async def drop(self, *token_hashes: bytes) -> None:
@@ -69,6 +67,6 @@ class SessionsCache:
             return
         try:
             await self.redis.delete(*(self.keys.session(h.hex()) for h in token_hashes))
-        except REDIS_ERRORS as exc:
+        except REDIS_UNAVAILABLE as exc:
             self._pending_drops.update(token_hashes)
             log.error("could not drop revoked sessions from the cache; will retry when Redis answers: %s", exc)

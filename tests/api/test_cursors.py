@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from server.pagination import Cursors
+from kernel.cursors import Cursors
 from tests.conftest import eventually, is_problem
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

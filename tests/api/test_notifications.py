@@ -5,9 +5,9 @@ import uuid
 
 import pytest
 
+from kernel.timefmt import iso, utcnow
 from server import appkeys
 from server.events.types import DomainEvent
-from server.timefmt import iso, utcnow
 from tests.conftest import eventually, is_problem
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -1,5 +1,5 @@
 """compose.yml, checked without a Docker engine: structure, pinning, health checks,
-start order, and that the app's environment is what server/config.py reads."""
+start order, and that the app's environment is what kernel/settings.py reads."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from server.config import Settings
+from kernel.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yml"

@@ -161,4 +161,4 @@ def test_dockerignore_keeps_local_state_out(ignore_patterns):
     for path in (".venv/bin/python", ".git/HEAD", ".pulse-data/pg/PG_VERSION",
                  "tests/conftest.py", "server/__pycache__/app.cpython-312.pyc"):
         assert dockerignored(path, ignore_patterns), path
-    assert not dockerignored("server/config.py", ignore_patterns)
+    assert not dockerignored("kernel/settings.py", ignore_patterns)

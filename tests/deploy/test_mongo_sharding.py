@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import Settings
+from kernel.settings import Settings
 from storage.mongo.indexes import SHARD_KEYS, indexes_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,9 +19,9 @@ import pytest_asyncio
 import socketio
 from aiohttp.test_utils import TestServer
 
+from kernel.settings import Settings
 from server import appkeys
 from server.app import create_app
-from server.config import Settings
 from storage.redis.offset_log import START_OF_LOG
 from tests.conftest import Account, Api, close_test_server, eventually, free_port, wait_for_port
 

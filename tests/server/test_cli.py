@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from server.config import ConfigError, Settings
+from kernel.settings import ConfigError, Settings
 from tests.conftest import free_port
 
 

@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.errors import Conflict
+from kernel.errors import Conflict
 
 _USER_COLUMNS = """
     u.id, u.email, u.username, u.status, u.created_at, u.purge_after,

@@ -16,12 +16,12 @@ import aio_pika
 import pytest
 import pytest_asyncio
 
+from kernel.timefmt import iso, utcnow
 from server.events.amqp import ATTEMPTS_HEADER, parked_ttl_ms, queue_name
 from server.events.bus import EventBus
 from server.events.relay import OutboxRelay
 from server.events.types import Consumer, DomainEvent
 from server.metrics import Metrics
-from server.timefmt import iso, utcnow
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo

@@ -2,7 +2,7 @@
 the services push without sockets. The stores behind the services stay real."""
 from __future__ import annotations
 
-from server.errors import StoreUnavailable
+from kernel.errors import StoreUnavailable
 
 
 class RecordingPusher:

@@ -9,9 +9,9 @@ import pytest
 from bson import ObjectId
 from pymongo import monitoring
 
+from kernel.cursors import Cursors
+from kernel.errors import NotFound, ValidationFailed
 from server import appkeys
-from server.errors import NotFound, ValidationFailed
-from server.pagination import Cursors
 from server.services.messaging import MessagingService
 from server.services.notifications import NotificationsService
 from storage.mongo.client import READ_COMMANDS, WRITE_COMMANDS, create_mongo

@@ -5,11 +5,11 @@ import uuid
 
 import pytest
 
+from kernel.cursors import Cursors
+from kernel.timefmt import iso, utcnow
 from server import appkeys
 from server.events.types import DomainEvent
-from server.pagination import Cursors
 from server.services.notifications import NotificationsService
-from server.timefmt import iso, utcnow
 from tests.server.services.ports import RecordingPusher
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from server.config import ConfigError, Settings
+from kernel.settings import ConfigError, Settings
 from storage.mongo.client import stale_read_preference
 from tests.conftest import eventually, own_namespaces
 from tests.mongo_commands import CommandRecorder, replica_set_url

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from server.timefmt import iso
+from kernel.timefmt import iso
 
 
 def test_utc_moment():

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from server.config import Settings
-from server.errors import ValidationFailed
-from server.pagination import INT64_MAX, Cursors, Score
+from kernel.cursors import INT64_MAX, Cursors, Score
+from kernel.errors import ValidationFailed
+from kernel.settings import Settings
 
 CURSORS = Cursors(b"k" * 32)
 

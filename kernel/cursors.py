@@ -1,5 +1,6 @@
 """Opaque keyset cursors: the sort key of the last item of a page. Never an offset: pages
-stay exact while items are added or removed.
+stay exact while items are added or removed. ``keyset_cursor``/``decode_keyset`` are the
+cursors of the Mongo documents' (timestamp, _id) pages.
 
 A cursor is ``<base64url JSON list of values>.<base64url MAC>``: the MAC (HMAC-SHA256 with
 the server's cursor key, cut to 128 bits) says this server issued it, so an edited or
@@ -21,11 +22,13 @@ from typing import TYPE_CHECKING, Any, Callable
 from uuid import UUID
 
 import orjson
+from bson import ObjectId
 
-from server.errors import FieldError, ValidationFailed
+from kernel.errors import FieldError, ValidationFailed
+from kernel.ids import parse_object_id
 
 if TYPE_CHECKING:
-    from server.config import Settings
+    from kernel.settings import Settings
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _MAC_BYTES = 16
@@ -166,3 +169,19 @@ def page(rows: list, limit: int, cursor_of: Callable[[Any], str],
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [serialize(r) for r in rows], "next_cursor": cursor_of(rows[-1]) if more and rows else None}
+
+
+def keyset_cursor(cursors: Cursors, field: str):
+    """For ``page``: a document's cursor, its (``field``, _id as hex)."""
+    return lambda doc: cursors.encode(doc[field], str(doc["_id"]))
+
+
+def decode_keyset(cursors: Cursors, cursor: str | None) -> tuple[datetime, ObjectId] | None:
+    """The (timestamp in UTC, _id) a page stopped at; a tampered cursor is a 400."""
+    values = cursors.decode(cursor, datetime, str)
+    if values is None:
+        return None
+    oid = parse_object_id(values[1])
+    if oid is None:
+        raise invalid_cursor("a value of the cursor is out of range or of the wrong kind")
+    return values[0], oid

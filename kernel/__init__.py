@@ -1,0 +1,2 @@
+"""The shared kernel: what every layer may import (domain errors, settings, time format,
+keyset cursors, id parsing). It imports nothing of api, realtime, server or storage."""
