@@ -42,6 +42,10 @@ class OutboxRelay:
         self.outbox = OutboxRepo()
         self._wake = asyncio.Event()
 
+    def wake(self) -> None:
+        """Starts a pass now (a NOTIFY arrived) instead of at the next poll."""
+        self._wake.set()
+
     async def relay_batch(self) -> tuple[int, int]:
         """One pass: returns (rows taken, rows delivered)."""
         async with self.db.transaction() as conn:
@@ -92,8 +96,11 @@ class OutboxRelay:
                     continue
                 if taken == self.batch_size:
                     continue  # more may be waiting
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                # Not asyncio.wait_for: before Python 3.12 it swallows a cancellation that
+                # arrives just after the wake-up (the relay then never stops).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self._wake.wait()
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -107,8 +114,8 @@ class OutboxRelay:
                 conn = await asyncpg.connect(dsn=self.dsn, timeout=5)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c: lost.set())
-                await conn.add_listener(OUTBOX_CHANNEL, lambda *_args: self._wake.set())
-                self._wake.set()  # catch up on whatever was inserted while not listening
+                await conn.add_listener(OUTBOX_CHANNEL, lambda *_args: self.wake())
+                self.wake()  # catch up on whatever was inserted while not listening
                 await lost.wait()
                 log.warning("outbox LISTEN connection lost; relying on polling until it is back")
             except asyncio.CancelledError:

@@ -203,6 +203,29 @@ async def test_parallel_relays_publish_each_row_once(bus_db, bus_dsn):
                                    [uuid.UUID(i) for i in ids]) == 0
 
 
+async def test_relay_stops_when_cancelled_right_after_a_wake_up(bus_db, bus_dsn):
+    """An app shutting down as a NOTIFY arrives cancels its relay within the few loop
+    iterations after the wake-up: the relay must stop all the same (asyncio.wait_for
+    swallowed such a cancellation before Python 3.12, and the app's shutdown then waited
+    for the relay for ever)."""
+    async def sink(events):
+        return {e.id for e in events}
+
+    for iterations_after_wake_up in range(4):
+        relay = OutboxRelay(bus_db, bus_dsn, sink, poll_seconds=30)  # only a wake-up ends its wait
+        task = asyncio.create_task(relay.run())
+        await asyncio.sleep(1.0)  # listening, its catch-up pass done: it waits for a wake-up
+        relay.wake()
+        for _ in range(iterations_after_wake_up):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        if not done:
+            task.cancel()  # once more, so the relay does not outlive this test
+            await asyncio.wait({task}, timeout=10)
+        assert done, f"the relay went on after a cancellation {iterations_after_wake_up} iterations after a wake-up"
+
+
 async def test_embedded_mode_dispatches_in_process_once(bus_db, bus_dsn):
     etype = new_type()
     rec = Recorder(etype)
