@@ -404,8 +404,11 @@ class RealtimeServer:
         # Not sio.disconnect / eio.disconnect: those send a DISCONNECT or CLOSE packet,
         # which clients take as "stay away" and do not reconnect. Closing the WebSocket
         # itself is a transport close, after which clients reconnect.
-        closes = [asyncio.ensure_future(sock.close_transport()) for state in list(self.sockets.values())
-                  if isinstance(sock := self.sio.eio.sockets.get(state.eio_sid), DirectSocket)]
+        # Every Engine.IO session, not only those with a Socket.IO connection: one that has
+        # not connected a namespace yet (or has left it) would otherwise keep its request
+        # open, and aiohttp's shutdown waiting for it, until its client went away.
+        closes = [asyncio.ensure_future(sock.close_transport()) for sock in list(self.sio.eio.sockets.values())
+                  if isinstance(sock, DirectSocket) and not sock.closed]
         if closes:  # each waits for its client's close frame; bounded as a whole
             await asyncio.wait(closes, timeout=2.0)
         deadline = asyncio.get_running_loop().time() + 2.0
@@ -417,8 +420,7 @@ class RealtimeServer:
             except Exception:  # noqa: BLE001 - a socket that is already gone
                 pass
             await self.on_disconnect(sid)
-        self.sio.eio.ping_due.cancel()
-        self.sio.eio.pong_due.cancel()
+        await self.sio.eio.shutdown()  # its timers and engineio's service task
 
     # --- client events -------------------------------------------------------------------
 

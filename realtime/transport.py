@@ -55,6 +55,7 @@ from engineio.async_drivers import aiohttp as aiohttp_driver
 from socketio import packet as sio_packet
 
 from realtime.protocol import ACK, CONNECT, DISCONNECT, EVENT, MalformedFrame, decode_engineio, decode_payload, parse_socketio
+from server.tasks import cancel_and_wait
 
 log = logging.getLogger("pulse.realtime.transport")
 
@@ -603,11 +604,14 @@ class DirectEngineServer(engineio.AsyncServer):
         app.router.add_route("*", f"/{engineio_path.strip('/')}/", self.handle_request)
 
     async def shutdown(self) -> None:
+        """Stops the timers and engineio's service task; again is a no-op (engineio's own
+        ``shutdown`` fails when called twice, and misses a service task not started yet)."""
         self.ping_due.cancel()
         self.pong_due.cancel()
         self.connect_due.cancel()
         self.outbound.cancel()
-        await super().shutdown()
+        service, self.service_task_handle = self.service_task_handle, None
+        await cancel_and_wait(service)  # engineio's loop ends on cancellation
 
     def note_malformed(self, reason: str, sid: str | None) -> None:
         # Debug level: a client can send these at will, before authenticating.

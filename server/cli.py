@@ -11,6 +11,9 @@ from kernel.settings import ConfigError, Settings
 
 log = logging.getLogger("pulse")
 
+# On SIGTERM, how long requests still in flight (and open sockets) may take to finish.
+SHUTDOWN_TIMEOUT_SECONDS = 15
+
 # name -> (help, add_arguments, run(settings, args) -> exit code)
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[Settings, argparse.Namespace], int]]
 
@@ -60,7 +63,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     try:
         log.info("Pulse serving on http://%s:%d (instance %s)", settings.host, settings.port, settings.instance_id)
         # SIGTERM/SIGINT: stop accepting, let in-flight requests finish, then run cleanups.
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, shutdown_timeout=15,
+        web.run_app(create_app(settings), host=settings.host, port=settings.port,
+                    shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
                     access_log=None, print=None)
     finally:
         if stores is not None:

@@ -23,6 +23,10 @@ ADAPTED = {
     "engineio.async_server.AsyncServer.handle_request": "1a8c878e35166cfe",
     "engineio.async_server.AsyncServer.attach": "7874d4dc1c319bc6",
     "engineio.async_drivers.aiohttp.create_route": "0bb365240a062488",
+    # DirectEngineServer.shutdown replaces shutdown (idempotent) and stops the service
+    # task by cancelling it, which _service_task takes as its end.
+    "engineio.async_server.AsyncServer.shutdown": "3f734c62c291d56a",
+    "engineio.async_server.AsyncServer._service_task": "b6358bda51d0b34b",
     # DirectSocket: the direct receive loop calls receive; close wraps close (bounded
     # wait, NOOP for a pending poll); handle_post_request is replaced (strict decoding);
     # send, poll, schedule_ping, handle_get_request and the initial last_ping are
@@ -51,6 +55,8 @@ FUNCTIONS = {
     "engineio.async_server.AsyncServer.handle_request": async_server.AsyncServer.handle_request,
     "engineio.async_server.AsyncServer.attach": async_server.AsyncServer.attach,
     "engineio.async_drivers.aiohttp.create_route": aiohttp_driver.create_route,
+    "engineio.async_server.AsyncServer.shutdown": async_server.AsyncServer.shutdown,
+    "engineio.async_server.AsyncServer._service_task": async_server.AsyncServer._service_task,
     "engineio.async_socket.AsyncSocket.receive": async_socket.AsyncSocket.receive,
     "engineio.async_socket.AsyncSocket.close": async_socket.AsyncSocket.close,
     "engineio.async_socket.AsyncSocket.send": async_socket.AsyncSocket.send,

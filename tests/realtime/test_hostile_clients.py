@@ -215,6 +215,33 @@ async def test_a_session_that_never_connects_is_closed_after_the_connect_timeout
         await live.ws.close()
 
 
+async def test_sessions_without_a_socketio_connection_do_not_hold_up_shutdown(api, start_instance, http):
+    """At shutdown the instance closes every Engine.IO session, also one that left its
+    namespace, one that never connected and a polling one whose poll is pending (none of
+    them would time out for minutes), so its shutdown is not left waiting for them (aiohttp
+    waits up to its shutdown timeout for open requests: 60 s in tests, the
+    ``SHUTDOWN_TIMEOUT_SECONDS`` of ``pulse serve``)."""
+    from server.cli import SHUTDOWN_TIMEOUT_SECONDS
+
+    account = await api.register("hshut")
+    loop = asyncio.get_running_loop()
+    async with start_instance(socket_connect_timeout_ms=600_000, socket_ping_interval_ms=600_000) as inst:
+        left = await RawSocket.open(http, inst.url)
+        await left.connect(account.token)
+        await left.send("41")  # leaves the namespace; the Engine.IO session stays
+        never = await RawSocket.open(http, inst.url)
+        sid = (await poll_open(http, inst.url))["sid"]
+        poll = asyncio.ensure_future(http.get(f"{inst.url}{EIO}&transport=polling&sid={sid}"))
+        await asyncio.sleep(0.3)
+        assert not poll.done() and not left.ws.closed  # all three open
+        closing_started = loop.time()
+    took = loop.time() - closing_started
+    assert took < SHUTDOWN_TIMEOUT_SECONDS, f"shutdown took {took:.1f}s"
+    assert await left.closed(timeout=5) and await never.closed(timeout=5)
+    answered = await asyncio.wait_for(poll, 5)  # answered, not left hanging
+    answered.release()
+
+
 async def test_sessions_without_connect_are_capped_per_address_under_concurrency(api, start_instance, http):
     account = await api.register("hcap")
     async with start_instance(socket_pending_per_address=3) as inst:
