@@ -458,18 +458,46 @@ def settings(pg_dsn, redis_url, mongo_url, amqp_url) -> Settings:
     return make_settings(postgres_dsn=pg_dsn, redis_url=redis_url, mongo_url=mongo_url, amqp_url=amqp_url)
 
 
-# An instance's shutdown was seen to hang, rarely, with an idle loop (cause not found yet):
-# a test instance gets this long to close, then the suite goes on and says so.
+# An instance's shutdown was seen to hang, rarely, with an idle loop (causes found since: the
+# outbox relay swallowing its cancellation, and Engine.IO sessions without a Socket.IO
+# connection left open): a test instance gets this long to close, then the suite prints
+# what every task was waiting on and goes on, saying so.
 INSTANCE_CLOSE_TIMEOUT_SECONDS = 60
 
 
-async def close_test_server(srv: TestServer) -> None:
-    try:
-        await asyncio.wait_for(srv.close(), INSTANCE_CLOSE_TIMEOUT_SECONDS)
-    except asyncio.TimeoutError:
-        import warnings
+def describe_tasks() -> str:
+    """Every task of the running loop with the chain of awaits it is suspended in, newest
+    last (``Task.print_stack`` shows only the outermost frame of a suspended coroutine)."""
+    lines = []
+    for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name()):
+        lines.append(f"task {task.get_name()}: {task!r}"[:300])
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:  # a future (a task awaited is listed on its own) or a finished coroutine
+                lines.append(f"    awaits {awaited!r}"[:300])
+                break
+            lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return "\n".join(lines)
 
-        warnings.warn(f"a test instance did not close within {INSTANCE_CLOSE_TIMEOUT_SECONDS}s (left behind)")
+
+async def close_test_server(srv: TestServer) -> None:
+    closing = asyncio.ensure_future(srv.close())
+    done, _ = await asyncio.wait({closing}, timeout=INSTANCE_CLOSE_TIMEOUT_SECONDS)
+    if done:
+        closing.result()
+        return
+    tasks = describe_tasks()  # before the cancellation unwinds what it shows
+    # At once, uncaptured: the run may not live to its warnings summary.
+    print(f"a test instance did not close within {INSTANCE_CLOSE_TIMEOUT_SECONDS}s; the tasks:\n{tasks}",
+          file=sys.__stderr__)
+    closing.cancel()
+    await asyncio.wait({closing}, timeout=5)  # bounded: the hang may swallow cancellations too
+    import warnings
+
+    warnings.warn(f"a test instance did not close within {INSTANCE_CLOSE_TIMEOUT_SECONDS}s (left behind); "
+                  f"what its tasks were waiting on:\n{tasks}")
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
