@@ -9,12 +9,14 @@ the CONNECT packet: a harness of ours (written here, at run time) stands in for 
 suite's node-imports.js, adds the token to the suite's main-namespace CONNECT and points
 its fixed localhost:3000 at the instance.
 
-The suite is not published on npm and CI reaches no git host: its test-suite.js
-(commit ``SUITE_COMMIT``, checked against ``SUITE_SHA256``) is looked for at
-``$PULSE_PROTOCOL_SUITE`` or ``<cache>/suite/<commit>/test-suite.js`` (cache:
-``$PULSE_PROTOCOL_SUITE_CACHE``, default ~/.cache/pulse-protocol-suite); its npm
-dependencies are installed there from the registry. Without node or without the suite
-file the test says so and skips.
+The suite itself is not published on npm, and a copy of its code does not belong in this
+repository: its test-suite.js (commit ``SUITE_COMMIT``, checked against ``SUITE_SHA256``)
+is looked for at ``$PULSE_PROTOCOL_SUITE`` or ``<cache>/suite/<commit>/test-suite.js``
+(cache: ``$PULSE_PROTOCOL_SUITE_CACHE``, default ~/.cache/pulse-protocol-suite). The npm
+packages it imports are pinned in tests/data/protocol-suite (package.json and
+package-lock.json, the versions of the suite's own lock file) and installed from the
+registry with ``npm ci`` into ``<cache>/npm/<hash of the lock file>/``, once. Without node
+and npm, or without the suite file, the test says so and skips.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,8 +34,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SUITE_COMMIT = "4f633dd6a4445492d57af3b27ddd2d336014f1f1"
 SUITE_SHA256 = "9fc4abce7be55bcd8741a2c62d242f3eb85560d2b669c15f2fdd8abea9a0c30d"
-# The versions of the suite's package-lock.json.
-NPM_DEPENDENCIES = ("mocha@9.2.1", "chai@4.3.6", "chai-string@1.5.0", "node-fetch@3.2.0", "ws@8.5.0")
+# package.json and package-lock.json of the npm packages the suite imports.
+NPM_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "protocol-suite"
 # As the suite's server is configured.
 SUITE_SETTINGS = dict(socket_ping_interval_ms=300, socket_ping_timeout_ms=200,
                       socket_max_payload_bytes=1_000_000, socket_connect_timeout_ms=1000)
@@ -112,8 +115,36 @@ async def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout:
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-async def install_harness() -> Path:
-    """The run folder (inside the cache, so node finds the installed modules)."""
+async def install_npm_packages(npm: str) -> Path:
+    """The folder holding node_modules as the committed lock file pins it (installed once
+    per lock file; in a folder of its own first, so a run at the same time, or one that was
+    interrupted, never leaves a half-installed folder in its place)."""
+    lock = (NPM_MANIFEST / "package-lock.json").read_bytes()
+    installed = cache_dir() / "npm" / hashlib.sha256(lock).hexdigest()[:16]
+    if (installed / "node_modules" / "mocha" / "bin" / "mocha").is_file():
+        return installed
+    installed.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=installed.name + ".", dir=installed.parent))
+    try:
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(NPM_MANIFEST / name, staging / name)
+        # --ignore-scripts: none of these packages needs an install script.
+        code, out, err = await run(npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", cwd=staging)
+        assert code == 0, f"npm ci failed: {out[-2000:]} {err[-2000:]}"
+        try:
+            staging.rename(installed)
+        except OSError:  # another run installed it meanwhile
+            if not (installed / "node_modules" / "mocha" / "bin" / "mocha").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return installed
+
+
+async def prepare_run() -> tuple[Path, Path]:
+    """The npm packages' folder, and a folder of this run's own inside it (other checkouts'
+    runs may share the cache) holding the suite and our harness: node, looking upwards for
+    node_modules, finds the packages from there."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("node and npm are needed to run the reference protocol suite; not found")
@@ -124,30 +155,27 @@ async def install_harness() -> Path:
                     f"PULSE_PROTOCOL_SUITE) to run it")
     suite = source.read_bytes()
     assert hashlib.sha256(suite).hexdigest() == SUITE_SHA256, f"{source} is not the suite at {SUITE_COMMIT}"
-    cache = cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    if not all((cache / "node_modules" / dep.rsplit("@", 1)[0] / "package.json").is_file() for dep in NPM_DEPENDENCIES):
-        code, out, err = await run(npm, "install", "--no-audit", "--no-fund", "--no-save", "--prefix", str(cache),
-                                   *NPM_DEPENDENCIES, cwd=cache)
-        assert code == 0, f"npm install failed: {out[-2000:]} {err[-2000:]}"
-    folder = cache / "run"
-    folder.mkdir(exist_ok=True)
+    packages = await install_npm_packages(npm)
+    folder = Path(tempfile.mkdtemp(prefix="run.", dir=packages))
     (folder / "package.json").write_text(json.dumps({"private": True, "type": "module"}))
     (folder / "node-imports.js").write_text(HARNESS)
     (folder / "test-suite.js").write_bytes(suite)
-    return folder
+    return packages, folder
 
 
 async def test_reference_protocol_suite_passes(start_instance, api):
-    folder = await install_harness()
-    account = await api.register("suite")
-    async with start_instance(**SUITE_SETTINGS) as inst:
-        env = {**os.environ, "PULSE_URL": inst.url, "PULSE_TOKEN": account.token}
-        code, out, err = await run(
-            shutil.which("node"), str(cache_dir() / "node_modules" / "mocha" / "bin" / "mocha"),
-            "--reporter", "json", "--timeout", "10000", "--exit", "--grep", APP_INDEPENDENT, "test-suite.js",
-            cwd=folder, env=env,
-        )
+    packages, folder = await prepare_run()
+    try:
+        account = await api.register("suite")
+        async with start_instance(**SUITE_SETTINGS) as inst:
+            env = {**os.environ, "PULSE_URL": inst.url, "PULSE_TOKEN": account.token}
+            code, out, err = await run(
+                shutil.which("node"), str(packages / "node_modules" / "mocha" / "bin" / "mocha"),
+                "--reporter", "json", "--timeout", "10000", "--exit", "--grep", APP_INDEPENDENT, "test-suite.js",
+                cwd=folder, env=env,
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     try:
         report = json.loads(out)
     except ValueError:
