@@ -19,9 +19,8 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from kernel.errors import DomainError, Overloaded, RateLimited, ValidationFailed
+from kernel.errors import DomainError, Overloaded, RateLimited, StoreUnavailable, ValidationFailed
 from server import appkeys
-from storage.errors import as_unavailable
 
 log = logging.getLogger("pulse.api")
 
@@ -97,6 +96,12 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".replace("\n", " ") + (f" at {where}" if where else "")
 
 
+def _domain_error_line(exc: DomainError) -> str:
+    if isinstance(exc, StoreUnavailable) and exc.driver_error is not None:
+        return f"{exc.store} unavailable: {exc.driver_error!r}"[:500]  # the driver's words
+    return f"{type(exc).__name__}: {exc.detail}"
+
+
 def log_server_error(request: web.Request, status: int, what: str) -> None:
     log.error("request %s: %s %s answered %d: %s", request_id(request), request.method, request.path, status, what)
 
@@ -126,9 +131,9 @@ async def problem_middleware(request: web.Request, handler):
     rid = request_id(request)
     try:
         return await handler(request)
-    except DomainError as exc:
+    except DomainError as exc:  # storage raises a store outage as one (StoreUnavailable)
         if exc.status >= 500:
-            log_server_error(request, exc.status, f"{type(exc).__name__}: {exc.detail}")
+            log_server_error(request, exc.status, _domain_error_line(exc))
         return domain_problem(exc, request.path, rid)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -142,10 +147,6 @@ async def problem_middleware(request: web.Request, handler):
         return problem_response(exc.status, _HTTP_TITLES.get(exc.status, exc.reason), detail,
                                 instance=request.path, headers=headers or None, request_id=rid)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: never a stack trace
-        unavailable = as_unavailable(exc)
-        if unavailable is not None:
-            log_server_error(request, unavailable.status, f"{unavailable.store} unavailable: {exc!r}"[:500])
-            return domain_problem(unavailable, request.path, rid)
         log_server_error(request, 500, _one_line(exc))
         return problem_response(500, "Internal Server Error", "Something went wrong on our side.",
                                 instance=request.path, request_id=rid)

@@ -77,10 +77,24 @@ class Overloaded(DomainError):
 
 
 class StoreUnavailable(DomainError):
-    """A backing store did not answer in time; the request may be retried later."""
+    """A backing store did not answer in time; the request may be retried later. Storage
+    raises it from the driver's error (storage/errors.py)."""
 
     status, title, type_slug = 503, "Service Unavailable", "store-unavailable"
 
     def __init__(self, store: str, detail: str | None = None) -> None:
         super().__init__(detail or f"The {store} store is unavailable; try again shortly.")
         self.store = store
+
+    @property
+    def driver_error(self) -> BaseException | None:
+        """The driver's exception this was raised from (through re-raises), for logs."""
+        cause = self.__cause__
+        while isinstance(cause, StoreUnavailable):
+            cause = cause.__cause__
+        return cause
+
+    def __str__(self) -> str:
+        # Logs say why the store failed, not only which; clients get ``detail`` alone.
+        driver_error = self.driver_error
+        return self.detail if driver_error is None else f"{self.detail} ({driver_error})"

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from kernel.errors import StoreUnavailable
 from kernel.settings import Settings
 from server.tasks import cancel_and_wait
-from storage.redis.client import REDIS_UNAVAILABLE, Keys
+from storage.redis.client import REDIS_UNAVAILABLE, Keys, RedisUnavailable
 from storage.redis.offset_log import OffsetLog
 
 log = logging.getLogger("pulse.realtime.fanout")
@@ -65,7 +65,7 @@ class RedisPusher:
                 await self.offset_log.append_and_publish(recipients, event, data_json, once_key)
             else:
                 await self.offset_log.publish_ephemeral(recipients, event, data_json)
-        except REDIS_UNAVAILABLE as exc:
+        except RedisUnavailable as exc:
             raise StoreUnavailable("redis", "Real-time delivery is unavailable for a moment.") from exc
 
 

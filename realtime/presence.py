@@ -12,7 +12,7 @@ import logging
 import uuid
 
 from server.tasks import cancel_and_wait
-from storage.redis.client import REDIS_UNAVAILABLE
+from storage.redis.client import RedisUnavailable
 from storage.redis.presence import PresenceStore
 
 log = logging.getLogger("pulse.realtime.presence")
@@ -59,7 +59,7 @@ class InstancePresence:
                     await self.store.add_users(self.instance, [user_id])
                 else:
                     await self.store.remove_user(self.instance, user_id)
-            except REDIS_UNAVAILABLE as exc:
+            except RedisUnavailable as exc:
                 log.warning("presence not written for now (%s); the heartbeat will catch up", exc)
                 return
             if (user_id in self.sockets_per_user) == here:
@@ -73,7 +73,7 @@ class InstancePresence:
             try:
                 if not await self.store.heartbeat(self.instance) and self.sockets_per_user:
                     await self.store.add_users(self.instance, list(self.sockets_per_user))
-            except REDIS_UNAVAILABLE as exc:
+            except RedisUnavailable as exc:
                 log.warning("presence heartbeat failed (%s)", exc)
             except Exception:  # noqa: BLE001 - the heartbeat must outlive any single failure
                 log.exception("presence heartbeat failed")
@@ -84,5 +84,5 @@ class InstancePresence:
         self._heartbeat = None
         try:
             await self.store.remove_instance(self.instance)
-        except REDIS_UNAVAILABLE as exc:
+        except RedisUnavailable as exc:
             log.warning("presence records not removed (%s); they expire on their own", exc)

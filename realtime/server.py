@@ -36,7 +36,7 @@ from engineio import packet as eio_packet
 from pydantic import BaseModel, ValidationError
 
 from api.http import client_info
-from kernel.errors import DomainError, RateLimited, Unauthorized
+from kernel.errors import DomainError, RateLimited, StoreUnavailable, Unauthorized
 from realtime.fanout import FanoutListener, FanoutMessage
 from realtime.models import MessageRead, MessageSend, PresenceQuery, Typing
 from realtime.packets import OrjsonCodec, event_packet, event_packet_from
@@ -45,8 +45,7 @@ from realtime.socket_cap import SocketCap
 from realtime.transport import ClientErrorsAtDebug, DirectSocket, DirectSocketServer, packet_frame
 from server import appkeys
 from server.services.ports import DISCONNECT_SESSIONS, DISCONNECT_USER
-from storage.errors import as_unavailable
-from storage.redis.client import REDIS_UNAVAILABLE
+from storage.redis.client import RedisUnavailable
 from storage.redis.offset_log import OffsetLog, parse_offset
 
 log = logging.getLogger("pulse.realtime")
@@ -160,7 +159,7 @@ class RealtimeServer:
             # read after the CONNECT, an event pushed meanwhile would count as already sent.
             try:
                 state.last_offset = await self.offset_log.last_offset(user_id)
-            except REDIS_UNAVAILABLE as exc:
+            except RedisUnavailable as exc:
                 log.warning("offset log unavailable at connect (%s)", exc)
         # Runs once the handshake completes (the CONNECT packet must precede replayed events).
         state.starter = asyncio.create_task(self._start_socket(sid, state, offset))
@@ -213,7 +212,7 @@ class RealtimeServer:
             try:
                 entries = await self.offset_log.read_after(state.user_id, offset)
                 break
-            except REDIS_UNAVAILABLE as exc:
+            except RedisUnavailable as exc:
                 # Right after a Redis restart, pooled connections fail once each.
                 if attempt == 2:
                     log.warning("offset log unavailable for a replay (%s)", exc)
@@ -349,12 +348,10 @@ class RealtimeServer:
             await asyncio.sleep(self.settings.socket_session_check_seconds)
             try:
                 await self.check_sessions()
-            except Exception as exc:  # noqa: BLE001 - a store outage: keep the sockets, check again later
-                unavailable = as_unavailable(exc)
-                if unavailable is None:
-                    log.exception("socket session check failed")
-                else:
-                    log.warning("socket session check skipped (%s)", unavailable.detail)
+            except StoreUnavailable as exc:  # keep the sockets, check again later
+                log.warning("socket session check skipped (%s)", exc.detail)
+            except Exception:  # noqa: BLE001 - the check must outlive any single failure
+                log.exception("socket session check failed")
 
     async def check_sessions(self) -> None:
         """Disconnects this instance's sockets whose session is no longer live (logged out,
@@ -451,12 +448,9 @@ class RealtimeServer:
                 return await handler(sid, state, payload)
             except RateLimited as exc:
                 return {**_error(exc.status, exc.title, exc.detail), "retry_after": exc.retry_after}
-            except DomainError as exc:
+            except DomainError as exc:  # a store down too (StoreUnavailable): 503, as over REST
                 return _error(exc.status, exc.title, exc.detail)
-            except Exception as exc:  # noqa: BLE001 - one bad event must not drop the socket
-                unavailable = as_unavailable(exc)  # a store down: 503 naming it, as over REST
-                if unavailable is not None:
-                    return _error(unavailable.status, unavailable.title, unavailable.detail)
+            except Exception:  # noqa: BLE001 - one bad event must not drop the socket
                 log.exception("socket event failed")
                 return _error(500, "Internal Server Error", "Internal Server Error")
 

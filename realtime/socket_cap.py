@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from server.tasks import cancel_and_wait
-from storage.redis.client import REDIS_UNAVAILABLE
+from storage.redis.client import RedisUnavailable
 from storage.redis.socket_slots import SocketSlots
 
 log = logging.getLogger("pulse.realtime.socket_cap")
@@ -30,7 +30,7 @@ class SocketCap:
         member = self._member(sid)
         try:
             claimed = await self.store.claim(user_id, member, self.cap)
-        except REDIS_UNAVAILABLE as exc:  # fail open: an outage must not lock everyone out
+        except RedisUnavailable as exc:  # fail open: an outage must not lock everyone out
             log.warning("socket cap not checked (%s)", exc)
             claimed = True
         if claimed:
@@ -47,7 +47,7 @@ class SocketCap:
             del self.members_by_user[user_id]
         try:
             await self.store.release(user_id, member)
-        except REDIS_UNAVAILABLE as exc:
+        except RedisUnavailable as exc:
             log.warning("socket slot not released (%s); it expires on its own", exc)
 
     def start(self) -> None:
@@ -60,7 +60,7 @@ class SocketCap:
             try:
                 if self.members_by_user:
                     await self.store.refresh({u: list(m) for u, m in self.members_by_user.items()})
-            except REDIS_UNAVAILABLE as exc:
+            except RedisUnavailable as exc:
                 log.warning("socket slots not refreshed (%s)", exc)
             except Exception:  # noqa: BLE001 - the heartbeat must outlive any single failure
                 log.exception("socket slots not refreshed")

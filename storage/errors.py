@@ -1,49 +1,41 @@
-"""Which store a driver exception came from, so callers can answer 503 naming it."""
+"""Storage's error boundary: a driver error that says a store did not answer leaves
+storage as kernel's ``StoreUnavailable`` naming the store (raised from the driver's
+error), so the layers above map domain errors only and never import a driver.
+
+Each store lists what "did not answer" is for its driver (``PG_UNAVAILABLE`` in
+storage/postgres/pool.py, ``MONGO_UNAVAILABLE`` in storage/mongo/errors.py,
+``REDIS_UNAVAILABLE`` in storage/redis/client.py); its adapters translate with
+``translates_unavailable``, the PostgreSQL pool where it hands out connections.
+"""
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg
-import pymongo.errors
+import functools
+import inspect
+from typing import Any, Callable, TypeVar
 
 from kernel.errors import StoreUnavailable
-from storage.redis.client import REDIS_UNAVAILABLE
 
-_PG_UNAVAILABLE = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    asyncpg.QueryCanceledError,  # statement_timeout: the store is overloaded or stuck
-    asyncpg.TooManyConnectionsError,
-    # The server was shut down or crashed under a running statement.
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
-_MONGO_UNAVAILABLE = (
-    pymongo.errors.ConnectionFailure,
-    pymongo.errors.ServerSelectionTimeoutError,
-    pymongo.errors.NetworkTimeout,
-    pymongo.errors.AutoReconnect,
-)
+C = TypeVar("C", bound=type)
 
 
-def store_of(exc: BaseException) -> str | None:
-    """Name of the store that ``exc`` says is unreachable, or None if it is not such an error."""
-    if isinstance(exc, StoreUnavailable):
-        return exc.store
-    if isinstance(exc, _PG_UNAVAILABLE):
-        return "postgres"
-    if isinstance(exc, _MONGO_UNAVAILABLE):
-        return "mongo"
-    if isinstance(exc, REDIS_UNAVAILABLE):
-        return "redis"
-    return None
+def translates_unavailable(driver_errors: tuple[type[BaseException], ...],
+                           unavailable: Callable[[], StoreUnavailable]) -> Callable[[C], C]:
+    """Class decorator for a store adapter: each of its public coroutine methods raises
+    ``unavailable()`` from the driver's error when one of ``driver_errors`` escapes it."""
 
+    def translated(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(*args, **kwargs)
+            except driver_errors as exc:
+                raise unavailable() from exc
+        return call
 
-def as_unavailable(exc: BaseException) -> StoreUnavailable | None:
-    store = store_of(exc)
-    return None if store is None else (exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(store))
+    def decorate(cls: C) -> C:
+        for name, value in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.iscoroutinefunction(value):
+                setattr(cls, name, translated(value))
+        return cls
 
-
-# Raised by the pool when no connection could be had in time (server down or pool exhausted).
-POOL_TIMEOUT = (asyncio.TimeoutError, OSError)
+    return decorate

@@ -18,7 +18,7 @@ from uuid import UUID
 from kernel.cursors import Cursors, Score
 from server.events.types import Consumer, DomainEvent
 from server.services.social import SocialService
-from storage.redis.client import REDIS_UNAVAILABLE
+from storage.redis.client import RedisUnavailable
 from storage.redis.feeds import FeedEntry, FeedStore, member
 
 log = logging.getLogger("pulse.feed")
@@ -63,7 +63,7 @@ class FeedService:
             if entries is None:
                 await self.rebuild(viewer_id)
                 entries = await self.store.page(viewer_id, after=after, count=limit + 1) or []
-        except REDIS_UNAVAILABLE as exc:
+        except RedisUnavailable as exc:
             log.warning("feed store unavailable, reading the feed from PostgreSQL: %s", exc)
             entries = await self._entries_from_postgres(viewer_id, after=after, count=limit + 1)
         more = len(entries) > limit

@@ -19,7 +19,7 @@ from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.posts import CommentsRepo, LikesRepo, PostsRepo
 from storage.postgres.repos.users import UsersRepo
-from storage.redis.client import REDIS_UNAVAILABLE
+from storage.redis.client import RedisUnavailable
 from storage.redis.popular import PopularPosts
 
 log = logging.getLogger("pulse.posts")
@@ -249,7 +249,7 @@ class PostsService:
             if not await self.popular_set.is_fresh():
                 await self.rebuild_popular()
             ranked = await self.popular_set.top(self.settings.popular_max_posts, window_start)
-        except REDIS_UNAVAILABLE as exc:  # Redis down: rank straight from PostgreSQL
+        except RedisUnavailable as exc:  # Redis down: rank straight from PostgreSQL
             log.warning("popular posts from PostgreSQL, Redis unavailable: %s", exc)
             async with self.db.read(lag_ok=True) as conn:
                 rows = await self.posts.list_most_liked_since(conn, self._window_start(),

@@ -13,7 +13,7 @@ import time
 
 from kernel.errors import RateLimited, StoreUnavailable
 from kernel.settings import Settings
-from storage.redis.client import REDIS_UNAVAILABLE
+from storage.redis.client import RedisUnavailable
 from storage.redis.rate_limit import RateLimitCounters
 
 log = logging.getLogger("pulse.ratelimit")
@@ -52,7 +52,7 @@ class RateLimits:
                 ("login-account", account, s.login_failures_per_account),
                 ("login-address", address, s.login_failures_per_address),
             ], s.login_failure_window_seconds)
-        except REDIS_UNAVAILABLE as exc:
+        except RedisUnavailable as exc:
             raise StoreUnavailable("redis", "Login is unavailable for a moment; try again shortly.") from exc
         if not reservation.granted:
             raise RateLimited(reservation.retry_after, "Too many failed logins; try again later.")
@@ -64,7 +64,7 @@ class RateLimits:
         try:
             await self.counters.reset("login-account", account)
             await self.counters.release([("login-address", address)])
-        except REDIS_UNAVAILABLE as exc:
+        except RedisUnavailable as exc:
             log.warning("could not clear the failed-login counters after a success: %s", exc)
 
     async def password_attempt_not_checked(self, account: str, address: str) -> None:
@@ -73,7 +73,7 @@ class RateLimits:
             return
         try:
             await self.counters.release([("login-account", account), ("login-address", address)])
-        except REDIS_UNAVAILABLE as exc:
+        except RedisUnavailable as exc:
             log.warning("could not give back an unchecked login attempt: %s", exc)
 
     async def reserve_registration(self, address: str) -> None:
@@ -85,7 +85,7 @@ class RateLimits:
             reservation = await self.counters.reserve(
                 [("register-address", address, self.settings.registrations_per_address_per_hour)],
                 REGISTRATION_WINDOW_SECONDS)
-        except REDIS_UNAVAILABLE as exc:
+        except RedisUnavailable as exc:
             log.warning("could not count a registration attempt: %s", exc)
             return
         if not reservation.granted:
@@ -120,7 +120,7 @@ class RateLimits:
         try:
             if hits:
                 states = await self.counters.add_hits("token", hits, REQUEST_WINDOW_SECONDS)
-        except REDIS_UNAVAILABLE as exc:  # fail open: these hits are simply not shared
+        except RedisUnavailable as exc:  # fail open: these hits are simply not shared
             log.warning("could not add request counts to the shared windows: %s", exc)
         finally:
             self._syncing = False
@@ -147,7 +147,7 @@ class RateLimits:
             return
         try:
             state = await self.counters.hit("socket-" + event, user_id, SOCKET_EVENT_WINDOW_SECONDS)
-        except REDIS_UNAVAILABLE:
+        except RedisUnavailable:
             return
         if state.count > self.socket_event_limit(event):
             raise RateLimited(state.retry_after, "Too many events; slow down.")

@@ -20,7 +20,7 @@ from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.sessions import SessionsRepo
 from storage.postgres.repos.users import UsersRepo
-from storage.redis.client import REDIS_UNAVAILABLE
+from storage.redis.client import RedisUnavailable
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import login_subject, user_subject
 from storage.redis.sessions_cache import SessionsCache
@@ -219,7 +219,7 @@ class UsersService:
         first, PostgreSQL (one query) for the rest, which are then cached again."""
         try:
             live = await self.sessions_cache.cached_among(token_hashes)
-        except REDIS_UNAVAILABLE as exc:
+        except RedisUnavailable as exc:
             log.warning("session cache read failed, using PostgreSQL: %s", exc)
             live = set()
         missing = [h for h in token_hashes if h not in live]

@@ -30,6 +30,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
+from storage.mongo.errors import mongo_boundary
 from storage.mongo.values import insert_unique, keyset_page, order_key
 
 # Unread counts look at most this many of a conversation's newest messages.
@@ -39,6 +40,7 @@ RECENT_MESSAGES = 100
 SHARD_KEY: dict[str, int] | None = None
 
 
+@mongo_boundary
 class ConversationsRepo:
     def __init__(self, db: AsyncDatabase, *, recent_max: int = RECENT_MESSAGES) -> None:
         self.collection = db["conversations"]

@@ -16,12 +16,14 @@ from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_preferences import ReadPreference, _ServerMode
 
+from storage.mongo.errors import mongo_boundary
 from storage.mongo.values import count_after, insert_unique, keyset_page
 
 
 SHARD_KEY: dict[str, int] = {"conversationId": 1}
 
 
+@mongo_boundary
 class MessagesRepo:
     def __init__(self, db: AsyncDatabase, stale_reads: _ServerMode = ReadPreference.PRIMARY) -> None:
         self.collection = db["messages"]

@@ -17,12 +17,14 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_preferences import ReadPreference, _ServerMode
 
+from storage.mongo.errors import mongo_boundary
 from storage.mongo.values import insert_new, keyset_page
 
 
 SHARD_KEY: dict[str, int] = {"userId": 1}
 
 
+@mongo_boundary
 class NotificationsRepo:
     def __init__(self, db: AsyncDatabase, stale_reads: _ServerMode = ReadPreference.PRIMARY) -> None:
         self.collection = db["notifications"]

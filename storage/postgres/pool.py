@@ -19,6 +19,20 @@ from storage.postgres.replica_lag import PRIMARY_POSITION, ReplicaLagMonitor
 
 log = logging.getLogger("pulse.postgres")
 
+# What asyncpg raises when PostgreSQL does not answer: the store is unavailable, not the
+# statement wrong. Raised while a connection of ``Database`` is held, they leave it as
+# StoreUnavailable (the repositories run on those connections).
+PG_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.QueryCanceledError,  # statement_timeout: the store is overloaded or stuck
+    asyncpg.TooManyConnectionsError,
+    # The server was shut down or crashed under a running statement.
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb columns round-trip as Python objects, encoded with orjson.
@@ -156,13 +170,15 @@ class Database:
             self.exhausted += 1
         try:
             conn = await pool.acquire(timeout=self._acquire_timeout)
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
-                asyncpg.CannotConnectNowError) as exc:
+        except (OSError, asyncio.TimeoutError, *PG_UNAVAILABLE) as exc:
+            # PG_UNAVAILABLE too: a new connection refused ("too many clients") is an outage.
             raise StoreUnavailable("postgres") from exc
         if primary:
             self.in_use_peak.record(pool.get_size() - pool.get_idle_size())
         try:
             yield conn
+        except PG_UNAVAILABLE as exc:
+            raise StoreUnavailable("postgres") from exc
         finally:
             await pool.release(conn)
 
@@ -246,6 +262,8 @@ class Database:
                 self.reads["replica"] += 1
                 try:
                     yield conn
+                except PG_UNAVAILABLE as exc:
+                    raise StoreUnavailable("postgres") from exc
                 finally:
                     await self.replica.release(conn)
                 return

@@ -4,11 +4,25 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from kernel.errors import StoreUnavailable
 from kernel.settings import Settings
+from storage.errors import translates_unavailable
 
 # What Redis raises when it does not answer (down, unreachable, too slow): the store is
 # unavailable, not the command wrong. OSError: a socket error the client did not wrap.
 REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class RedisUnavailable(StoreUnavailable):
+    """Redis did not answer. A type of its own because the services carry on without
+    Redis where they can (caches, counters, presence): they catch this one."""
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__("redis", detail)
+
+
+# The class decorator of every Redis adapter: REDIS_UNAVAILABLE leaves it as RedisUnavailable.
+redis_boundary = translates_unavailable(REDIS_UNAVAILABLE, RedisUnavailable)
 
 
 def create_redis(settings: Settings) -> aioredis.Redis:

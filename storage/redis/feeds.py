@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from storage.redis.client import Keys
+from storage.redis.client import Keys, redis_boundary
 
 BUILT = "~built"
 _FANOUT_BATCH = 500
@@ -82,6 +82,7 @@ def member(author_id: str, post_id: str) -> str:
     return f"{author_id}:{post_id}"
 
 
+@redis_boundary
 class FeedStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, max_items: int, ttl_seconds: int) -> None:
         self.redis = redis

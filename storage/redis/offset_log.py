@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import orjson
 import redis.asyncio as aioredis
 
-from storage.redis.client import Keys
+from storage.redis.client import Keys, redis_boundary
 
 # Stream ids: two unsigned 64-bit integers.
 OFFSET_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
@@ -83,6 +83,7 @@ class LogEntry:
     data_json: bytes
 
 
+@redis_boundary
 class OffsetLog:
     def __init__(self, redis: aioredis.Redis, keys: Keys, max_events: int, max_age_seconds: int) -> None:
         self.redis = redis

@@ -7,9 +7,10 @@ from typing import Iterable
 
 import redis.asyncio as aioredis
 
-from storage.redis.client import Keys
+from storage.redis.client import Keys, redis_boundary
 
 
+@redis_boundary
 class PopularPosts:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis

@@ -15,9 +15,10 @@ import time
 
 import redis.asyncio as aioredis
 
-from storage.redis.client import Keys
+from storage.redis.client import Keys, redis_boundary
 
 
+@redis_boundary
 class PresenceStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_seconds: int) -> None:
         self.redis = redis

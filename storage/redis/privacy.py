@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import orjson
 import redis.asyncio as aioredis
 
-from storage.redis.client import Keys
+from storage.redis.client import Keys, redis_boundary
 from storage.redis.offset_log import REDACTED_FIELD
 from storage.redis.rate_limit import login_subject, user_subject
 
@@ -73,6 +73,7 @@ def names_user(value: Any, user_id: str) -> bool:
     return False
 
 
+@redis_boundary
 class RedisErasure:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis

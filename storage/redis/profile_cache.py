@@ -8,11 +8,12 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from storage.redis.client import REDIS_UNAVAILABLE, Keys
+from storage.redis.client import REDIS_UNAVAILABLE, Keys, redis_boundary
 
 log = logging.getLogger("pulse.redis")
 
 
+@redis_boundary
 class ProfileCache:
     def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_seconds: int) -> None:
         self.redis = redis

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from storage.redis.client import Keys
+from storage.redis.client import Keys, redis_boundary
 
 # KEYS: counters; ARGV[1]: window seconds; ARGV[i + 1]: amount added to KEYS[i].
 # Returns each counter's count and seconds left, flattened.
@@ -90,6 +90,7 @@ class Reservation:
     retry_after: int  # when refused: seconds until every full window has reset
 
 
+@redis_boundary
 class RateLimitCounters:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis

@@ -9,11 +9,12 @@ import logging
 
 import redis.asyncio as aioredis
 
-from storage.redis.client import REDIS_UNAVAILABLE, Keys
+from storage.redis.client import REDIS_UNAVAILABLE, Keys, redis_boundary
 
 log = logging.getLogger("pulse.redis")
 
 
+@redis_boundary
 class SessionsCache:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis

@@ -13,7 +13,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from storage.redis.client import Keys
+from storage.redis.client import Keys, redis_boundary
 
 # KEYS[1] the user's set; ARGV: now, cap, ttl, member. 1 if claimed, 0 if the cap is reached.
 CLAIM = """
@@ -28,6 +28,7 @@ return 1
 REFRESH_BATCH = 500
 
 
+@redis_boundary
 class SocketSlots:
     def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_seconds: int) -> None:
         self.redis = redis

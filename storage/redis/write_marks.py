@@ -9,7 +9,7 @@ from typing import Iterable
 
 import redis.asyncio as aioredis
 
-from storage.redis.client import Keys
+from storage.redis.client import Keys, redis_boundary
 
 # Longer than any lag the replica may have and still serve reads (PULSE_PG_REPLICA_MAX_LAG_MS):
 # past it, the replica has replayed the write or is lagging (and not read from) anyway.
@@ -29,6 +29,7 @@ return 1
 """
 
 
+@redis_boundary
 class WriteMarks:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
