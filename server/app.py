@@ -16,8 +16,8 @@ from realtime.presence import InstancePresence
 from realtime.socket_cap import SocketCap
 from realtime.server import RealtimeServer
 from server import appkeys
-from server.events.bus import EventBus
-from server.events.consumers import build_consumers
+from server.bus.bus import EventBus
+from server.bus.consumers import build_consumers
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from kernel.settings import Settings
     from realtime.server import RealtimeServer
-    from server.events.bus import EventBus
+    from server.bus.bus import EventBus
     from server.metrics import Metrics
     from server.services import Services
     from server.services.ports import Presence, Pusher

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from kernel.cursors import Cursors, Score
-from server.events.types import Consumer, DomainEvent
+from server.bus.types import Consumer, DomainEvent
 from server.services.social import SocialService
 from storage.redis.client import RedisUnavailable
 from storage.redis.feeds import FeedEntry, FeedStore, member

@@ -14,7 +14,7 @@ from kernel.cursors import Cursors, decode_keyset, keyset_cursor, page
 from kernel.errors import NotFound
 from kernel.ids import parse_object_id
 from kernel.timefmt import iso
-from server.events.types import Consumer, DomainEvent
+from server.bus.types import Consumer, DomainEvent
 from server.services.ports import Pusher
 from server.services.users import UsersService
 from storage.mongo.notifications import NotificationsRepo

@@ -13,7 +13,7 @@ from kernel.errors import Forbidden, NotFound
 from kernel.ids import parse_uuid
 from kernel.settings import Settings
 from kernel.timefmt import iso, utcnow
-from server.events.types import Consumer, DomainEvent
+from server.bus.types import Consumer, DomainEvent
 from server.services.users import UsersService
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo

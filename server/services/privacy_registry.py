@@ -18,7 +18,7 @@ from kernel.timefmt import iso
 from server.services.messaging import message_dict
 from server.services.notifications import notification_dict
 from server.services.privacy import ErasureStep, ExportSection, keyset_pages
-from server.events.types import USER_ID_FIELDS, USER_ID_LIST_FIELDS
+from server.bus.types import USER_ID_FIELDS, USER_ID_LIST_FIELDS
 from storage.postgres.repos.events import EventsRepo, RsvpsRepo
 from storage.postgres.repos.follows import FollowsRepo
 from storage.postgres.repos.outbox import OutboxRepo

@@ -7,7 +7,7 @@ import pytest
 
 from kernel.timefmt import iso, utcnow
 from server import appkeys
-from server.events.types import DomainEvent
+from server.bus.types import DomainEvent
 from tests.conftest import eventually, is_problem
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -8,7 +8,7 @@ import pytest
 from kernel.cursors import Cursors
 from kernel.timefmt import iso, utcnow
 from server import appkeys
-from server.events.types import DomainEvent
+from server.bus.types import DomainEvent
 from server.services.notifications import NotificationsService
 from tests.server.services.ports import RecordingPusher
 

@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 
 from kernel.timefmt import iso, utcnow
 from server import appkeys
-from server.events.consumers import build_consumers
-from server.events.types import DomainEvent
+from server.bus.consumers import build_consumers
+from server.bus.types import DomainEvent
 from server.services.privacy import FINAL_STEP, ErasureStep
 from tests.conftest import eventually
 from tests.privacy_helpers import mongo_traces, pg, pg_traces, privacy_of, redis_traces, subject

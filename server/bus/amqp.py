@@ -22,9 +22,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 
 from kernel.settings import Settings
-from server.events.codec import decode_event, encode_event
-from server.events.processing import EventProcessor
-from server.events.types import Consumer, DomainEvent
+from server.bus.codec import decode_event, encode_event
+from server.bus.processing import EventProcessor
+from server.bus.types import Consumer, DomainEvent
 
 log = logging.getLogger("pulse.events.amqp")
 

@@ -7,7 +7,7 @@ from uuid import UUID
 import orjson
 
 from kernel.timefmt import iso
-from server.events.types import DomainEvent
+from server.bus.types import DomainEvent
 
 
 def event_from_outbox_row(row: Any) -> DomainEvent:

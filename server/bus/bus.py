@@ -13,11 +13,11 @@ import logging
 from typing import TYPE_CHECKING, Sequence
 
 from kernel.settings import Settings
-from server.events.amqp import AmqpBroker
-from server.events.inprocess import InProcessDispatcher
-from server.events.processing import EventProcessor
-from server.events.relay import OutboxRelay
-from server.events.types import Consumer
+from server.bus.amqp import AmqpBroker
+from server.bus.inprocess import InProcessDispatcher
+from server.bus.processing import EventProcessor
+from server.bus.relay import OutboxRelay
+from server.bus.types import Consumer
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.processed_events import ProcessedEventsRepo

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from server.events.types import Consumer, DomainEvent
+from server.bus.types import Consumer, DomainEvent
 from storage.postgres.pool import Database
 from storage.postgres.repos.processed_events import ProcessedEventsRepo
 

@@ -17,10 +17,10 @@ import pytest
 import pytest_asyncio
 
 from kernel.timefmt import iso, utcnow
-from server.events.amqp import ATTEMPTS_HEADER, parked_ttl_ms, queue_name
-from server.events.bus import EventBus
-from server.events.relay import OutboxRelay
-from server.events.types import Consumer, DomainEvent
+from server.bus.amqp import ATTEMPTS_HEADER, parked_ttl_ms, queue_name
+from server.bus.bus import EventBus
+from server.bus.relay import OutboxRelay
+from server.bus.types import Consumer, DomainEvent
 from server.metrics import Metrics
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database

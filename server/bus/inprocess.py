@@ -7,8 +7,8 @@ import asyncio
 import logging
 from typing import Sequence
 
-from server.events.processing import EventProcessor
-from server.events.types import Consumer, DomainEvent
+from server.bus.processing import EventProcessor
+from server.bus.types import Consumer, DomainEvent
 
 log = logging.getLogger("pulse.events.inprocess")
 

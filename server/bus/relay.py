@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
 
 import asyncpg
 
-from server.events.codec import event_from_outbox_row
-from server.events.types import FORGOTTEN_ON_DELIVERY, DomainEvent
+from server.bus.codec import event_from_outbox_row
+from server.bus.types import FORGOTTEN_ON_DELIVERY, DomainEvent
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OUTBOX_CHANNEL, OutboxRepo
 

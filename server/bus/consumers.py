@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from server.events.types import Consumer
+from server.bus.types import Consumer
 
 if TYPE_CHECKING:
     from server.services import Services
