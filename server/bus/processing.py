@@ -25,7 +25,7 @@ class EventProcessor:
     def __init__(self, db: Database, metrics: "Metrics | None" = None) -> None:
         self.db = db
         self.metrics = metrics
-        self.processed = ProcessedEventsRepo()
+        self.processed_repo = ProcessedEventsRepo()
         # (consumer, event id) being handled in this process: a duplicate delivered
         # meanwhile waits for the retry instead of running the handler a second time.
         self._in_flight: set[tuple[str, str]] = set()
@@ -36,7 +36,7 @@ class EventProcessor:
         event_id = UUID(event.id)
         key = (consumer.name, event.id)
         async with self.db.read() as conn:
-            if await self.processed.was_processed(conn, consumer.name, event_id):
+            if await self.processed_repo.was_processed(conn, consumer.name, event_id):
                 self.count(consumer.name, "duplicate")
                 return False
         if key in self._in_flight:
@@ -45,7 +45,7 @@ class EventProcessor:
         try:
             await consumer.handle(event)
             async with self.db.connection() as conn:
-                await self.processed.record(conn, consumer.name, event_id)
+                await self.processed_repo.record(conn, consumer.name, event_id)
         finally:
             self._in_flight.discard(key)
         self.count(consumer.name, "ok")

@@ -39,7 +39,7 @@ class OutboxRelay:
         self.sink = sink
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
-        self.outbox = OutboxRepo()
+        self.outbox_repo = OutboxRepo()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -49,7 +49,7 @@ class OutboxRelay:
     async def relay_batch(self) -> tuple[int, int]:
         """One pass: returns (rows taken, rows delivered)."""
         async with self.db.transaction() as conn:
-            rows = await self.outbox.lock_unpublished(conn, self.batch_size)
+            rows = await self.outbox_repo.lock_unpublished(conn, self.batch_size)
             if not rows:
                 return 0, 0
             events = [event_from_outbox_row(r) for r in rows]
@@ -62,9 +62,9 @@ class OutboxRelay:
             forgotten = [r["id"] for r in done if r["event_type"] in FORGOTTEN_ON_DELIVERY]
             kept = [r["id"] for r in done if r["event_type"] not in FORGOTTEN_ON_DELIVERY]
             if kept:
-                await self.outbox.mark_published(conn, kept)
+                await self.outbox_repo.mark_published(conn, kept)
             if forgotten:
-                await self.outbox.delete_delivered(conn, forgotten)
+                await self.outbox_repo.delete_delivered(conn, forgotten)
         if done and self.metrics is not None:
             self._count_published(done)
         return len(rows), len(done)

@@ -59,21 +59,21 @@ class EventsService:
         self.db = db
         self.cursors = cursors
         self.users_service = users
-        self.events = EventsRepo()
-        self.rsvps = RsvpsRepo()
-        self.outbox = OutboxRepo()
+        self.events_repo = EventsRepo()
+        self.rsvps_repo = RsvpsRepo()
+        self.outbox_repo = OutboxRepo()
 
     # --- events ---------------------------------------------------------------------
 
     async def create(self, host_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         _check_times(fields["starts_at"], fields.get("ends_at"))
         async with self.db.transaction(writes_of=[host_id]) as conn:
-            event_id = await self.events.insert(
+            event_id = await self.events_repo.insert(
                 conn, host_id=UUID(host_id), title=fields["title"], description=fields.get("description"),
                 starts_at=fields["starts_at"], ends_at=fields.get("ends_at"), location=fields.get("location"),
                 capacity=fields.get("capacity"),
             )
-            row = await self.events.get(conn, event_id)
+            row = await self.events_repo.get(conn, event_id)
         if row is None:  # the host was erased between authentication and now
             raise NotFound("No such user.")
         return event_dict(row, None)
@@ -81,10 +81,10 @@ class EventsService:
     async def get(self, viewer_id: str, event_id: str) -> dict[str, Any]:
         eid = _event_id(event_id)
         async with self.db.read() as conn:
-            row = await self.events.get(conn, eid)
+            row = await self.events_repo.get(conn, eid)
             if row is None:
                 raise NotFound(NO_SUCH_EVENT)
-            my_rsvp = await self.rsvps.get_status(conn, eid, UUID(viewer_id))
+            my_rsvp = await self.rsvps_repo.get_status(conn, eid, UUID(viewer_id))
         return event_dict(row, my_rsvp)
 
     async def list_upcoming(
@@ -95,9 +95,9 @@ class EventsService:
             raise ValidationFailed("`to` is before `from`.", [FieldError("to", "must not be before from")])
         after = self.cursors.decode(cursor, datetime, UUID)
         async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
-            rows = await self.events.list_upcoming(conn, start=start, end=end, after=after, limit=limit + 1)
+            rows = await self.events_repo.list_upcoming(conn, start=start, end=end, after=after, limit=limit + 1)
             shown = [r["id"] for r in rows[:limit]]
-            mine = await self.rsvps.get_statuses(conn, shown, UUID(viewer_id)) if shown else {}
+            mine = await self.rsvps_repo.get_statuses(conn, shown, UUID(viewer_id)) if shown else {}
         return page(rows, limit, lambda r: self.cursors.encode(r["starts_at"], r["id"]),
                     lambda r: event_dict(r, mine.get(r["id"])))
 
@@ -116,15 +116,15 @@ class EventsService:
                 raise Conflict(f"{current['going_count']} people are already going; "
                                "the capacity cannot be lower than that.")
             if changes:
-                await self.events.update(conn, eid, changes)
-            row = await self.events.get(conn, eid)
-            my_rsvp = await self.rsvps.get_status(conn, eid, UUID(user_id))
+                await self.events_repo.update(conn, eid, changes)
+            row = await self.events_repo.get(conn, eid)
+            my_rsvp = await self.rsvps_repo.get_status(conn, eid, UUID(user_id))
         return event_dict(row, my_rsvp)
 
     async def _lock_as_host(self, conn: asyncpg.Connection, eid: UUID, user_id: str,
                             forbidden: str) -> asyncpg.Record:
         """The event's row, locked for this transaction; 404 if none, 403 unless hosted by the user."""
-        current = await self.events.lock(conn, eid)
+        current = await self.events_repo.lock(conn, eid)
         if current is None:
             raise NotFound(NO_SUCH_EVENT)
         if str(current["host_id"]) != user_id:
@@ -136,9 +136,9 @@ class EventsService:
         eid = _event_id(event_id)
         async with self.db.transaction(writes_of=[user_id]) as conn:
             current = await self._lock_as_host(conn, eid, user_id, "Only the host can cancel an event.")
-            attendee_ids = await self.rsvps.attendee_ids(conn, eid)
-            await self.events.delete(conn, eid)
-            await self.outbox.add(conn, "event.cancelled", {
+            attendee_ids = await self.rsvps_repo.attendee_ids(conn, eid)
+            await self.events_repo.delete(conn, eid)
+            await self.outbox_repo.add(conn, "event.cancelled", {
                 "event_id": str(eid), "host_id": user_id, "title": current["title"],
                 "attendee_ids": [str(a) for a in attendee_ids if str(a) != user_id],
             })
@@ -151,10 +151,10 @@ class EventsService:
                                    [FieldError("status", "must be one of " + ", ".join(RSVP_STATUSES))])
         eid, uid = _event_id(event_id), UUID(user_id)
         async with self.db.transaction(writes_of=[user_id]) as conn:
-            event = await self.events.lock(conn, eid)
+            event = await self.events_repo.lock(conn, eid)
             if event is None:
                 raise NotFound(NO_SUCH_EVENT)
-            previous = await self.rsvps.get_status(conn, eid, uid)
+            previous = await self.rsvps_repo.get_status(conn, eid, uid)
             going_count = event["going_count"]
             if previous == status:
                 return {"status": status, "going_count": going_count}
@@ -162,10 +162,10 @@ class EventsService:
             if delta > 0 and event["capacity"] is not None and going_count >= event["capacity"]:
                 raise Conflict("The event is full.")
             if delta:
-                going_count = await self.rsvps.upsert_counting_going(conn, eid, uid, status, delta)
+                going_count = await self.rsvps_repo.upsert_counting_going(conn, eid, uid, status, delta)
             else:
-                await self.rsvps.upsert(conn, eid, uid, status)
-            await self.outbox.add(conn, "event.rsvp", {
+                await self.rsvps_repo.upsert(conn, eid, uid, status)
+            await self.outbox_repo.add(conn, "event.rsvp", {
                 "event_id": str(eid), "host_id": str(event["host_id"]), "actor_id": user_id, "status": status,
             })
         return {"status": status, "going_count": going_count}
@@ -174,21 +174,21 @@ class EventsService:
         """Removes the caller's RSVP (idempotent); a ``going`` one frees its seat."""
         eid, uid = _event_id(event_id), UUID(user_id)
         async with self.db.transaction(writes_of=[user_id]) as conn:
-            event = await self.events.lock(conn, eid)
+            event = await self.events_repo.lock(conn, eid)
             if event is None:
                 raise NotFound(NO_SUCH_EVENT)
-            previous = await self.rsvps.delete(conn, eid, uid)
+            previous = await self.rsvps_repo.delete(conn, eid, uid)
             if previous == "going":
-                await self.events.add_to_going_count(conn, eid, -1)
+                await self.events_repo.add_to_going_count(conn, eid, -1)
 
     async def attendees(self, event_id: str, *, limit: int, cursor: str | None,
                         viewer_id: str | None = None) -> dict[str, Any]:
         eid = _event_id(event_id)
         after = self.cursors.decode(cursor, datetime, UUID)
         async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
-            if await self.events.get(conn, eid) is None:
+            if await self.events_repo.get(conn, eid) is None:
                 raise NotFound(NO_SUCH_EVENT)
-            rows = await self.rsvps.list_attendees(conn, eid, after=after, limit=limit + 1)
+            rows = await self.rsvps_repo.list_attendees(conn, eid, after=after, limit=limit + 1)
         result = page(rows, limit, lambda r: self.cursors.encode(r["created_at"], r["user_id"]))
         profiles = await self.users_service.get_public_many([str(r["user_id"]) for r in result["items"]])
         result["items"] = [{"user": profiles[str(r["user_id"])], "status": r["status"]}
@@ -201,8 +201,8 @@ class EventsService:
         """The events a user hosts and their RSVPs (GDPR export)."""
         uid = UUID(user_id)
         async with self.db.read() as conn:
-            hosted = await self.events.list_by_host(conn, uid)
-            rsvps = await self.rsvps.list_by_user(conn, uid)
+            hosted = await self.events_repo.list_by_host(conn, uid)
+            rsvps = await self.rsvps_repo.list_by_user(conn, uid)
         return {
             "events_hosted": [{
                 "id": str(r["id"]), "title": r["title"], "description": r["description"],
@@ -218,4 +218,4 @@ class EventsService:
     async def erase_user_rsvps(self, conn: asyncpg.Connection, user_id: str) -> None:
         """Inside the caller's (purge) transaction: drop the user's RSVPs and free their
         seats. Their hosted events go with the user row (ON DELETE CASCADE)."""
-        await self.rsvps.delete_by_user(conn, UUID(user_id))
+        await self.rsvps_repo.delete_by_user(conn, UUID(user_id))

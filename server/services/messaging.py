@@ -74,9 +74,9 @@ class MessagingService:
         stale_reads: _ServerMode = ReadPreference.PRIMARY, *, cursors: Cursors,
         unread_count_max: int = RECENT_MESSAGES,
     ) -> None:
-        self.conversations = ConversationsRepo(mongo, recent_max=unread_count_max)
+        self.conversations_repo = ConversationsRepo(mongo, recent_max=unread_count_max)
         self.cursors = cursors
-        self.messages = MessagesRepo(mongo, stale_reads)
+        self.messages_repo = MessagesRepo(mongo, stale_reads)
         self.users = users
         self.notifications = notifications
         # Set by the real-time layer. Without a pusher nothing is pushed; without
@@ -118,15 +118,15 @@ class MessagingService:
         }
         if len(others) == 1:
             doc["directKey"] = direct_key(user_id, others[0])
-            existing = await self.conversations.get_direct(doc["directKey"])
+            existing = await self.conversations_repo.get_direct(doc["directKey"])
             if existing is not None:
                 return await self._conversation_for(existing, user_id), False
-            if not await self.conversations.insert(doc):
+            if not await self.conversations_repo.insert(doc):
                 # Lost a race with the other member creating the same pair.
-                existing = await self.conversations.get_direct(doc["directKey"])
+                existing = await self.conversations_repo.get_direct(doc["directKey"])
                 return await self._conversation_for(existing, user_id), False
         else:
-            await self.conversations.insert(doc)
+            await self.conversations_repo.insert(doc)
         return await self._conversation_for(doc, user_id), True
 
     async def _conversation_for(self, doc: dict[str, Any], user_id: str) -> dict[str, Any]:
@@ -134,9 +134,9 @@ class MessagingService:
         unread = _unread_among_recent(doc, user_id)
         if unread is None:  # stored before conversations kept their recent messages
             position = _read_position(doc, user_id)
-            unread = await self.messages.count_unread(
+            unread = await self.messages_repo.count_unread(
                 str(doc["_id"]), user_id, (position["at"], position["messageId"]) if position else None,
-                limit=self.conversations.recent_max)
+                limit=self.conversations_repo.recent_max)
         return {
             "id": str(doc["_id"]),
             "kind": doc["kind"],
@@ -149,7 +149,7 @@ class MessagingService:
 
     async def _member_conversation(self, user_id: str, conversation_id: str) -> dict[str, Any]:
         oid = parse_object_id(conversation_id)
-        doc = await self.conversations.get_for_member(oid, user_id) if oid is not None else None
+        doc = await self.conversations_repo.get_for_member(oid, user_id) if oid is not None else None
         if doc is None:
             # Same answer whether it does not exist or the caller is not a member.
             raise NotFound("No such conversation.")
@@ -159,7 +159,7 @@ class MessagingService:
         return await self._conversation_for(await self._member_conversation(user_id, conversation_id), user_id)
 
     async def list_conversations(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
-        docs = await self.conversations.list_for_member(user_id, limit + 1, decode_keyset(self.cursors, cursor))
+        docs = await self.conversations_repo.list_for_member(user_id, limit + 1, decode_keyset(self.cursors, cursor))
         result = page(docs, limit, keyset_cursor(self.cursors, "lastActivityAt"))
         result["items"] = list(await asyncio.gather(*(self._conversation_for(d, user_id) for d in result["items"])))
         return result
@@ -168,7 +168,7 @@ class MessagingService:
         """Those of ``user_ids`` who share a conversation with ``user_id`` (one query)."""
         if not user_ids:
             return set()
-        return await self.conversations.co_members_among(user_id, user_ids)
+        return await self.conversations_repo.co_members_among(user_id, user_ids)
 
     async def member_ids(self, conversation_id: str, user_id: str) -> list[str]:
         """Every member of the conversation; NotFound unless ``user_id`` is one of them."""
@@ -185,12 +185,12 @@ class MessagingService:
         start = None
         if before is not None:
             oid = parse_object_id(before)
-            anchor = await self.messages.get_in_conversation(conversation_id, oid) if oid is not None else None
+            anchor = await self.messages_repo.get_in_conversation(conversation_id, oid) if oid is not None else None
             if anchor is None:
                 raise ValidationFailed("The request query is not valid.",
                                        [FieldError("before", "not a message of this conversation")])
             start = (anchor["createdAt"], anchor["_id"])
-        docs = await self.messages.history(conversation_id, limit + 1, start)
+        docs = await self.messages_repo.history(conversation_id, limit + 1, start)
         # The next page starts before this page's oldest message: its id is the cursor.
         return page(docs, limit, lambda doc: str(doc["_id"]), message_dict)
 
@@ -216,9 +216,9 @@ class MessagingService:
             # Until a push reached the members' offset logs (see _push_message).
             PUSH_PENDING: True,
         }
-        if not await self.messages.insert(doc):
+        if not await self.messages_repo.insert(doc):
             # A retry, or a concurrent one stored it first.
-            existing = await self.messages.get_by_client_id(doc["conversationId"], user_id, doc["clientId"])
+            existing = await self.messages_repo.get_by_client_id(doc["conversationId"], user_id, doc["clientId"])
             if existing is None:  # pragma: no cover - the index said it exists
                 raise NotFound("No such message.")
             return await self._retried(existing, conversation)
@@ -257,7 +257,7 @@ class MessagingService:
             log.exception("pushing message %s failed; a retry of the send pushes it", doc["_id"])
             return
         try:
-            await self.messages.mark_pushed(doc["conversationId"], doc["_id"])
+            await self.messages_repo.mark_pushed(doc["conversationId"], doc["_id"])
         except Exception:  # noqa: BLE001 - a retry pushes again, and appends nothing
             log.exception("could not mark message %s pushed", doc["_id"])
 
@@ -265,10 +265,10 @@ class MessagingService:
         # The conversation's last message and the sender's read position (sending means the
         # sender has seen the conversation up to here): one write when the message is the
         # newest for both, which it nearly always is; each on its own condition otherwise.
-        if await self.conversations.record_sent_message(conversation["_id"], doc):
+        if await self.conversations_repo.record_sent_message(conversation["_id"], doc):
             return
-        await self.conversations.record_message(conversation["_id"], doc)
-        await self.conversations.advance_read(conversation["_id"], doc["senderId"], doc["_id"], doc["createdAt"])
+        await self.conversations_repo.record_message(conversation["_id"], doc)
+        await self.conversations_repo.advance_read(conversation["_id"], doc["senderId"], doc["_id"], doc["createdAt"])
 
     async def _notify_offline(self, message: dict[str, Any], member_ids: list[str]) -> None:
         recipients = [m for m in member_ids if m != message["sender_id"]]
@@ -303,18 +303,18 @@ class MessagingService:
         conversation = await self._member_conversation(user_id, conversation_id)
         conversation_id = str(conversation["_id"])
         oid = parse_object_id(message_id)
-        message = await self.messages.get_in_conversation(conversation_id, oid) if oid is not None else None
+        message = await self.messages_repo.get_in_conversation(conversation_id, oid) if oid is not None else None
         if message is None:
             raise ValidationFailed("The request body is not valid.",
                                    [FieldError("message_id", "not a message of this conversation")])
-        moved = await self.conversations.advance_read(conversation["_id"], user_id, message["_id"],
+        moved = await self.conversations_repo.advance_read(conversation["_id"], user_id, message["_id"],
                                                       message["createdAt"])
         if moved:
             others = [m for m in conversation["memberIds"] if m != user_id]
             await self._push(others, "message:read", {
                 "conversation_id": conversation_id, "user_id": user_id, "message_id": str(message["_id"])})
             return {"conversation_id": conversation_id, "last_read_message_id": str(message["_id"])}
-        current = await self.conversations.get_for_member(conversation["_id"], user_id)
+        current = await self.conversations_repo.get_for_member(conversation["_id"], user_id)
         position = _read_position(current or conversation, user_id)
         last = str(position["messageId"]) if position else str(message["_id"])
         return {"conversation_id": conversation_id, "last_read_message_id": last}

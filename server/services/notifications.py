@@ -44,7 +44,7 @@ def notification_dict(doc: dict[str, Any]) -> dict[str, Any]:
 class NotificationsService:
     def __init__(self, mongo: AsyncDatabase, users: UsersService, pusher: Pusher | None = None,
                  stale_reads: _ServerMode = ReadPreference.PRIMARY, *, cursors: Cursors) -> None:
-        self.notifications = NotificationsRepo(mongo, stale_reads)
+        self.notifications_repo = NotificationsRepo(mongo, stale_reads)
         self.cursors = cursors
         self.users = users
         # Set by the real-time layer; without one, notifications are stored but not pushed.
@@ -53,22 +53,22 @@ class NotificationsService:
     # --- reading ----------------------------------------------------------------------
 
     async def list(self, user_id: str, *, unread_only: bool, limit: int, cursor: str | None) -> dict[str, Any]:
-        docs = await self.notifications.list_for_user(user_id, unread_only=unread_only, limit=limit + 1,
+        docs = await self.notifications_repo.list_for_user(user_id, unread_only=unread_only, limit=limit + 1,
                                                       after=decode_keyset(self.cursors, cursor))
         return page(docs, limit, keyset_cursor(self.cursors, "createdAt"), notification_dict)
 
     async def unread_count(self, user_id: str) -> int:
-        return await self.notifications.count_unread(user_id)
+        return await self.notifications_repo.count_unread(user_id)
 
     async def mark_read(self, user_id: str, notification_id: str) -> dict[str, Any]:
         oid = parse_object_id(notification_id)
-        doc = await self.notifications.mark_read(user_id, oid) if oid is not None else None
+        doc = await self.notifications_repo.mark_read(user_id, oid) if oid is not None else None
         if doc is None:
             raise NotFound("No such notification.")
         return notification_dict(doc)
 
     async def mark_all_read(self, user_id: str) -> int:
-        return await self.notifications.mark_all_read(user_id)
+        return await self.notifications_repo.mark_all_read(user_id)
 
     # --- creating ---------------------------------------------------------------------
 
@@ -94,7 +94,7 @@ class NotificationsService:
         now = mongo_now()
         docs = [{"_id": ObjectId(), "userId": user_id, "type": kind, "message": message, "read": False,
                  "createdAt": now, "metadata": metadata, "sourceId": source_id} for user_id in dict.fromkeys(user_ids)]
-        stored_docs = await self.notifications.insert_new(docs)
+        stored_docs = await self.notifications_repo.insert_new(docs)
         if not stored_docs:
             return []
         # Nothing for or about someone pending erasure or purged (an event still in flight
@@ -105,15 +105,15 @@ class NotificationsService:
         alive = await self.users.existing([*(d["userId"] for d in stored_docs), *([actor_id] if actor_id else [])])
         if actor_id and actor_id not in alive:
             if kind != "event_cancelled":
-                await self.notifications.delete_ids([d["_id"] for d in stored_docs])
+                await self.notifications_repo.delete_ids([d["_id"] for d in stored_docs])
                 return []
             # A cancelled event is still announced, anonymously.
-            await self.notifications.forget_actor([d["_id"] for d in stored_docs])
+            await self.notifications_repo.forget_actor([d["_id"] for d in stored_docs])
             for doc in stored_docs:
                 doc["metadata"] = {k: v for k, v in doc["metadata"].items() if k != "actorId"}
         gone = [d["_id"] for d in stored_docs if d["userId"] not in alive]
         if gone:
-            await self.notifications.delete_ids(gone)
+            await self.notifications_repo.delete_ids(gone)
             stored_docs = [d for d in stored_docs if d["userId"] in alive]
         stored = [(doc["userId"], notification_dict(doc)) for doc in stored_docs]
         # One push per recipient (each has its own notification id), sent together.

@@ -68,22 +68,22 @@ class PostsService:
         self.users = users
         self.popular_set = popular
         self.settings = settings
-        self.posts = PostsRepo()
-        self.comments = CommentsRepo()
-        self.likes = LikesRepo()
+        self.posts_repo = PostsRepo()
+        self.comments_repo = CommentsRepo()
+        self.likes_repo = LikesRepo()
         self.users_repo = UsersRepo()
-        self.outbox = OutboxRepo()
+        self.outbox_repo = OutboxRepo()
 
     # --- posts ------------------------------------------------------------------------
 
     async def create(self, author_id: str, body: str) -> dict[str, Any]:
         author = UUID(author_id)
         async with self.db.transaction(writes_of=[author_id]) as conn:
-            row = await self.posts.insert(conn, author, body)
-            await self.outbox.add(conn, "post.created", {
+            row = await self.posts_repo.insert(conn, author, body)
+            await self.outbox_repo.add(conn, "post.created", {
                 "post_id": str(row["id"]), "author_id": author_id, "created_at": iso(row["created_at"]),
             })
-            post = await self.posts.get_visible(conn, author, row["id"])
+            post = await self.posts_repo.get_visible(conn, author, row["id"])
             # The author's profile row (locked by follows of them too) last, before commit.
             await self.users_repo.add_to_counters(conn, author, posts=1)
         await self.users.invalidate_profiles(author_id)
@@ -94,7 +94,7 @@ class PostsService:
     async def get(self, viewer_id: str | None, post_id: str) -> dict[str, Any]:
         pid = _post_id(post_id)
         async with self.db.read() as conn:
-            row = await self.posts.get_visible(conn, parse_uuid(viewer_id or ""), pid)
+            row = await self.posts_repo.get_visible(conn, parse_uuid(viewer_id or ""), pid)
         if row is None:
             raise NotFound(POST_NOT_FOUND)
         return post_dict(row)
@@ -106,7 +106,7 @@ class PostsService:
         if not ids:
             return []
         async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
-            rows = await self.posts.get_many_visible(conn, parse_uuid(viewer_id or ""), ids)
+            rows = await self.posts_repo.get_many_visible(conn, parse_uuid(viewer_id or ""), ids)
         by_id = {str(r["id"]): post_dict(r) for r in rows}
         return [by_id[str(i)] for i in ids if str(i) in by_id]
 
@@ -117,20 +117,20 @@ class PostsService:
         if not ids:
             return []
         async with self.db.read(lag_ok=True) as conn:
-            rows = await self.posts.list_recent_ids_by_authors(conn, ids, limit)
+            rows = await self.posts_repo.list_recent_ids_by_authors(conn, ids, limit)
         return [(str(r["id"]), str(r["author_id"]), r["created_at"]) for r in rows]
 
     async def delete(self, actor_id: str, post_id: str) -> None:
         pid = _post_id(post_id)
         async with self.db.transaction(writes_of=[actor_id]) as conn:
-            author = await self.posts.get_author_for_update(conn, pid)
+            author = await self.posts_repo.get_author_for_update(conn, pid)
             if author is None:
                 raise NotFound(POST_NOT_FOUND)
             if str(author) != actor_id:
                 raise Forbidden("Only the author can delete a post.")
-            await self.posts.delete(conn, pid)
+            await self.posts_repo.delete(conn, pid)
             await self.users_repo.add_to_counters(conn, author, posts=-1)
-            await self.outbox.add(conn, "post.deleted", {"post_id": str(pid), "author_id": str(author)})
+            await self.outbox_repo.add(conn, "post.deleted", {"post_id": str(pid), "author_id": str(author)})
         await self.users.invalidate_profiles(str(author))
 
     async def list_by_author(self, viewer_id: str | None, user: str, *, limit: int,
@@ -140,7 +140,7 @@ class PostsService:
         profile = await self.users.get_public(user, viewer_id=viewer_id)  # 404 for unknown or hidden users
         # Authors read their own list from the primary: they must see the post they just made.
         async with self.db.read(lag_ok=profile["id"] != viewer_id, writes_of=[viewer_id, profile["id"]]) as conn:
-            rows = await self.posts.list_by_author(conn, parse_uuid(viewer_id or ""), UUID(profile["id"]),
+            rows = await self.posts_repo.list_by_author(conn, parse_uuid(viewer_id or ""), UUID(profile["id"]),
                                                    limit=limit + 1, before=before)
         return page(rows, limit, lambda r: self.cursors.encode(r["created_at"], r["id"]), post_dict)
 
@@ -157,23 +157,23 @@ class PostsService:
         pid = _post_id(post_id)
         actor = UUID(actor_id)
         async with self.db.transaction(writes_of=[actor_id]) as conn:
-            author = await self.posts.get_visible_author(conn, pid)
+            author = await self.posts_repo.get_visible_author(conn, pid)
             if author is None:
                 raise NotFound(POST_NOT_FOUND)
             try:
-                changed = await (self.likes.insert if liked else self.likes.delete)(conn, pid, actor)
+                changed = await (self.likes_repo.insert if liked else self.likes_repo.delete)(conn, pid, actor)
             except asyncpg.ForeignKeyViolationError:  # the post was deleted meanwhile
                 raise NotFound(POST_NOT_FOUND) from None
             if changed:
-                await self.outbox.add(conn, "post.liked" if liked else "post.unliked", {
+                await self.outbox_repo.add(conn, "post.liked" if liked else "post.unliked", {
                     "post_id": str(pid), "post_author_id": str(author), "actor_id": actor_id,
                 })
                 # The row lock taken by this UPDATE serialises concurrent likes of a post:
                 # the count moves by exactly one per like row added or removed. Last before
                 # the commit, so a popular post's row is locked for as short as possible.
-                like_count = await self.posts.add_to_like_count(conn, pid, 1 if liked else -1)
+                like_count = await self.posts_repo.add_to_like_count(conn, pid, 1 if liked else -1)
             else:
-                like_count = await self.posts.get_like_count(conn, pid)
+                like_count = await self.posts_repo.get_like_count(conn, pid)
             if like_count is None:
                 raise NotFound(POST_NOT_FOUND)
         return {"liked": liked, "like_count": like_count}
@@ -183,20 +183,20 @@ class PostsService:
     async def add_comment(self, actor_id: str, post_id: str, body: str) -> dict[str, Any]:
         pid = _post_id(post_id)
         async with self.db.transaction(writes_of=[actor_id]) as conn:
-            author = await self.posts.get_visible_author(conn, pid)
+            author = await self.posts_repo.get_visible_author(conn, pid)
             if author is None:
                 raise NotFound(POST_NOT_FOUND)
             try:
-                comment_id = await self.comments.insert(conn, pid, UUID(actor_id), body)
+                comment_id = await self.comments_repo.insert(conn, pid, UUID(actor_id), body)
             except asyncpg.ForeignKeyViolationError:
                 raise NotFound(POST_NOT_FOUND) from None
-            await self.outbox.add(conn, "comment.created", {
+            await self.outbox_repo.add(conn, "comment.created", {
                 "comment_id": str(comment_id), "post_id": str(pid), "post_author_id": str(author),
                 "actor_id": actor_id,
             })
-            row = await self.comments.get_visible(conn, comment_id)
+            row = await self.comments_repo.get_visible(conn, comment_id)
             # The post's row lock (the hot one on a popular post) last, just before commit.
-            await self.posts.add_to_comment_count(conn, pid, 1)
+            await self.posts_repo.add_to_comment_count(conn, pid, 1)
         if row is None:
             raise NotFound("No such user.")
         return comment_dict(row)
@@ -207,22 +207,22 @@ class PostsService:
         after = self.cursors.decode(cursor, datetime, UUID)
         pid = _post_id(post_id)
         async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
-            if await self.posts.get_visible_author(conn, pid) is None:
+            if await self.posts_repo.get_visible_author(conn, pid) is None:
                 raise NotFound(POST_NOT_FOUND)
-            rows = await self.comments.list_for_post(conn, pid, limit=limit + 1, after=after)
+            rows = await self.comments_repo.list_for_post(conn, pid, limit=limit + 1, after=after)
         return page(rows, limit, lambda r: self.cursors.encode(r["created_at"], r["id"]), comment_dict)
 
     async def delete_comment(self, actor_id: str, comment_id: str) -> None:
         """By the comment's author or the post's author."""
         cid = _post_id(comment_id, COMMENT_NOT_FOUND)
         async with self.db.transaction(writes_of=[actor_id]) as conn:
-            found = await self.comments.get_authors_for_update(conn, cid)
+            found = await self.comments_repo.get_authors_for_update(conn, cid)
             if found is None:
                 raise NotFound(COMMENT_NOT_FOUND)
             if actor_id not in (str(found["author_id"]), str(found["post_author_id"])):
                 raise Forbidden("Only the comment's author or the post's author can delete a comment.")
-            if await self.comments.delete(conn, cid):
-                await self.posts.add_to_comment_count(conn, found["post_id"], -1)
+            if await self.comments_repo.delete(conn, cid):
+                await self.posts_repo.add_to_comment_count(conn, found["post_id"], -1)
 
     # --- popular ----------------------------------------------------------------------
 
@@ -232,7 +232,7 @@ class PostsService:
     async def rebuild_popular(self) -> None:
         """Rebuild the Redis ranking from PostgreSQL."""
         async with self.db.read(lag_ok=True) as conn:
-            rows = await self.posts.list_most_liked_since(conn, self._window_start(),
+            rows = await self.posts_repo.list_most_liked_since(conn, self._window_start(),
                                                           self.settings.popular_max_posts)
         await self.popular_set.replace_all(
             ((str(r["id"]), r["like_count"], r["created_at"].timestamp()) for r in rows),
@@ -252,7 +252,7 @@ class PostsService:
         except RedisUnavailable as exc:  # Redis down: rank straight from PostgreSQL
             log.warning("popular posts from PostgreSQL, Redis unavailable: %s", exc)
             async with self.db.read(lag_ok=True) as conn:
-                rows = await self.posts.list_most_liked_since(conn, self._window_start(),
+                rows = await self.posts_repo.list_most_liked_since(conn, self._window_start(),
                                                               self.settings.popular_max_posts)
             ranked = [(str(r["id"]), r["like_count"]) for r in rows]
         if after is not None:
@@ -274,7 +274,7 @@ class PostsService:
         row = None
         if pid is not None and event.type != "post.deleted":
             async with self.db.read() as conn:
-                row = await self.posts.get_popularity(conn, pid)
+                row = await self.posts_repo.get_popularity(conn, pid)
         window_start = self._window_start()
         if row is None or row["like_count"] <= 0 or row["created_at"] < window_start:
             await self.popular_set.remove(post_id)

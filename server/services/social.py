@@ -31,19 +31,19 @@ class SocialService:
         self.db = db
         self.cursors = cursors
         self.users_service = users
-        self.users = UsersRepo()
-        self.follows = FollowsRepo()
-        self.outbox = OutboxRepo()
+        self.users_repo = UsersRepo()
+        self.follows_repo = FollowsRepo()
+        self.outbox_repo = OutboxRepo()
 
     async def follow(self, follower_id: str, followee_id: str) -> dict[str, Any]:
         """Idempotent: following someone already followed changes nothing."""
         follower, followee = UUID(follower_id), self._target(follower_id, followee_id)
         async with self.db.transaction(writes_of=[follower_id, str(followee)]) as conn:
-            if await self.users.get_by_id(conn, followee) is None:
+            if await self.users_repo.get_by_id(conn, followee) is None:
                 raise NotFound(NO_SUCH_USER)
-            created = await self.follows.insert(conn, follower, followee)
+            created = await self.follows_repo.insert(conn, follower, followee)
             if created:
-                await self.outbox.add(conn, "user.followed",
+                await self.outbox_repo.add(conn, "user.followed",
                                       {"follower_id": follower_id, "followee_id": str(followee)})
                 await self._add_to_counters(conn, follower, followee, +1)
         if created:
@@ -54,11 +54,11 @@ class SocialService:
         """Idempotent: unfollowing someone not followed changes nothing."""
         follower, followee = UUID(follower_id), self._target(follower_id, followee_id)
         async with self.db.transaction(writes_of=[follower_id, str(followee)]) as conn:
-            if await self.users.get_by_id(conn, followee) is None:
+            if await self.users_repo.get_by_id(conn, followee) is None:
                 raise NotFound(NO_SUCH_USER)
-            removed = await self.follows.delete(conn, follower, followee)
+            removed = await self.follows_repo.delete(conn, follower, followee)
             if removed:
-                await self.outbox.add(conn, "user.unfollowed",
+                await self.outbox_repo.add(conn, "user.unfollowed",
                                       {"follower_id": follower_id, "followee_id": str(followee)})
                 await self._add_to_counters(conn, follower, followee, -1)
         if removed:
@@ -66,17 +66,17 @@ class SocialService:
         return {"following": False}
 
     async def followers(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
-        return await self._list(user_id, self.follows.list_followers, limit=limit, cursor=cursor)
+        return await self._list(user_id, self.follows_repo.list_followers, limit=limit, cursor=cursor)
 
     async def following(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
-        return await self._list(user_id, self.follows.list_following, limit=limit, cursor=cursor)
+        return await self._list(user_id, self.follows_repo.list_following, limit=limit, cursor=cursor)
 
     async def is_following(self, follower_id: str, followee_id: str) -> bool:
         follower, followee = parse_uuid(follower_id), parse_uuid(followee_id)
         if follower is None or followee is None:
             return False
         async with self.db.read() as conn:
-            return await self.follows.exists(conn, follower, followee)
+            return await self.follows_repo.exists(conn, follower, followee)
 
     async def followed_among(self, follower_id: str, user_ids: list[str]) -> set[str]:
         """Those of ``user_ids`` that ``follower_id`` follows (one query)."""
@@ -84,24 +84,24 @@ class SocialService:
         if not wanted:
             return set()
         async with self.db.read() as conn:
-            return {str(u) for u in await self.follows.followed_among(conn, UUID(follower_id), wanted)}
+            return {str(u) for u in await self.follows_repo.followed_among(conn, UUID(follower_id), wanted)}
 
     async def follower_ids(self, user_id: str) -> list[str]:
         """Ids of everyone following ``user_id`` (feed fan-out, notifications)."""
         async with self.db.read() as conn:
-            return [str(u) for u in await self.follows.follower_ids(conn, UUID(user_id))]
+            return [str(u) for u in await self.follows_repo.follower_ids(conn, UUID(user_id))]
 
     async def followee_ids(self, user_id: str) -> list[str]:
         """Ids of everyone ``user_id`` follows."""
         async with self.db.read() as conn:
-            return [str(u) for u in await self.follows.followee_ids(conn, UUID(user_id))]
+            return [str(u) for u in await self.follows_repo.followee_ids(conn, UUID(user_id))]
 
     # --- for the privacy context --------------------------------------------------------
 
     async def export_for_user(self, user_id: str) -> dict[str, Any]:
         """The user's follows in both directions (GDPR export)."""
         async with self.db.read() as conn:
-            rows = await self.follows.list_all_of_user(conn, UUID(user_id))
+            rows = await self.follows_repo.list_all_of_user(conn, UUID(user_id))
         return {
             "following": [{"user_id": str(r["followee_id"]), "since": iso(r["created_at"])}
                           for r in rows if str(r["follower_id"]) == user_id],
@@ -115,13 +115,13 @@ class SocialService:
         invalidates their profiles (``UsersService.invalidate_profiles``) after commit."""
         uid = UUID(user_id)
         others: list[str] = []
-        for row in sorted(await self.follows.delete_all_of_user(conn, uid),
+        for row in sorted(await self.follows_repo.delete_all_of_user(conn, uid),
                           key=lambda r: (str(r["follower_id"]), str(r["followee_id"]))):
             if row["follower_id"] == uid:
-                await self.users.add_to_counters(conn, row["followee_id"], followers=-1)
+                await self.users_repo.add_to_counters(conn, row["followee_id"], followers=-1)
                 others.append(str(row["followee_id"]))
             else:
-                await self.users.add_to_counters(conn, row["follower_id"], following=-1)
+                await self.users_repo.add_to_counters(conn, row["follower_id"], following=-1)
                 others.append(str(row["follower_id"]))
         return others
 
@@ -140,7 +140,7 @@ class SocialService:
         """The last statement before commit: a popular user's profile row is the hottest
         lock of a follow, so it is taken as late as possible and both rows go in one
         round trip (in id order, so that crossing follows cannot deadlock)."""
-        await self.users.add_to_counters_in_order(conn, [
+        await self.users_repo.add_to_counters_in_order(conn, [
             (follower, {"following": delta}), (followee, {"followers": delta})])
 
     async def _list(self, user_id: str, fetch, *, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -148,7 +148,7 @@ class SocialService:
         after = self.cursors.decode(cursor, datetime, UUID)
         # A follow changes both users' lists: each is marked, so the listed user's mark is enough.
         async with self.db.read(lag_ok=True, writes_of=[user_id if uid else None]) as conn:
-            if uid is None or await self.users.get_by_id(conn, uid) is None:
+            if uid is None or await self.users_repo.get_by_id(conn, uid) is None:
                 raise NotFound(NO_SUCH_USER)
             rows = await fetch(conn, uid, after=after, limit=limit + 1)
         result = page(rows, limit, lambda r: self.cursors.encode(r["created_at"], r["user_id"]))

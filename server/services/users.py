@@ -74,9 +74,9 @@ class UsersService:
         self.passwords = passwords
         self.settings = settings
         self.pusher = pusher
-        self.users = UsersRepo()
-        self.sessions = SessionsRepo()
-        self.outbox = OutboxRepo()
+        self.users_repo = UsersRepo()
+        self.sessions_repo = SessionsRepo()
+        self.outbox_repo = OutboxRepo()
 
     # --- accounts -------------------------------------------------------------------
 
@@ -87,11 +87,11 @@ class UsersService:
         password_hash = await self.passwords.hash(password)
         created: list[str] = []  # the new user's reads skip a replica that lacks them
         async with self.db.transaction(writes_of=created) as conn:
-            row = await self.users.insert_user_with_profile(
+            row = await self.users_repo.insert_user_with_profile(
                 conn, email=email, username=username, password_hash=password_hash,
                 display_name=display_name or username,
             )
-            await self.outbox.add(conn, "user.registered", {
+            await self.outbox_repo.add(conn, "user.registered", {
                 "user_id": str(row["id"]), "username": row["username"], "display_name": row["display_name"],
             })
             created.append(str(row["id"]))
@@ -103,7 +103,7 @@ class UsersService:
         user_id = await self.verify_credentials(login=login, password=password, client=client, allow_pending=False)
         async with self.db.transaction() as conn:
             token = await self._open_session(conn, user_id, client)
-            row = await self.users.get_by_id(conn, user_id)
+            row = await self.users_repo.get_by_id(conn, user_id)
         return own_user(row), token
 
     async def verify_credentials(self, *, login: str, password: str, client: ClientInfo, allow_pending: bool) -> UUID:
@@ -112,7 +112,7 @@ class UsersService:
         await self.rate_limits.reserve_password_attempt(account, client.address)
         try:
             async with self.db.read() as conn:
-                creds = await self.users.get_credentials_by_login(conn, login)
+                creds = await self.users_repo.get_credentials_by_login(conn, login)
             ok = await self.passwords.verify(creds["password_hash"] if creds else None, password)
         except Exception:
             # Not checked (hashing refused, a store down): the attempt is given back.
@@ -130,7 +130,7 @@ class UsersService:
             except Overloaded:
                 return creds["id"]  # rehashed at a later login
             async with self.db.connection() as conn:
-                await self.users.set_password_hash(conn, creds["id"], new_hash)
+                await self.users_repo.set_password_hash(conn, creds["id"], new_hash)
         return creds["id"]
 
     async def on_login_failure(self, login: str, client: ClientInfo) -> None:
@@ -145,7 +145,7 @@ class UsersService:
         await self.rate_limits.reserve_password_attempt(account, client.address)
         try:
             async with self.db.read() as conn:
-                password_hash = await self.users.get_password_hash(conn, UUID(user_id))
+                password_hash = await self.users_repo.get_password_hash(conn, UUID(user_id))
             ok = await self.passwords.verify(password_hash, password)
         except Exception:
             await self.rate_limits.password_attempt_not_checked(account, client.address)
@@ -164,7 +164,7 @@ class UsersService:
         token = new_session_token()
         token_hash = hash_token(token)
         expires_at = utcnow() + timedelta(seconds=self.settings.session_ttl_seconds)
-        await self.sessions.insert(
+        await self.sessions_repo.insert(
             conn, token_hash=token_hash, user_id=user_id, expires_at=expires_at,
             user_agent=(client.user_agent or "")[:300] or None, client_address=client.address,
         )
@@ -181,7 +181,7 @@ class UsersService:
         user_id = await self.sessions_cache.get_user_id(token_hash)
         if user_id is None:
             async with self.db.read() as conn:
-                row = await self.sessions.get_live(conn, token_hash)
+                row = await self.sessions_repo.get_live(conn, token_hash)
             if row is None:
                 raise Unauthorized("Invalid or expired token.")
             user_id = str(row["user_id"])
@@ -191,7 +191,7 @@ class UsersService:
 
     async def logout(self, principal: Principal) -> None:
         async with self.db.connection() as conn:
-            await self.sessions.delete(conn, principal.token_hash)
+            await self.sessions_repo.delete(conn, principal.token_hash)
         await self.sessions_cache.drop(principal.token_hash)
         await self._disconnect_sockets(principal.user_id, DISCONNECT_SESSIONS,
                                        {"token_hashes": [principal.token_hash.hex()]})
@@ -225,7 +225,7 @@ class UsersService:
         missing = [h for h in token_hashes if h not in live]
         if missing:
             async with self.db.read() as conn:
-                rows = await self.sessions.live_among(conn, missing)
+                rows = await self.sessions_repo.live_among(conn, missing)
             now, ttl = utcnow(), self.settings.session_cache_ttl_seconds
             found = [(bytes(r["token_hash"]), str(r["user_id"]), min(ttl, int((r["expires_at"] - now).total_seconds())))
                      for r in rows]
@@ -236,13 +236,13 @@ class UsersService:
     async def revoke_all_sessions(self, conn: asyncpg.Connection, user_id: str) -> list[bytes]:
         """Delete every session of the user (inside the caller's transaction); the caller
         drops the returned hashes from the cache after commit."""
-        return await self.sessions.delete_all_for_user(conn, UUID(user_id))
+        return await self.sessions_repo.delete_all_for_user(conn, UUID(user_id))
 
     # --- profiles -------------------------------------------------------------------
 
     async def get_me(self, user_id: str) -> dict[str, Any]:
         async with self.db.read() as conn:
-            row = await self.users.get_by_id(conn, UUID(user_id))
+            row = await self.users_repo.get_by_id(conn, UUID(user_id))
         if row is None:
             raise NotFound("No such user.")
         return own_user(row)
@@ -255,8 +255,8 @@ class UsersService:
             changes = {**changes, "bio": ""}
         async with self.db.transaction(writes_of=[user_id]) as conn:
             if changes:
-                await self.users.update_profile(conn, UUID(user_id), changes)
-            row = await self.users.get_by_id(conn, UUID(user_id))
+                await self.users_repo.update_profile(conn, UUID(user_id), changes)
+            row = await self.users_repo.get_by_id(conn, UUID(user_id))
         if row is None:
             raise NotFound("No such user.")
         await self.profile_cache.invalidate(user_id)
@@ -273,9 +273,9 @@ class UsersService:
                 return cached
         async with self.db.read(lag_ok=True, writes_of=(user_id, viewer_id)) as conn:
             if parse_uuid(id_or_username):
-                row = await self.users.get_by_id(conn, UUID(id_or_username))
+                row = await self.users_repo.get_by_id(conn, UUID(id_or_username))
             else:
-                row = await self.users.get_by_username(conn, id_or_username)
+                row = await self.users_repo.get_by_username(conn, id_or_username)
         if row is None:
             raise NotFound("No such user.")
         profile = public_user(row)
@@ -288,7 +288,7 @@ class UsersService:
         if not ids:
             return {}
         async with self.db.read(lag_ok=True, writes_of=[str(i) for i in ids]) as conn:
-            rows = await self.users.get_many_by_ids(conn, ids)
+            rows = await self.users_repo.get_many_by_ids(conn, ids)
         return {str(r["id"]): public_user(r) for r in rows}
 
     async def exists(self, user_id: str) -> bool:
@@ -296,7 +296,7 @@ class UsersService:
         if uid is None:
             return False
         async with self.db.read() as conn:
-            return await self.users.get_by_id(conn, uid) is not None
+            return await self.users_repo.get_by_id(conn, uid) is not None
 
     async def existing(self, user_ids: list[str]) -> set[str]:
         """Those of ``user_ids`` that are active accounts, read from the primary (event
@@ -306,7 +306,7 @@ class UsersService:
         if not ids:
             return set()
         async with self.db.read() as conn:
-            return {str(r["id"]) for r in await self.users.get_many_by_ids(conn, ids)}
+            return {str(r["id"]) for r in await self.users_repo.get_many_by_ids(conn, ids)}
 
     async def invalidate_profiles(self, *user_ids: str) -> None:
         """Call after a change to a profile's counters or fields."""
