@@ -39,7 +39,7 @@ from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
 from storage.redis.offset_log import OffsetLog
-from storage.redis.feeds import FeedStore
+from storage.redis.feeds import FeedCache
 from storage.redis.popular import PopularPosts
 from storage.redis.presence import PresenceStore
 from storage.redis.profile_cache import ProfileCache
@@ -161,7 +161,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     posts = PostsService(app[appkeys.DB], users, PopularPosts(redis, keys), settings, cursors=cursors)
     social = SocialService(app[appkeys.DB], users, cursors=cursors)
     feed = FeedService(
-        FeedStore(redis, keys, max_items=settings.feed_max_items, ttl_seconds=settings.feed_ttl_seconds),
+        FeedCache(redis, keys, max_items=settings.feed_max_items, ttl_seconds=settings.feed_ttl_seconds),
         social, posts, max_items=settings.feed_max_items, cursors=cursors,
     )
     events = EventsService(app[appkeys.DB], users, cursors=cursors)

@@ -19,7 +19,7 @@ from kernel.cursors import Cursors, Score
 from server.bus.types import Consumer, DomainEvent
 from server.services.social import SocialService
 from storage.redis.client import RedisUnavailable
-from storage.redis.feeds import FeedEntry, FeedStore, member
+from storage.redis.feeds import FeedEntry, FeedCache, member
 
 log = logging.getLogger("pulse.feed")
 
@@ -45,7 +45,7 @@ def _score(moment: datetime | str) -> float:
 
 
 class FeedService:
-    def __init__(self, store: FeedStore, social: SocialService, posts: PostsReader, *, max_items: int,
+    def __init__(self, store: FeedCache, social: SocialService, posts: PostsReader, *, max_items: int,
                  cursors: Cursors) -> None:
         self.store = store
         self.cursors = cursors

@@ -83,7 +83,7 @@ def member(author_id: str, post_id: str) -> str:
 
 
 @redis_boundary
-class FeedStore:
+class FeedCache:
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, max_items: int, ttl_seconds: int) -> None:
         self.redis = redis
         self.keys = keys

@@ -1,4 +1,4 @@
-"""FeedStore against a real Redis: paging with ties, caps, removal, the built marker."""
+"""FeedCache against a real Redis: paging with ties, caps, removal, the built marker."""
 from __future__ import annotations
 
 import uuid
@@ -8,7 +8,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from storage.redis.client import Keys
-from storage.redis.feeds import FeedStore
+from storage.redis.feeds import FeedCache
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest_asyncio.fixture(loop_scope="session")
 async def store(redis_url):
     redis = aioredis.from_url(redis_url)
-    yield FeedStore(redis, Keys(f"feedtest-{uuid.uuid4().hex[:8]}"), max_items=10, ttl_seconds=60)
+    yield FeedCache(redis, Keys(f"feedtest-{uuid.uuid4().hex[:8]}"), max_items=10, ttl_seconds=60)
     await redis.aclose()
 
 
