@@ -40,7 +40,7 @@ from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
 from storage.redis.offset_log import OffsetLog
 from storage.redis.feeds import FeedCache
-from storage.redis.popular import PopularPosts
+from storage.redis.popular import PopularPostsCache
 from storage.redis.presence import PresenceStore
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitCounters
@@ -158,7 +158,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     # One key for the whole deployment: a cursor issued by any instance pages on any other.
     cursors = Cursors.from_settings(settings)
-    posts = PostsService(app[appkeys.DB], users, PopularPosts(redis, keys), settings, cursors=cursors)
+    posts = PostsService(app[appkeys.DB], users, PopularPostsCache(redis, keys), settings, cursors=cursors)
     social = SocialService(app[appkeys.DB], users, cursors=cursors)
     feed = FeedService(
         FeedCache(redis, keys, max_items=settings.feed_max_items, ttl_seconds=settings.feed_ttl_seconds),

@@ -20,7 +20,7 @@ from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.posts import CommentsRepo, LikesRepo, PostsRepo
 from storage.postgres.repos.users import UsersRepo
 from storage.redis.client import RedisUnavailable
-from storage.redis.popular import PopularPosts
+from storage.redis.popular import PopularPostsCache
 
 log = logging.getLogger("pulse.posts")
 
@@ -61,7 +61,7 @@ def _post_id(value: str, message: str = POST_NOT_FOUND) -> UUID:
 
 
 class PostsService:
-    def __init__(self, db: Database, users: UsersService, popular: PopularPosts, settings: Settings, *,
+    def __init__(self, db: Database, users: UsersService, popular: PopularPostsCache, settings: Settings, *,
                  cursors: Cursors) -> None:
         self.db = db
         self.cursors = cursors

@@ -11,7 +11,7 @@ from storage.redis.client import Keys, redis_boundary
 
 
 @redis_boundary
-class PopularPosts:
+class PopularPostsCache:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
