@@ -25,7 +25,7 @@ from kernel.errors import StoreUnavailable
 from kernel.settings import Settings
 from server.tasks import cancel_and_wait
 from storage.redis.client import REDIS_UNAVAILABLE, Keys, RedisUnavailable
-from storage.redis.offset_log import OffsetLog
+from storage.redis.offset_log import OffsetLogStore
 
 log = logging.getLogger("pulse.realtime.fanout")
 
@@ -49,7 +49,7 @@ def decode_message(raw: bytes) -> FanoutMessage:
 class RedisPusher:
     """``server.services.ports.Pusher``: log (when replayable) and publish to every instance."""
 
-    def __init__(self, offset_log: OffsetLog) -> None:
+    def __init__(self, offset_log: OffsetLogStore) -> None:
         self.offset_log = offset_log
 
     async def push(self, user_ids: list[str], event: str, data: dict[str, Any], *, replay: bool = True,

@@ -46,7 +46,7 @@ from realtime.transport import ClientErrorsAtDebug, DirectSocket, DirectSocketSe
 from server import appkeys
 from server.services.ports import DISCONNECT_SESSIONS, DISCONNECT_USER
 from storage.redis.client import RedisUnavailable
-from storage.redis.offset_log import OffsetLog, parse_offset
+from storage.redis.offset_log import OffsetLogStore, parse_offset
 
 log = logging.getLogger("pulse.realtime")
 
@@ -105,7 +105,7 @@ class RealtimeServer:
         # A tuple, not a set: one socket per user is the common case (a set is ~200 bytes).
         self.sockets_by_user: dict[str, tuple[str, ...]] = {}
         # Set by ``start`` (realtime_ctx), once the stores are up.
-        self.offset_log: OffsetLog | None = None
+        self.offset_log: OffsetLogStore | None = None
         self.presence: InstancePresence | None = None
         self.listener: FanoutListener | None = None
         self.cap: SocketCap | None = None
@@ -113,7 +113,7 @@ class RealtimeServer:
         self._session_checks: asyncio.Task | None = None
         self._register_handlers()
 
-    def start(self, offset_log: OffsetLog, presence: InstancePresence, listener: FanoutListener,
+    def start(self, offset_log: OffsetLogStore, presence: InstancePresence, listener: FanoutListener,
               cap: SocketCap) -> None:
         self.offset_log = offset_log
         self.presence = presence

@@ -38,7 +38,7 @@ from storage.mongo.client import (CommandTimer, ReplicaSetLag, create_mongo, ens
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
-from storage.redis.offset_log import OffsetLog
+from storage.redis.offset_log import OffsetLogStore
 from storage.redis.feeds import FeedCache
 from storage.redis.popular import PopularPostsCache
 from storage.redis.presence import PresenceStore
@@ -120,7 +120,7 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     redis = app[appkeys.REDIS]
     keys = Keys(settings.namespace)
     realtime = app[appkeys.REALTIME]
-    offset_log = OffsetLog(redis, keys, settings.offset_log_max_events, settings.offset_log_max_age_seconds)
+    offset_log = OffsetLogStore(redis, keys, settings.offset_log_max_events, settings.offset_log_max_age_seconds)
     presence = InstancePresence(PresenceStore(redis, keys, settings.presence_ttl_seconds), settings.instance_id)
     listener = FanoutListener(settings, keys, realtime.deliver, realtime.catch_up)
     cap = SocketCap(SocketSlots(redis, keys, settings.presence_ttl_seconds), presence.instance,

@@ -490,9 +490,9 @@ async def measure_fanout(args) -> dict:
                 await mgr.emit("message:new", data, room=f"g:{g}", namespace="/")
         else:
             from storage.redis.client import Keys
-            from storage.redis.offset_log import OffsetLog
+            from storage.redis.offset_log import OffsetLogStore
 
-            log = OffsetLog(redis, Keys(NAMESPACE), 1000, 3600)
+            log = OffsetLogStore(redis, Keys(NAMESPACE), 1000, 3600)
 
             async def publish(g: int, data: dict) -> None:
                 data_json = orjson.dumps(data)
@@ -623,7 +623,7 @@ async def measure_stalled(args) -> dict:
     import redis.asyncio as aioredis
 
     from storage.redis.client import Keys
-    from storage.redis.offset_log import OffsetLog
+    from storage.redis.offset_log import OffsetLogStore
 
     stores = Stores()
     await stores.setup()
@@ -641,7 +641,7 @@ async def measure_stalled(args) -> dict:
         clients = Clients(url, [{"token": t} for _, t in members])
         connected, errors = clients.wait_connected()
         redis = aioredis.from_url(REDIS_URL)
-        log = OffsetLog(redis, Keys(NAMESPACE), 1000, 3600)
+        log = OffsetLogStore(redis, Keys(NAMESPACE), 1000, 3600)
         body = "x" * args.body
 
         async def run(phase: str, recipients: list[str], seconds: float) -> dict:

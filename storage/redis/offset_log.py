@@ -84,7 +84,7 @@ class LogEntry:
 
 
 @redis_boundary
-class OffsetLog:
+class OffsetLogStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys, max_events: int, max_age_seconds: int) -> None:
         self.redis = redis
         self.keys = keys

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from storage.redis.client import Keys
-from storage.redis.offset_log import OffsetLog
+from storage.redis.offset_log import OffsetLogStore
 from realtime.fanout import RedisPusher
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -84,7 +84,7 @@ async def test_offset_trimmed_out_of_the_log_gets_resync(api, settings, instance
     socket = await clients(instance_a.url, user.token)
     redis = aioredis.from_url(settings.redis_url)
     try:
-        small = RedisPusher(OffsetLog(redis, Keys(settings.namespace), max_events=10, max_age_seconds=3600))
+        small = RedisPusher(OffsetLogStore(redis, Keys(settings.namespace), max_events=10, max_age_seconds=3600))
         await small.push([user.id], "notification:new", note("old"))
         _, old = await socket.next()
         await socket.sio.disconnect()
