@@ -43,7 +43,7 @@ from storage.redis.feeds import FeedCache
 from storage.redis.popular import PopularPostsCache
 from storage.redis.presence import PresenceStore
 from storage.redis.profile_cache import ProfileCache
-from storage.redis.rate_limit import RateLimitCounters
+from storage.redis.rate_limit import RateLimitStore
 from storage.redis.socket_slots import SocketSlots
 from storage.redis.sessions_cache import SessionsCache
 from storage.redis.write_marks import WriteMarks
@@ -150,7 +150,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     redis = app[appkeys.REDIS]
     keys = Keys(settings.namespace)
     passwords = await asyncio.get_running_loop().run_in_executor(None, Passwords, settings)
-    rate_limits = RateLimits(RateLimitCounters(redis, keys), settings)
+    rate_limits = RateLimits(RateLimitStore(redis, keys), settings)
     app[appkeys.DB].track_writes(WriteMarks(redis, keys))
     users = UsersService(
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),

@@ -14,7 +14,7 @@ import time
 from kernel.errors import RateLimited, StoreUnavailable
 from kernel.settings import Settings
 from storage.redis.client import RedisUnavailable
-from storage.redis.rate_limit import RateLimitCounters
+from storage.redis.rate_limit import RateLimitStore
 
 log = logging.getLogger("pulse.ratelimit")
 
@@ -24,7 +24,7 @@ SOCKET_EVENT_WINDOW_SECONDS = 10
 
 
 class RateLimits:
-    def __init__(self, counters: RateLimitCounters, settings: Settings) -> None:
+    def __init__(self, counters: RateLimitStore, settings: Settings) -> None:
         self.counters = counters
         self.settings = settings
         self.enabled = settings.rate_limits
@@ -38,7 +38,7 @@ class RateLimits:
     # --- password attempts (logins, restores, re-authentication) ---------------------
     #
     # An attempt is counted BEFORE its password is hashed, in one atomic Redis step per
-    # account and per address (``RateLimitCounters.reserve``): of N simultaneous guesses
+    # account and per address (``RateLimitStore.reserve``): of N simultaneous guesses
     # at most the limit reach argon2, the rest get 429. A right password gives the
     # attempt back (the limits count failures).
 

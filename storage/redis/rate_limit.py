@@ -91,7 +91,7 @@ class Reservation:
 
 
 @redis_boundary
-class RateLimitCounters:
+class RateLimitStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys

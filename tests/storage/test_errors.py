@@ -8,7 +8,7 @@ import redis.exceptions
 from kernel.errors import StoreUnavailable
 from storage.errors import translates_unavailable
 from storage.redis.client import Keys, RedisUnavailable, create_redis
-from storage.redis.rate_limit import RateLimitCounters
+from storage.redis.rate_limit import RateLimitStore
 from tests.conftest import free_port
 
 
@@ -17,7 +17,7 @@ async def test_a_redis_adapter_raises_redis_unavailable_from_the_drivers_error(s
     client = create_redis(settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout_seconds=1))
     try:
         with pytest.raises(RedisUnavailable) as raised:
-            await RateLimitCounters(client, Keys(settings.namespace)).peek("test", "someone")
+            await RateLimitStore(client, Keys(settings.namespace)).peek("test", "someone")
     finally:
         await client.aclose()
     error = raised.value

