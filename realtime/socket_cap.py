@@ -7,13 +7,13 @@ import logging
 
 from server.tasks import cancel_and_wait
 from storage.redis.client import RedisUnavailable
-from storage.redis.socket_slots import SocketSlots
+from storage.redis.socket_slots import SocketSlotStore
 
 log = logging.getLogger("pulse.realtime.socket_cap")
 
 
 class SocketCap:
-    def __init__(self, store: SocketSlots, instance: str, cap: int) -> None:
+    def __init__(self, store: SocketSlotStore, instance: str, cap: int) -> None:
         self.store = store
         self.instance = instance
         self.cap = cap

@@ -44,7 +44,7 @@ from storage.redis.popular import PopularPostsCache
 from storage.redis.presence import PresenceStore
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitStore
-from storage.redis.socket_slots import SocketSlots
+from storage.redis.socket_slots import SocketSlotStore
 from storage.redis.sessions_cache import SessionsCache
 from storage.redis.write_marks import WriteMarks
 
@@ -123,7 +123,7 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     offset_log = OffsetLogStore(redis, keys, settings.offset_log_max_events, settings.offset_log_max_age_seconds)
     presence = InstancePresence(PresenceStore(redis, keys, settings.presence_ttl_seconds), settings.instance_id)
     listener = FanoutListener(settings, keys, realtime.deliver, realtime.catch_up)
-    cap = SocketCap(SocketSlots(redis, keys, settings.presence_ttl_seconds), presence.instance,
+    cap = SocketCap(SocketSlotStore(redis, keys, settings.presence_ttl_seconds), presence.instance,
                     settings.sockets_per_user)
     realtime.start(offset_log, presence, listener, cap)
     app[appkeys.PUSHER] = RedisPusher(offset_log)

@@ -29,7 +29,7 @@ REFRESH_BATCH = 500
 
 
 @redis_boundary
-class SocketSlots:
+class SocketSlotStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_seconds: int) -> None:
         self.redis = redis
         self.keys = keys
