@@ -46,7 +46,7 @@ from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitStore
 from storage.redis.socket_slots import SocketSlotStore
 from storage.redis.sessions_cache import SessionsCache
-from storage.redis.write_marks import WriteMarks
+from storage.redis.write_marks import WriteMarkStore
 
 log = logging.getLogger("pulse.app")
 
@@ -151,7 +151,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     keys = Keys(settings.namespace)
     passwords = await asyncio.get_running_loop().run_in_executor(None, Passwords, settings)
     rate_limits = RateLimits(RateLimitStore(redis, keys), settings)
-    app[appkeys.DB].track_writes(WriteMarks(redis, keys))
+    app[appkeys.DB].track_writes(WriteMarkStore(redis, keys))
     users = UsersService(
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
         rate_limits, passwords, settings, pusher=app[appkeys.PUSHER],

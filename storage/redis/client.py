@@ -89,7 +89,7 @@ class Keys:
         return f"{self.ns}:rt:presence:users:{instance_key}"
 
     def pg_write_mark(self, user_id: str) -> str:
-        """The primary's WAL position after a user's latest PostgreSQL write (see WriteMarks)."""
+        """The primary's WAL position after a user's latest PostgreSQL write (see WriteMarkStore)."""
         return f"{self.ns}:pgw:{user_id}"
 
     def socket_slots(self, user_id: str) -> str:

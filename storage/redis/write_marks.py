@@ -30,7 +30,7 @@ return 1
 
 
 @redis_boundary
-class WriteMarks:
+class WriteMarkStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
