@@ -1,37 +1,22 @@
-"""Domain events: what they carry, and the consumer interface.
-
-The catalogue (event type -> payload; every id a string):
-- user.registered     {user_id, username, display_name}
-- post.created        {post_id, author_id, created_at}
-- post.deleted        {post_id, author_id}
-- post.liked          {post_id, post_author_id, actor_id}
-- post.unliked        {post_id, post_author_id, actor_id}
-- comment.created     {comment_id, post_id, post_author_id, actor_id}
-- user.followed       {follower_id, followee_id}
-- user.unfollowed     {follower_id, followee_id}
-- event.rsvp          {event_id, host_id, actor_id, status}
-- event.cancelled     {event_id, host_id, title, attendee_ids} (host_id null when the
-                      purge of the host cancels it: the event names no erased user)
-- message.sent        {message_id, conversation_id, sender_id, recipient_ids}
-- user.erasure_requested {user_id}; user.erasure_restored {user_id}; user.purged {user_id}
-
-Events are written to the outbox in the transaction of the change that caused them and
-delivered at least once: every consumer must be idempotent (the bus also skips event ids
-a consumer has already processed).
+"""Domain events: the envelope and the consumer interface. The event types and their
+payloads are catalogued in server/bus/catalogue.py.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-# The payload fields that hold a user id, and those holding lists of user ids: erasure
-# finds the events naming a user through these only (``OutboxRepo.erase_user``).
+from server.bus.catalogue import USER_PURGED
+
+# The payload fields (of the catalogue's events) that hold a user id, and those holding
+# lists of user ids: erasure finds the events naming a user through these only
+# (``OutboxRepo.erase_user``).
 USER_ID_FIELDS = ("user_id", "author_id", "post_author_id", "actor_id", "follower_id", "followee_id",
-                  "host_id", "sender_id")
-USER_ID_LIST_FIELDS = ("attendee_ids", "recipient_ids")
+                  "host_id")
+USER_ID_LIST_FIELDS = ("attendee_ids",)
 # Deleted from the outbox once delivered instead of kept for the retention: they name a
 # user who is gone by the time they are published.
-FORGOTTEN_ON_DELIVERY = frozenset({"user.purged"})
+FORGOTTEN_ON_DELIVERY = frozenset({USER_PURGED})
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from kernel.cursors import Cursors, page
 from kernel.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from kernel.ids import parse_uuid
 from kernel.timefmt import iso, utcnow
+from server.bus.catalogue import EVENT_CANCELLED, EVENT_RSVP
 from server.services.users import UsersService
 from storage.postgres.pool import Database
 from storage.postgres.repos.events import EventsRepo, RsvpsRepo
@@ -138,7 +139,7 @@ class EventsService:
             current = await self._lock_as_host(conn, eid, user_id, "Only the host can cancel an event.")
             attendee_ids = await self.rsvps_repo.attendee_ids(conn, eid)
             await self.events_repo.delete(conn, eid)
-            await self.outbox_repo.add(conn, "event.cancelled", {
+            await self.outbox_repo.add(conn, EVENT_CANCELLED, {
                 "event_id": str(eid), "host_id": user_id, "title": current["title"],
                 "attendee_ids": [str(a) for a in attendee_ids if str(a) != user_id],
             })
@@ -165,7 +166,7 @@ class EventsService:
                 going_count = await self.rsvps_repo.upsert_counting_going(conn, eid, uid, status, delta)
             else:
                 await self.rsvps_repo.upsert(conn, eid, uid, status)
-            await self.outbox_repo.add(conn, "event.rsvp", {
+            await self.outbox_repo.add(conn, EVENT_RSVP, {
                 "event_id": str(eid), "host_id": str(event["host_id"]), "actor_id": user_id, "status": status,
             })
         return {"status": status, "going_count": going_count}

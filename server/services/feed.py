@@ -16,16 +16,17 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from kernel.cursors import Cursors, Score
+from server.bus.catalogue import POST_CREATED, POST_DELETED, USER_FOLLOWED, USER_UNFOLLOWED
 from server.bus.types import Consumer, DomainEvent
 from server.services.social import SocialService
 from storage.redis.client import RedisUnavailable
-from storage.redis.feeds import FeedEntry, FeedCache, member
+from storage.redis.feeds import FeedCache, FeedEntry, member
 
 log = logging.getLogger("pulse.feed")
 
 # Names a durable queue and the processed-events record: never change it.
 FEED_CONSUMER = "social.feed"
-FEED_EVENTS = ("post.created", "post.deleted", "user.followed", "user.unfollowed")
+FEED_EVENTS = (POST_CREATED, POST_DELETED, USER_FOLLOWED, USER_UNFOLLOWED)
 
 
 class PostsReader(Protocol):
@@ -108,7 +109,7 @@ class FeedService:
 
     async def handle(self, event: DomainEvent) -> None:
         p = event.payload
-        if event.type == "post.created":
+        if event.type == POST_CREATED:
             readers = [*await self.social.follower_ids(p["author_id"]), p["author_id"]]
             await self.store.add_to_feeds(readers, p["author_id"], p["post_id"], _score(p["created_at"]))
             # An event still in flight when its author was hidden or purged would recreate
@@ -118,13 +119,13 @@ class FeedService:
             if p["author_id"] not in await self.social.users_service.existing([p["author_id"]]):
                 await self.store.remove_from_feeds(readers, p["author_id"], p["post_id"])
                 await self.store.drop(p["author_id"])
-        elif event.type == "post.deleted":
+        elif event.type == POST_DELETED:
             readers = [*await self.social.follower_ids(p["author_id"]), p["author_id"]]
             await self.store.remove_from_feeds(readers, p["author_id"], p["post_id"])
-        elif event.type == "user.unfollowed":
+        elif event.type == USER_UNFOLLOWED:
             if not await self.social.is_following(p["follower_id"], p["followee_id"]):
                 await self.store.remove_author(p["follower_id"], p["followee_id"])
-        elif event.type == "user.followed":
+        elif event.type == USER_FOLLOWED:
             if await self.social.is_following(p["follower_id"], p["followee_id"]):
                 rows = await self.posts.recent_ids_by_authors([p["followee_id"]], self.max_items)
                 await self.store.merge(p["follower_id"], [(author_id, post_id, _score(created_at))

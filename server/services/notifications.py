@@ -14,6 +14,8 @@ from kernel.cursors import Cursors, decode_keyset, keyset_cursor, page
 from kernel.errors import NotFound
 from kernel.ids import parse_object_id
 from kernel.timefmt import iso
+from server.bus.catalogue import (COMMENT_CREATED, EVENT_CANCELLED, EVENT_RSVP, POST_LIKED, USER_FOLLOWED,
+                                  USER_REGISTERED)
 from server.bus.types import Consumer, DomainEvent
 from server.services.ports import Pusher
 from server.services.users import UsersService
@@ -195,12 +197,12 @@ class NotificationsService:
 
     async def handle(self, event: DomainEvent) -> None:
         handler = {
-            "user.registered": self.on_user_registered,
-            "post.liked": self.on_post_liked,
-            "comment.created": self.on_comment_created,
-            "user.followed": self.on_user_followed,
-            "event.rsvp": self.on_event_rsvp,
-            "event.cancelled": self.on_event_cancelled,
+            USER_REGISTERED: self.on_user_registered,
+            POST_LIKED: self.on_post_liked,
+            COMMENT_CREATED: self.on_comment_created,
+            USER_FOLLOWED: self.on_user_followed,
+            EVENT_RSVP: self.on_event_rsvp,
+            EVENT_CANCELLED: self.on_event_cancelled,
         }.get(event.type)
         if handler is not None:
             await handler(event)
@@ -209,8 +211,8 @@ class NotificationsService:
         """For ``build_consumers``: one consumer for every event that notifies someone."""
         return [Consumer(
             name=CONSUMER_NAME,
-            event_types=("user.registered", "post.liked", "comment.created", "user.followed", "event.rsvp",
-                         "event.cancelled"),
+            event_types=(USER_REGISTERED, POST_LIKED, COMMENT_CREATED, USER_FOLLOWED, EVENT_RSVP,
+                         EVENT_CANCELLED),
             handle=self.handle,
         )]
 

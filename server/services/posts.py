@@ -13,6 +13,7 @@ from kernel.errors import Forbidden, NotFound
 from kernel.ids import parse_uuid
 from kernel.settings import Settings
 from kernel.timefmt import iso, utcnow
+from server.bus.catalogue import COMMENT_CREATED, POST_CREATED, POST_DELETED, POST_LIKED, POST_UNLIKED
 from server.bus.types import Consumer, DomainEvent
 from server.services.users import UsersService
 from storage.postgres.pool import Database
@@ -80,7 +81,7 @@ class PostsService:
         author = UUID(author_id)
         async with self.db.transaction(writes_of=[author_id]) as conn:
             row = await self.posts_repo.insert(conn, author, body)
-            await self.outbox_repo.add(conn, "post.created", {
+            await self.outbox_repo.add(conn, POST_CREATED, {
                 "post_id": str(row["id"]), "author_id": author_id, "created_at": iso(row["created_at"]),
             })
             post = await self.posts_repo.get_visible(conn, author, row["id"])
@@ -130,7 +131,7 @@ class PostsService:
                 raise Forbidden("Only the author can delete a post.")
             await self.posts_repo.delete(conn, pid)
             await self.users_repo.add_to_counters(conn, author, posts=-1)
-            await self.outbox_repo.add(conn, "post.deleted", {"post_id": str(pid), "author_id": str(author)})
+            await self.outbox_repo.add(conn, POST_DELETED, {"post_id": str(pid), "author_id": str(author)})
         await self.users.invalidate_profiles(str(author))
 
     async def list_by_author(self, viewer_id: str | None, user: str, *, limit: int,
@@ -165,7 +166,7 @@ class PostsService:
             except asyncpg.ForeignKeyViolationError:  # the post was deleted meanwhile
                 raise NotFound(POST_NOT_FOUND) from None
             if changed:
-                await self.outbox_repo.add(conn, "post.liked" if liked else "post.unliked", {
+                await self.outbox_repo.add(conn, POST_LIKED if liked else POST_UNLIKED, {
                     "post_id": str(pid), "post_author_id": str(author), "actor_id": actor_id,
                 })
                 # The row lock taken by this UPDATE serialises concurrent likes of a post:
@@ -190,7 +191,7 @@ class PostsService:
                 comment_id = await self.comments_repo.insert(conn, pid, UUID(actor_id), body)
             except asyncpg.ForeignKeyViolationError:
                 raise NotFound(POST_NOT_FOUND) from None
-            await self.outbox_repo.add(conn, "comment.created", {
+            await self.outbox_repo.add(conn, COMMENT_CREATED, {
                 "comment_id": str(comment_id), "post_id": str(pid), "post_author_id": str(author),
                 "actor_id": actor_id,
             })
@@ -272,7 +273,7 @@ class PostsService:
             return
         pid = parse_uuid(post_id)
         row = None
-        if pid is not None and event.type != "post.deleted":
+        if pid is not None and event.type != POST_DELETED:
             async with self.db.read() as conn:
                 row = await self.posts_repo.get_popularity(conn, pid)
         window_start = self._window_start()
@@ -283,5 +284,5 @@ class PostsService:
         await self.popular_set.drop_older_than(window_start.timestamp())
 
     def consumers(self) -> list[Consumer]:
-        return [Consumer(name="posts.popular", event_types=("post.liked", "post.unliked", "post.deleted"),
+        return [Consumer(name="posts.popular", event_types=(POST_LIKED, POST_UNLIKED, POST_DELETED),
                          handle=self.on_like_changed)]

@@ -17,6 +17,7 @@ from kernel.cursors import Cursors, page
 from kernel.errors import FieldError, NotFound, ValidationFailed
 from kernel.ids import parse_uuid
 from kernel.timefmt import iso
+from server.bus.catalogue import USER_FOLLOWED, USER_UNFOLLOWED
 from server.services.users import UsersService
 from storage.postgres.pool import Database
 from storage.postgres.repos.follows import FollowsRepo
@@ -43,7 +44,7 @@ class SocialService:
                 raise NotFound(NO_SUCH_USER)
             created = await self.follows_repo.insert(conn, follower, followee)
             if created:
-                await self.outbox_repo.add(conn, "user.followed",
+                await self.outbox_repo.add(conn, USER_FOLLOWED,
                                       {"follower_id": follower_id, "followee_id": str(followee)})
                 await self._add_to_counters(conn, follower, followee, +1)
         if created:
@@ -58,7 +59,7 @@ class SocialService:
                 raise NotFound(NO_SUCH_USER)
             removed = await self.follows_repo.delete(conn, follower, followee)
             if removed:
-                await self.outbox_repo.add(conn, "user.unfollowed",
+                await self.outbox_repo.add(conn, USER_UNFOLLOWED,
                                       {"follower_id": follower_id, "followee_id": str(followee)})
                 await self._add_to_counters(conn, follower, followee, -1)
         if removed:

@@ -13,6 +13,7 @@ from kernel.errors import FieldError, NotFound, Overloaded, Unauthorized, Valida
 from kernel.ids import parse_uuid
 from kernel.settings import Settings
 from kernel.timefmt import iso, utcnow
+from server.bus.catalogue import USER_REGISTERED
 from server.security import Passwords, hash_token, new_session_token
 from server.services.ports import DISCONNECT_SESSIONS, DISCONNECT_USER, Pusher
 from server.services.rate_limits import RateLimits
@@ -91,7 +92,7 @@ class UsersService:
                 conn, email=email, username=username, password_hash=password_hash,
                 display_name=display_name or username,
             )
-            await self.outbox_repo.add(conn, "user.registered", {
+            await self.outbox_repo.add(conn, USER_REGISTERED, {
                 "user_id": str(row["id"]), "username": row["username"], "display_name": row["display_name"],
             })
             created.append(str(row["id"]))
