@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 
 from kernel.errors import StoreUnavailable
 from kernel.settings import Settings
-from server.tasks import cancel_and_wait
+from kernel.tasks import cancel_and_wait
 from storage.redis.client import REDIS_UNAVAILABLE, Keys, RedisUnavailable
 from storage.redis.offset_log import OffsetLogStore
 

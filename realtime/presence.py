@@ -11,7 +11,7 @@ import asyncio
 import logging
 import uuid
 
-from server.tasks import cancel_and_wait
+from kernel.tasks import cancel_and_wait
 from storage.redis.client import RedisUnavailable
 from storage.redis.presence import PresenceStore
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from server.tasks import cancel_and_wait
+from kernel.tasks import cancel_and_wait
 from storage.redis.client import RedisUnavailable
 from storage.redis.socket_slots import SocketSlotStore
 

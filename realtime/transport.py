@@ -54,8 +54,8 @@ from engineio import async_socket, exceptions as eio_exceptions, packet as eio_p
 from engineio.async_drivers import aiohttp as aiohttp_driver
 from socketio import packet as sio_packet
 
+from kernel.tasks import cancel_and_wait
 from realtime.protocol import ACK, CONNECT, DISCONNECT, EVENT, MalformedFrame, decode_engineio, decode_payload, parse_socketio
-from server.tasks import cancel_and_wait
 
 log = logging.getLogger("pulse.realtime.transport")
 

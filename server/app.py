@@ -11,6 +11,7 @@ from api.middleware import install_log_filters, metrics_middleware, problem_midd
 from api.routes import setup_routes
 from kernel.cursors import Cursors
 from kernel.settings import Settings
+from kernel.tasks import cancel_and_wait
 from realtime.fanout import FanoutListener, RedisPusher
 from realtime.presence import InstancePresence
 from realtime.socket_cap import SocketCap
@@ -31,7 +32,6 @@ from server.services.privacy import PrivacyService
 from server.services.privacy_registry import PrivacyDeps, build_erasure_steps, build_export_sections
 from server.services.rate_limits import RateLimits
 from server.services.social import SocialService
-from server.tasks import cancel_and_wait
 from server.services.users import UsersService
 from storage.mongo.client import (CommandTimer, ReplicaSetLag, create_mongo, ensure_indexes,
                                   ensure_indexes_until_done, stale_read_preference)

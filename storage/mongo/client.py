@@ -11,8 +11,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.read_preferences import ReadPreference, _ServerMode, make_read_preference, read_pref_mode_from_name
 
 from kernel.settings import ConfigError, Settings
-from server.tasks import cancel_and_wait
-
+from kernel.tasks import cancel_and_wait
 from storage.mongo.indexes import RETIRED_INDEXES, indexes_for
 
 log = logging.getLogger("pulse.mongo")

@@ -17,7 +17,7 @@ from typing import Callable
 
 import asyncpg
 
-from server.tasks import cancel_and_wait
+from kernel.tasks import cancel_and_wait
 
 log = logging.getLogger("pulse.postgres.replica")
 

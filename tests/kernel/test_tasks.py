@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from server.tasks import cancel_and_wait
+from kernel.tasks import cancel_and_wait
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
