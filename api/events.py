@@ -5,14 +5,13 @@ from aiohttp import web
 
 from api.http import Call, Router
 from api.models.common import ListQuery
-from api.models.events import (
-    AttendeeList, EventIn, EventList, EventOut, EventPatchIn, EventsQuery, RsvpIn, RsvpOut,
-)
+from api.models.events import EventIn, EventPatchIn, EventsQuery, RsvpIn
+from server.read_models.events import AttendeeList, Event, EventList, RsvpState
 
 router = Router("events")
 
 
-@router.route("POST", "/events", name="events.create", body=EventIn, response=EventOut, status=201,
+@router.route("POST", "/events", name="events.create", body=EventIn, response=Event, status=201,
               errors=(400, 401, 413, 415))
 async def create_event(request: web.Request, call: Call[EventIn, None]):
     """Host an event."""
@@ -27,13 +26,13 @@ async def list_events(request: web.Request, call: Call[None, EventsQuery]):
                                                     cursor=q.cursor)
 
 
-@router.route("GET", "/events/{event_id}", name="events.get", response=EventOut, errors=(401, 404))
+@router.route("GET", "/events/{event_id}", name="events.get", response=Event, errors=(401, 404))
 async def get_event(request: web.Request, call: Call):
     """One event, with the caller's RSVP."""
     return await call.services.events.get(call.user_id, request.match_info["event_id"])
 
 
-@router.route("PATCH", "/events/{event_id}", name="events.update", body=EventPatchIn, response=EventOut,
+@router.route("PATCH", "/events/{event_id}", name="events.update", body=EventPatchIn, response=Event,
               errors=(400, 401, 403, 404, 409, 415))
 async def update_event(request: web.Request, call: Call[EventPatchIn, None]):
     """Change an event (host only)."""
@@ -48,7 +47,7 @@ async def delete_event(request: web.Request, call: Call):
     return None
 
 
-@router.route("PUT", "/events/{event_id}/rsvp", name="events.rsvp", body=RsvpIn, response=RsvpOut,
+@router.route("PUT", "/events/{event_id}/rsvp", name="events.rsvp", body=RsvpIn, response=RsvpState,
               errors=(400, 401, 404, 409, 415))
 async def rsvp(request: web.Request, call: Call[RsvpIn, None]):
     """Say going, interested or not going; `going` beyond capacity is 409."""

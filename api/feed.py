@@ -5,7 +5,7 @@ from aiohttp import web
 
 from api.http import Call, Router
 from api.models.common import ListQuery
-from api.models.posts import PostList
+from server.read_models.posts import PostList
 
 router = Router("social")
 

@@ -3,23 +3,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.http import Call, Router, json_response
+from api.http import Call, Router, WithStatus
 from api.models.common import ListQuery
-from api.models.messaging import (
-    ConversationCreateIn, ConversationList, ConversationOut, MessageList, MessageOut, MessageSendIn,
-    MessagesQuery, ReadIn, ReadOut,
-)
+from api.models.messaging import ConversationCreateIn, MessageSendIn, MessagesQuery, ReadIn
+from server.read_models.messaging import Conversation, ConversationList, Message, MessageList, ReadPosition
 
 router = Router("messaging")
 
 
 @router.route("POST", "/conversations", name="conversations.create", body=ConversationCreateIn,
-              response=ConversationOut, status=201, also=(200,), errors=(400, 401, 413, 415))
+              response=Conversation, status=201, also=(200,), errors=(400, 401, 413, 415))
 async def create_conversation(request: web.Request, call: Call[ConversationCreateIn, None]):
     """Start a conversation (the existing one, with 200, for a direct pair)."""
     conversation, created = await call.services.messaging.create_conversation(
         call.user_id, call.body.member_ids, call.body.title or None)
-    return conversation if created else json_response(conversation, 200)
+    return conversation if created else WithStatus(conversation, 200)
 
 
 @router.route("GET", "/conversations", name="conversations.list", query=ListQuery, response=ConversationList,
@@ -30,7 +28,7 @@ async def list_conversations(request: web.Request, call: Call[None, ListQuery]):
                                                             cursor=call.query.cursor)
 
 
-@router.route("GET", "/conversations/{id}", name="conversations.get", response=ConversationOut,
+@router.route("GET", "/conversations/{id}", name="conversations.get", response=Conversation,
               errors=(401, 404))
 async def get_conversation(request: web.Request, call: Call):
     """One conversation (members only)."""
@@ -46,15 +44,15 @@ async def list_messages(request: web.Request, call: Call[None, MessagesQuery]):
 
 
 @router.route("POST", "/conversations/{id}/messages", name="conversations.send", body=MessageSendIn,
-              response=MessageOut, status=201, also=(200,), errors=(400, 401, 404, 413, 415))
+              response=Message, status=201, also=(200,), errors=(400, 401, 404, 413, 415))
 async def send_message(request: web.Request, call: Call[MessageSendIn, None]):
     """Send a message; a retry with the same client_id returns the stored one with 200."""
     message, created = await call.services.messaging.send_message(
         call.user_id, request.match_info["id"], call.body.body, call.body.client_id)
-    return message if created else json_response(message, 200)
+    return message if created else WithStatus(message, 200)
 
 
-@router.route("POST", "/conversations/{id}/read", name="conversations.read", body=ReadIn, response=ReadOut,
+@router.route("POST", "/conversations/{id}/read", name="conversations.read", body=ReadIn, response=ReadPosition,
               errors=(400, 401, 404, 415))
 async def mark_read(request: web.Request, call: Call[ReadIn, None]):
     """Move the caller's read position forward to a message."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.http import Call, Router
-from api.models.notifications import NotificationList, NotificationOut, NotificationsQuery, ReadAllOut, UnreadCount
+from api.models.notifications import NotificationsQuery
+from server.read_models.notifications import MarkedAllRead, Notification, NotificationList, UnreadCount
 
 router = Router("notifications")
 
@@ -21,17 +22,17 @@ async def list_notifications(request: web.Request, call: Call[None, Notification
               errors=(401,))
 async def unread_count(request: web.Request, call: Call):
     """How many notifications the caller has not read."""
-    return {"count": await call.services.notifications.unread_count(call.user_id)}
+    return UnreadCount(count=await call.services.notifications.unread_count(call.user_id))
 
 
-@router.route("POST", "/notifications/read-all", name="notifications.read_all", response=ReadAllOut,
+@router.route("POST", "/notifications/read-all", name="notifications.read_all", response=MarkedAllRead,
               errors=(401,))
 async def read_all(request: web.Request, call: Call):
     """Mark every notification of the caller read."""
-    return {"updated": await call.services.notifications.mark_all_read(call.user_id)}
+    return MarkedAllRead(updated=await call.services.notifications.mark_all_read(call.user_id))
 
 
-@router.route("POST", "/notifications/{id}/read", name="notifications.read", response=NotificationOut,
+@router.route("POST", "/notifications/{id}/read", name="notifications.read", response=Notification,
               errors=(401, 404))
 async def mark_read(request: web.Request, call: Call):
     """Mark one notification read (the owner's only)."""

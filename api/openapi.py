@@ -1,13 +1,14 @@
-"""OpenAPI 3.1, generated from the endpoint declarations and their pydantic models."""
+"""OpenAPI 3.1, generated from the endpoint declarations: request models (api/models)
+and the read models responses are written with (server/read_models)."""
 from __future__ import annotations
 
 import functools
 import re
-from typing import Any, get_args, get_origin
+from typing import Any
 
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic import TypeAdapter
 
+from api.http import response_adapter
 from api.models.common import Problem
 from api.routes import all_endpoints
 
@@ -18,15 +19,7 @@ _STATUS_TEXT = {
 }
 
 
-def _models_of(response: Any) -> list[type[BaseModel]]:
-    if isinstance(response, type) and issubclass(response, BaseModel):
-        return [response]
-    if get_origin(response) is list:
-        return _models_of(get_args(response)[0])
-    return []
-
-
-def _ref(model: type[BaseModel]) -> dict[str, str]:
+def _ref(model: type) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
@@ -34,14 +27,15 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 def build_openapi() -> dict[str, Any]:
     """The document; the declarations are fixed at import, so it is built once a process."""
     endpoints = all_endpoints()
-    models: set[type[BaseModel]] = {Problem}
+    # Request bodies as they are validated; responses from the adapters that write them.
+    adapters: dict[tuple[Any, str], TypeAdapter] = {(Problem, "serialization"): TypeAdapter(Problem)}
     for ep in endpoints:
-        for m in (ep.body, *(_models_of(ep.response))):
-            if m is not None:
-                models.add(m)
-    _, schemas = models_json_schema(
-        [(m, "validation" if any(ep.body is m for ep in endpoints) else "serialization") for m in
-         sorted(models, key=lambda m: m.__name__)],
+        if ep.response is not None:
+            adapters[(ep.response, "serialization")] = response_adapter(ep.response)
+        if ep.body is not None:
+            adapters[(ep.body, "validation")] = TypeAdapter(ep.body)
+    keyed, schemas = TypeAdapter.json_schemas(
+        [(shape, mode, adapter) for (shape, mode), adapter in sorted(adapters.items(), key=lambda kv: repr(kv[0]))],
         ref_template="#/components/schemas/{model}",
     )
     paths: dict[str, dict[str, Any]] = {}
@@ -68,10 +62,7 @@ def build_openapi() -> dict[str, Any]:
                                  "content": {"application/json": {"schema": _ref(ep.body)}}}
         success: dict[str, Any] = {"description": _STATUS_TEXT.get(ep.status, "Success")}
         if ep.response is not None:
-            inner = _models_of(ep.response)
-            schema = _ref(inner[0]) if get_origin(ep.response) is not list else {
-                "type": "array", "items": _ref(inner[0])}
-            success["content"] = {"application/json": {"schema": schema}}
+            success["content"] = {"application/json": {"schema": keyed[(ep.response, "serialization")]}}
         for code in (ep.status, *ep.also):
             op["responses"][str(code)] = {**success, "description": _STATUS_TEXT.get(code, "Success")}
         for code in sorted(set(ep.errors) | ({401} if ep.auth else set())):

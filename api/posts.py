@@ -5,7 +5,8 @@ from aiohttp import web
 
 from api.http import Call, Router
 from api.models.common import ListQuery
-from api.models.posts import Comment, CommentIn, CommentList, LikeState, Post, PostIn, PostList
+from api.models.posts import CommentIn, PostIn
+from server.read_models.posts import Comment, CommentList, LikeState, Post, PostList
 
 router = Router("posts")
 

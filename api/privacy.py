@@ -7,8 +7,9 @@ import orjson
 from aiohttp import web
 
 from api.http import Call, Router
-from api.models.privacy import ErasureOut, ExportDocument
-from api.models.users import AuthOut, LoginIn, PasswordIn
+from api.models.users import LoginIn, PasswordIn
+from server.read_models.privacy import ErasurePending, ExportDocument
+from server.read_models.users import SignedIn
 
 router = Router("privacy")
 log = logging.getLogger("pulse.privacy")
@@ -58,16 +59,16 @@ async def _write_part(response: web.StreamResponse, part, *, leading: bytes) -> 
     await response.write(b"]")
 
 
-@router.route("DELETE", "/users/me", name="users.me.delete", body=PasswordIn, response=ErasureOut, status=202,
+@router.route("DELETE", "/users/me", name="users.me.delete", body=PasswordIn, response=ErasurePending, status=202,
               errors=(400, 401, 415, 429, 503))
 async def delete_me(request: web.Request, call: Call[PasswordIn, None]):
     """Request erasure: hidden and logged out at once, purged after the recovery window."""
     return await call.services.privacy.request_erasure(call.user_id, call.body.password, call.client)
 
 
-@router.route("POST", "/auth/restore", name="auth.restore", body=LoginIn, response=AuthOut, auth=False,
+@router.route("POST", "/auth/restore", name="auth.restore", body=LoginIn, response=SignedIn, auth=False,
               errors=(400, 401, 429, 503))
 async def restore(request: web.Request, call: Call[LoginIn, None]):
     """Cancel a pending erasure with the account's credentials, inside the recovery window."""
     user, token = await call.services.privacy.restore(call.body.login, call.body.password, call.client)
-    return {"user": user, "token": token}
+    return SignedIn(user=user, token=token)

@@ -4,19 +4,20 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.http import Call, Router
-from api.models.common import ListQuery, PublicUserList
-from api.models.social import FollowOut
+from api.models.common import ListQuery
+from server.read_models.social import FollowState
+from server.read_models.users import PublicUserList
 
 router = Router("social")
 
 
-@router.route("PUT", "/users/{user_id}/follow", name="users.follow", response=FollowOut, errors=(400, 401, 404))
+@router.route("PUT", "/users/{user_id}/follow", name="users.follow", response=FollowState, errors=(400, 401, 404))
 async def follow(request: web.Request, call: Call):
     """Follow a user (idempotent); following yourself is 400."""
     return await call.services.social.follow(call.user_id, request.match_info["user_id"])
 
 
-@router.route("DELETE", "/users/{user_id}/follow", name="users.unfollow", response=FollowOut,
+@router.route("DELETE", "/users/{user_id}/follow", name="users.unfollow", response=FollowState,
               errors=(400, 401, 404))
 async def unfollow(request: web.Request, call: Call):
     """Stop following a user (idempotent)."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.http import Call, Router
-from api.models.common import PublicUser
-from api.models.users import AuthOut, LoginIn, OwnUser, ProfilePatchIn, RegisterIn
+from api.models.users import LoginIn, ProfilePatchIn, RegisterIn
+from server.read_models.users import OwnUser, PublicUser, SignedIn
 
 router = Router("users")
 
 
-@router.route("POST", "/auth/register", name="auth.register", body=RegisterIn, response=AuthOut,
+@router.route("POST", "/auth/register", name="auth.register", body=RegisterIn, response=SignedIn,
               status=201, auth=False, errors=(400, 409, 413, 415, 429, 503))
 async def register(request: web.Request, call: Call[RegisterIn, None]):
     """Create an account and a session."""
@@ -18,16 +18,16 @@ async def register(request: web.Request, call: Call[RegisterIn, None]):
     user, token = await call.services.users.register(
         email=b.email, username=b.username, password=b.password, display_name=b.display_name, client=call.client,
     )
-    return {"user": user, "token": token}
+    return SignedIn(user=user, token=token)
 
 
-@router.route("POST", "/auth/login", name="auth.login", body=LoginIn, response=AuthOut, auth=False,
+@router.route("POST", "/auth/login", name="auth.login", body=LoginIn, response=SignedIn, auth=False,
               errors=(400, 401, 429, 503))
 async def login(request: web.Request, call: Call[LoginIn, None]):
     """Log in with email or username."""
     user, token = await call.services.users.login(login=call.body.login, password=call.body.password,
                                                   client=call.client)
-    return {"user": user, "token": token}
+    return SignedIn(user=user, token=token)
 
 
 @router.route("POST", "/auth/logout", name="auth.logout", status=204, errors=(401,))

@@ -1,16 +1,17 @@
 """The rest of the real-time contract (API.md "Real time") as pydantic models: the
 CONNECT ``auth``, the acknowledgements and the server-to-client events. The client
 events' payloads are realtime/models.py (what the handlers validate with); the message
-and notification inside events are the REST response models, which is what the
-services push. realtime/asyncapi.py builds /asyncapi.json from these."""
+and notification inside events are the services' read models (``server.read_models``),
+the same the REST responses are written with. realtime/asyncapi.py builds /asyncapi.json
+from these."""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.models.messaging import MessageOut
-from api.models.notifications import NotificationOut
+from server.read_models.messaging import Message
+from server.read_models.notifications import Notification
 
 
 class ConnectAuth(BaseModel):
@@ -50,7 +51,7 @@ class AckOk(BaseModel):
 
 class MessageSendAck(BaseModel):
     ok: Literal[True]
-    message: MessageOut
+    message: Message
 
 
 class PresenceQueryAck(BaseModel):
@@ -60,7 +61,7 @@ class PresenceQueryAck(BaseModel):
 
 class MessageNewEvent(BaseModel):
     offset: str
-    message: MessageOut
+    message: Message
 
 
 class MessageReadEvent(BaseModel):
@@ -78,7 +79,7 @@ class TypingEvent(BaseModel):
 
 class NotificationNewEvent(BaseModel):
     offset: str
-    notification: NotificationOut
+    notification: Notification
 
 
 class ResyncEvent(BaseModel):

@@ -1,4 +1,5 @@
-"""Models shared by several resources."""
+"""Request models shared by several resources, and the problem document of every error.
+Response bodies are read models (``server.read_models``)."""
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
@@ -7,29 +8,6 @@ from pydantic import BaseModel, Field
 class ListQuery(BaseModel):
     limit: int = Field(20, ge=1, le=100)
     cursor: str | None = Field(None, max_length=512)
-
-
-class UserRef(BaseModel):
-    id: str
-    username: str
-    display_name: str
-
-
-class PublicUser(BaseModel):
-    id: str
-    username: str
-    display_name: str
-    bio: str
-    avatar_url: str | None
-    created_at: str
-    followers_count: int
-    following_count: int
-    posts_count: int
-
-
-class PublicUserList(BaseModel):
-    items: list[PublicUser]
-    next_cursor: str | None
 
 
 class Problem(BaseModel):

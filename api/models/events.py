@@ -1,12 +1,13 @@
-"""Request and response bodies of the events endpoints."""
+"""Request bodies and queries of the events endpoints (responses: ``server.read_models.events``)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from api.models.common import ListQuery, PublicUser, UserRef
+from api.models.common import ListQuery
+from server.read_models.events import RsvpStatus
 
 
 def _utc(moment: datetime) -> datetime:
@@ -29,7 +30,6 @@ Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 Description = Annotated[str, StringConstraints(max_length=5000)]
 Location = Annotated[str, StringConstraints(strip_whitespace=True, max_length=300)]
 Capacity = Annotated[int, Field(ge=1, le=1_000_000)]
-RsvpStatus = Literal["going", "interested", "not_going"]
 
 
 class EventIn(BaseModel):
@@ -60,38 +60,5 @@ class EventsQuery(ListQuery):
     to: Timestamp | None = None
 
 
-class EventOut(BaseModel):
-    id: str
-    host: UserRef
-    title: str
-    description: str | None
-    starts_at: str
-    ends_at: str | None
-    location: str | None
-    capacity: int | None
-    going_count: int
-    my_rsvp: RsvpStatus | None
-
-
-class EventList(BaseModel):
-    items: list[EventOut]
-    next_cursor: str | None
-
-
 class RsvpIn(BaseModel):
     status: RsvpStatus
-
-
-class RsvpOut(BaseModel):
-    status: RsvpStatus
-    going_count: int
-
-
-class Attendee(BaseModel):
-    user: PublicUser
-    status: RsvpStatus
-
-
-class AttendeeList(BaseModel):
-    items: list[Attendee]
-    next_cursor: str | None

@@ -1,7 +1,8 @@
-"""Request and response bodies of conversations and messages."""
+"""Request bodies and queries of conversations and messages (responses:
+``server.read_models.messaging``)."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -16,41 +17,12 @@ class ConversationCreateIn(BaseModel):
     title: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TITLE_CHARS)] | None = None
 
 
-class MessageOut(BaseModel):
-    id: str
-    conversation_id: str
-    sender_id: str
-    body: str
-    client_id: str
-    created_at: str
-
-
-class ConversationOut(BaseModel):
-    id: str
-    kind: Literal["direct", "group"]
-    title: str | None
-    member_ids: list[str]
-    created_at: str
-    last_message: MessageOut | None
-    unread_count: int
-
-
-class ConversationList(BaseModel):
-    items: list[ConversationOut]
-    next_cursor: str | None
-
-
 class MessagesQuery(BaseModel):
     limit: int = Field(20, ge=1, le=100)
     # A message id: the page holds messages older than it. ``cursor`` is the same thing
     # under the name every list uses (``next_cursor`` of the previous page).
     before: Id | None = None
     cursor: Id | None = None
-
-
-class MessageList(BaseModel):
-    items: list[MessageOut]
-    next_cursor: str | None
 
 
 class MessageSendIn(BaseModel):
@@ -61,8 +33,3 @@ class MessageSendIn(BaseModel):
 
 class ReadIn(BaseModel):
     message_id: Id
-
-
-class ReadOut(BaseModel):
-    conversation_id: str
-    last_read_message_id: str

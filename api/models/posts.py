@@ -1,11 +1,9 @@
-"""Request and response bodies of the posts, comments and likes endpoints."""
+"""Request bodies of the posts and comments endpoints (responses: ``server.read_models.posts``)."""
 from __future__ import annotations
 
 from typing import Annotated
 
 from pydantic import BaseModel, StringConstraints
-
-from api.models.common import UserRef
 
 # Surrounding whitespace is dropped; a body of only whitespace is empty (400).
 PostBody = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
@@ -18,36 +16,3 @@ class PostIn(BaseModel):
 
 class CommentIn(BaseModel):
     body: CommentBody
-
-
-class Post(BaseModel):
-    id: str
-    author: UserRef
-    body: str
-    created_at: str
-    like_count: int
-    comment_count: int
-    liked_by_me: bool
-
-
-class PostList(BaseModel):
-    items: list[Post]
-    next_cursor: str | None
-
-
-class Comment(BaseModel):
-    id: str
-    post_id: str
-    author: UserRef
-    body: str
-    created_at: str
-
-
-class CommentList(BaseModel):
-    items: list[Comment]
-    next_cursor: str | None
-
-
-class LikeState(BaseModel):
-    liked: bool
-    like_count: int

@@ -1,12 +1,10 @@
-"""Request and response bodies of the users and auth endpoints."""
+"""Request bodies of the users and auth endpoints."""
 from __future__ import annotations
 
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
-
-from api.models.common import PublicUser
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 # Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is the
 # mail server's business.
@@ -46,12 +44,3 @@ class ProfilePatchIn(BaseModel):
 
 class PasswordIn(BaseModel):
     password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-
-
-class OwnUser(PublicUser):
-    email: str
-
-
-class AuthOut(BaseModel):
-    user: OwnUser
-    token: str = Field(description="Opaque bearer token")
