@@ -7,7 +7,7 @@ A ``going`` RSVP never overbooks an event: every RSVP change locks the event row
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 from uuid import UUID
 
 import asyncpg
@@ -17,16 +17,17 @@ from kernel.errors import Conflict, FieldError, Forbidden, NotFound, ValidationF
 from kernel.ids import parse_uuid
 from kernel.timefmt import iso, utcnow
 from server.bus.catalogue import EVENT_CANCELLED, EVENT_RSVP
+from server.read_models.events import AttendeeList, Event, EventList, RsvpState, RsvpStatus
 from server.services.users import UsersService
 from storage.postgres.pool import Database
 from storage.postgres.repos.events import EventsRepo, RsvpsRepo
 from storage.postgres.repos.outbox import OutboxRepo
 
-RSVP_STATUSES = ("going", "interested", "not_going")
+RSVP_STATUSES: tuple[str, ...] = get_args(RsvpStatus)
 NO_SUCH_EVENT = "No such event."
 
 
-def event_dict(row: asyncpg.Record, my_rsvp: str | None) -> dict[str, Any]:
+def event_dict(row: asyncpg.Record, my_rsvp: str | None) -> Event:
     return {
         "id": str(row["id"]),
         "host": {"id": str(row["host_id"]), "username": row["host_username"],
@@ -66,7 +67,7 @@ class EventsService:
 
     # --- events ---------------------------------------------------------------------
 
-    async def create(self, host_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, host_id: str, fields: dict[str, Any]) -> Event:
         _check_times(fields["starts_at"], fields.get("ends_at"))
         async with self.db.transaction(writes_of=[host_id]) as conn:
             event_id = await self.events_repo.insert(
@@ -79,7 +80,7 @@ class EventsService:
             raise NotFound("No such user.")
         return event_dict(row, None)
 
-    async def get(self, viewer_id: str, event_id: str) -> dict[str, Any]:
+    async def get(self, viewer_id: str, event_id: str) -> Event:
         eid = _event_id(event_id)
         async with self.db.read() as conn:
             row = await self.events_repo.get(conn, eid)
@@ -90,7 +91,7 @@ class EventsService:
 
     async def list_upcoming(
         self, viewer_id: str, *, start: datetime | None, end: datetime | None, limit: int, cursor: str | None,
-    ) -> dict[str, Any]:
+    ) -> EventList:
         start = start or utcnow()
         if end is not None and end < start:
             raise ValidationFailed("`to` is before `from`.", [FieldError("to", "must not be before from")])
@@ -102,7 +103,7 @@ class EventsService:
         return page(rows, limit, lambda r: self.cursors.encode(r["starts_at"], r["id"]),
                     lambda r: event_dict(r, mine.get(r["id"])))
 
-    async def update(self, user_id: str, event_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    async def update(self, user_id: str, event_id: str, changes: dict[str, Any]) -> Event:
         eid = _event_id(event_id)
         for required in ("title", "starts_at"):
             if required in changes and changes[required] is None:
@@ -146,7 +147,7 @@ class EventsService:
 
     # --- RSVPs ----------------------------------------------------------------------
 
-    async def rsvp(self, user_id: str, event_id: str, status: str) -> dict[str, Any]:
+    async def rsvp(self, user_id: str, event_id: str, status: str) -> RsvpState:
         if status not in RSVP_STATUSES:
             raise ValidationFailed("The request body is not valid.",
                                    [FieldError("status", "must be one of " + ", ".join(RSVP_STATUSES))])
@@ -183,7 +184,7 @@ class EventsService:
                 await self.events_repo.add_to_going_count(conn, eid, -1)
 
     async def attendees(self, event_id: str, *, limit: int, cursor: str | None,
-                        viewer_id: str | None = None) -> dict[str, Any]:
+                        viewer_id: str | None = None) -> AttendeeList:
         eid = _event_id(event_id)
         after = self.cursors.decode(cursor, datetime, UUID)
         async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 from kernel.cursors import Cursors, Score
 from server.bus.catalogue import POST_CREATED, POST_DELETED, USER_FOLLOWED, USER_UNFOLLOWED
 from server.bus.types import Consumer, DomainEvent
+from server.read_models.posts import Post, PostList
 from server.services.social import SocialService
 from storage.redis.client import RedisUnavailable
 from storage.redis.feeds import FeedCache, FeedEntry, member
@@ -32,8 +33,8 @@ FEED_EVENTS = (POST_CREATED, POST_DELETED, USER_FOLLOWED, USER_UNFOLLOWED)
 class PostsReader(Protocol):
     """What the feed needs of the posts context (``PostsService``)."""
 
-    async def get_many(self, viewer_id: str, post_ids: list[str]) -> list[dict[str, Any]]:
-        """API ``post`` dicts in the order asked, missing or hidden ones left out."""
+    async def get_many(self, viewer_id: str, post_ids: list[str]) -> list[Post]:
+        """The posts in the order asked, missing or hidden ones left out."""
 
     async def recent_ids_by_authors(self, author_ids: list[str], limit: int) -> list[tuple[str, str, datetime]]:
         """(post id, author id, created_at) of these authors' newest posts, newest first."""
@@ -56,7 +57,7 @@ class FeedService:
 
     # --- reading --------------------------------------------------------------------
 
-    async def page(self, viewer_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def page(self, viewer_id: str, *, limit: int, cursor: str | None) -> PostList:
         """Posts of followed users and the viewer's own, newest first."""
         after = self._decode(cursor)
         try:

@@ -19,6 +19,7 @@ from kernel.cursors import Cursors, decode_keyset, keyset_cursor, page
 from kernel.errors import FieldError, NotFound, ValidationFailed
 from kernel.ids import parse_object_id, parse_uuid
 from kernel.timefmt import iso
+from server.read_models.messaging import Conversation, ConversationList, Message, MessageList, ReadPosition
 from server.services.notifications import NotificationsService
 from server.services.ports import Presence, Pusher
 from server.services.users import UsersService
@@ -36,7 +37,7 @@ MAX_MEMBERS = 256
 PUSH_PENDING = "pushPending"
 
 
-def message_dict(doc: dict[str, Any]) -> dict[str, Any]:
+def message_dict(doc: dict[str, Any]) -> Message:
     return {
         "id": str(doc["_id"]),
         "conversation_id": doc["conversationId"],
@@ -88,7 +89,7 @@ class MessagingService:
 
     async def create_conversation(
         self, user_id: str, member_ids: list[str], title: str | None = None,
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[Conversation, bool]:
         """(conversation, created). One other member: the pair's direct conversation,
         the existing one when there is one (created False). Two or more: a new group."""
         others: list[str] = []
@@ -129,7 +130,7 @@ class MessagingService:
             await self.conversations_repo.insert(doc)
         return await self._conversation_for(doc, user_id), True
 
-    async def _conversation_for(self, doc: dict[str, Any], user_id: str) -> dict[str, Any]:
+    async def _conversation_for(self, doc: dict[str, Any], user_id: str) -> Conversation:
         """The API shape of a conversation, as ``user_id`` sees it (their unread count)."""
         unread = _unread_among_recent(doc, user_id)
         if unread is None:  # stored before conversations kept their recent messages
@@ -155,10 +156,10 @@ class MessagingService:
             raise NotFound("No such conversation.")
         return doc
 
-    async def get_conversation(self, user_id: str, conversation_id: str) -> dict[str, Any]:
+    async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
         return await self._conversation_for(await self._member_conversation(user_id, conversation_id), user_id)
 
-    async def list_conversations(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def list_conversations(self, user_id: str, *, limit: int, cursor: str | None) -> ConversationList:
         docs = await self.conversations_repo.list_for_member(user_id, limit + 1, decode_keyset(self.cursors, cursor))
         result = page(docs, limit, keyset_cursor(self.cursors, "lastActivityAt"))
         result["items"] = list(await asyncio.gather(*(self._conversation_for(d, user_id) for d in result["items"])))
@@ -178,7 +179,7 @@ class MessagingService:
 
     async def history(
         self, user_id: str, conversation_id: str, *, limit: int, before: str | None,
-    ) -> dict[str, Any]:
+    ) -> MessageList:
         """Newest first. ``before`` is a message id of this conversation (the previous
         page's ``next_cursor``)."""
         conversation_id = str((await self._member_conversation(user_id, conversation_id))["_id"])
@@ -196,7 +197,7 @@ class MessagingService:
 
     async def send_message(
         self, user_id: str, conversation_id: str, body: str, client_id: str | None,
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[Message, bool]:
         """Store and fan out a message: (message, created). A retry with the same
         ``client_id`` returns the stored message with created False; it pushes the
         message only if no push of it has succeeded yet (and notifies no one again)."""
@@ -235,7 +236,7 @@ class MessagingService:
         )
         return message, True
 
-    async def _retried(self, existing: dict[str, Any], conversation: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    async def _retried(self, existing: dict[str, Any], conversation: dict[str, Any]) -> tuple[Message, bool]:
         # Found in this conversation (the client id is scoped to it). The first attempt may
         # have died between storing and updating the conversation, or its push failed
         # (Redis away): both are done again.
@@ -270,7 +271,7 @@ class MessagingService:
         await self.conversations_repo.record_message(conversation["_id"], doc)
         await self.conversations_repo.advance_read(conversation["_id"], doc["senderId"], doc["_id"], doc["createdAt"])
 
-    async def _notify_offline(self, message: dict[str, Any], member_ids: list[str]) -> None:
+    async def _notify_offline(self, message: Message, member_ids: list[str]) -> None:
         recipients = [m for m in member_ids if m != message["sender_id"]]
         if not recipients:
             return
@@ -297,7 +298,7 @@ class MessagingService:
 
     # --- read positions -----------------------------------------------------------------
 
-    async def mark_read(self, user_id: str, conversation_id: str, message_id: str) -> dict[str, Any]:
+    async def mark_read(self, user_id: str, conversation_id: str, message_id: str) -> ReadPosition:
         """Move the caller's read position up to ``message_id`` (never backwards):
         ``{conversation_id, last_read_message_id}`` with the position now held."""
         conversation = await self._member_conversation(user_id, conversation_id)

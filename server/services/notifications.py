@@ -17,6 +17,8 @@ from kernel.timefmt import iso
 from server.bus.catalogue import (COMMENT_CREATED, EVENT_CANCELLED, EVENT_RSVP, POST_LIKED, USER_FOLLOWED,
                                   USER_REGISTERED)
 from server.bus.types import Consumer, DomainEvent
+from server.read_models.messaging import Message
+from server.read_models.notifications import Notification, NotificationList
 from server.services.ports import Pusher
 from server.services.users import UsersService
 from storage.mongo.notifications import NotificationsRepo
@@ -31,7 +33,7 @@ _METADATA_FIELDS = {"postId": "post_id", "actorId": "actor_id", "eventId": "even
                     "conversationId": "conversation_id"}
 
 
-def notification_dict(doc: dict[str, Any]) -> dict[str, Any]:
+def notification_dict(doc: dict[str, Any]) -> Notification:
     metadata = doc.get("metadata") or {}
     return {
         "id": str(doc["_id"]),
@@ -54,7 +56,7 @@ class NotificationsService:
 
     # --- reading ----------------------------------------------------------------------
 
-    async def list(self, user_id: str, *, unread_only: bool, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def list(self, user_id: str, *, unread_only: bool, limit: int, cursor: str | None) -> NotificationList:
         docs = await self.notifications_repo.list_for_user(user_id, unread_only=unread_only, limit=limit + 1,
                                                       after=decode_keyset(self.cursors, cursor))
         return page(docs, limit, keyset_cursor(self.cursors, "createdAt"), notification_dict)
@@ -62,7 +64,7 @@ class NotificationsService:
     async def unread_count(self, user_id: str) -> int:
         return await self.notifications_repo.count_unread(user_id)
 
-    async def mark_read(self, user_id: str, notification_id: str) -> dict[str, Any]:
+    async def mark_read(self, user_id: str, notification_id: str) -> Notification:
         oid = parse_object_id(notification_id)
         doc = await self.notifications_repo.mark_read(user_id, oid) if oid is not None else None
         if doc is None:
@@ -77,7 +79,7 @@ class NotificationsService:
     async def notify(
         self, user_id: str, kind: str, message: str, *, source_id: str, post_id: str | None = None,
         actor_id: str | None = None, event_id: str | None = None, conversation_id: str | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> Notification | None:
         """Store a notification and push it; None (nothing stored or pushed) when this
         user already has one from ``source_id``."""
         created = await self.notify_many([user_id], kind, message, source_id=source_id, post_id=post_id,
@@ -87,7 +89,7 @@ class NotificationsService:
     async def notify_many(
         self, user_ids: list[str], kind: str, message: str, *, source_id: str, post_id: str | None = None,
         actor_id: str | None = None, event_id: str | None = None, conversation_id: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Notification]:
         """The same notification for each user (the actor checked once for all of them);
         returns those stored and pushed, leaving out users who already had one from
         ``source_id``."""
@@ -122,7 +124,7 @@ class NotificationsService:
         await asyncio.gather(*(self._push(user_id, notification) for user_id, notification in stored))
         return [notification for _, notification in stored]
 
-    async def _push(self, user_id: str, notification: dict[str, Any]) -> None:
+    async def _push(self, user_id: str, notification: Notification) -> None:
         if self.pusher is None:
             return
         try:
@@ -135,7 +137,7 @@ class NotificationsService:
         profile = profiles.get(user_id)
         return profile["display_name"] if profile else "Someone"
 
-    async def notify_message(self, recipient_ids: list[str], message: dict[str, Any]) -> None:
+    async def notify_message(self, recipient_ids: list[str], message: Message) -> None:
         """A ``message`` notification for recipients with no connected socket (messaging
         calls this after storing a message); one per (recipient, message)."""
         sender_id = message["sender_id"]

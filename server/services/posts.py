@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -15,6 +14,7 @@ from kernel.settings import Settings
 from kernel.timefmt import iso, utcnow
 from server.bus.catalogue import COMMENT_CREATED, POST_CREATED, POST_DELETED, POST_LIKED, POST_UNLIKED
 from server.bus.types import Consumer, DomainEvent
+from server.read_models.posts import Comment, CommentList, LikeState, Post, PostList
 from server.services.users import UsersService
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
@@ -29,7 +29,7 @@ POST_NOT_FOUND = "No such post."
 COMMENT_NOT_FOUND = "No such comment."
 
 
-def post_dict(row: asyncpg.Record) -> dict[str, Any]:
+def post_dict(row: asyncpg.Record) -> Post:
     return {
         "id": str(row["id"]),
         "author": {"id": str(row["author_id"]), "username": row["author_username"],
@@ -42,7 +42,7 @@ def post_dict(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def comment_dict(row: asyncpg.Record) -> dict[str, Any]:
+def comment_dict(row: asyncpg.Record) -> Comment:
     return {
         "id": str(row["id"]),
         "post_id": str(row["post_id"]),
@@ -77,7 +77,7 @@ class PostsService:
 
     # --- posts ------------------------------------------------------------------------
 
-    async def create(self, author_id: str, body: str) -> dict[str, Any]:
+    async def create(self, author_id: str, body: str) -> Post:
         author = UUID(author_id)
         async with self.db.transaction(writes_of=[author_id]) as conn:
             row = await self.posts_repo.insert(conn, author, body)
@@ -92,7 +92,7 @@ class PostsService:
             raise NotFound("No such user.")
         return post_dict(post)
 
-    async def get(self, viewer_id: str | None, post_id: str) -> dict[str, Any]:
+    async def get(self, viewer_id: str | None, post_id: str) -> Post:
         pid = _post_id(post_id)
         async with self.db.read() as conn:
             row = await self.posts_repo.get_visible(conn, parse_uuid(viewer_id or ""), pid)
@@ -100,7 +100,7 @@ class PostsService:
             raise NotFound(POST_NOT_FOUND)
         return post_dict(row)
 
-    async def get_many(self, viewer_id: str | None, post_ids: list[str]) -> list[dict[str, Any]]:
+    async def get_many(self, viewer_id: str | None, post_ids: list[str]) -> list[Post]:
         """Visible posts for these ids, in the order given (unknown, deleted or hidden ids
         are left out), in one query. For the feed and the popular list."""
         ids = [u for u in (parse_uuid(p) for p in post_ids) if u is not None]
@@ -135,7 +135,7 @@ class PostsService:
         await self.users.invalidate_profiles(str(author))
 
     async def list_by_author(self, viewer_id: str | None, user: str, *, limit: int,
-                             cursor: str | None) -> dict[str, Any]:
+                             cursor: str | None) -> PostList:
         """A user's posts (by id or username), newest first."""
         before = self.cursors.decode(cursor, datetime, UUID)
         profile = await self.users.get_public(user, viewer_id=viewer_id)  # 404 for unknown or hidden users
@@ -147,14 +147,14 @@ class PostsService:
 
     # --- likes ------------------------------------------------------------------------
 
-    async def like(self, actor_id: str, post_id: str) -> dict[str, Any]:
+    async def like(self, actor_id: str, post_id: str) -> LikeState:
         """Idempotent: liking twice is one like."""
         return await self._set_like(actor_id, post_id, liked=True)
 
-    async def unlike(self, actor_id: str, post_id: str) -> dict[str, Any]:
+    async def unlike(self, actor_id: str, post_id: str) -> LikeState:
         return await self._set_like(actor_id, post_id, liked=False)
 
-    async def _set_like(self, actor_id: str, post_id: str, *, liked: bool) -> dict[str, Any]:
+    async def _set_like(self, actor_id: str, post_id: str, *, liked: bool) -> LikeState:
         pid = _post_id(post_id)
         actor = UUID(actor_id)
         async with self.db.transaction(writes_of=[actor_id]) as conn:
@@ -181,7 +181,7 @@ class PostsService:
 
     # --- comments ---------------------------------------------------------------------
 
-    async def add_comment(self, actor_id: str, post_id: str, body: str) -> dict[str, Any]:
+    async def add_comment(self, actor_id: str, post_id: str, body: str) -> Comment:
         pid = _post_id(post_id)
         async with self.db.transaction(writes_of=[actor_id]) as conn:
             author = await self.posts_repo.get_visible_author(conn, pid)
@@ -203,7 +203,7 @@ class PostsService:
         return comment_dict(row)
 
     async def list_comments(self, post_id: str, *, limit: int, cursor: str | None,
-                            viewer_id: str | None = None) -> dict[str, Any]:
+                            viewer_id: str | None = None) -> CommentList:
         """A post's comments, oldest first."""
         after = self.cursors.decode(cursor, datetime, UUID)
         pid = _post_id(post_id)
@@ -240,7 +240,7 @@ class PostsService:
             self.settings.popular_rebuild_seconds,
         )
 
-    async def popular(self, viewer_id: str | None, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def popular(self, viewer_id: str | None, *, limit: int, cursor: str | None) -> PostList:
         """Most liked posts of the recent window, from Redis (rebuilt when cold); keyset
         on (likes, id), both descending."""
         decoded = self.cursors.decode(cursor, int, UUID)

@@ -17,6 +17,8 @@ from kernel.cursors import Cursors, page
 from kernel.errors import FieldError, NotFound, ValidationFailed
 from kernel.ids import parse_uuid
 from kernel.timefmt import iso
+from server.read_models.social import FollowState
+from server.read_models.users import PublicUserList
 from server.bus.catalogue import USER_FOLLOWED, USER_UNFOLLOWED
 from server.services.users import UsersService
 from storage.postgres.pool import Database
@@ -36,7 +38,7 @@ class SocialService:
         self.follows_repo = FollowsRepo()
         self.outbox_repo = OutboxRepo()
 
-    async def follow(self, follower_id: str, followee_id: str) -> dict[str, Any]:
+    async def follow(self, follower_id: str, followee_id: str) -> FollowState:
         """Idempotent: following someone already followed changes nothing."""
         follower, followee = UUID(follower_id), self._target(follower_id, followee_id)
         async with self.db.transaction(writes_of=[follower_id, str(followee)]) as conn:
@@ -51,7 +53,7 @@ class SocialService:
             await self.users_service.invalidate_profiles(follower_id, str(followee))
         return {"following": True}
 
-    async def unfollow(self, follower_id: str, followee_id: str) -> dict[str, Any]:
+    async def unfollow(self, follower_id: str, followee_id: str) -> FollowState:
         """Idempotent: unfollowing someone not followed changes nothing."""
         follower, followee = UUID(follower_id), self._target(follower_id, followee_id)
         async with self.db.transaction(writes_of=[follower_id, str(followee)]) as conn:
@@ -66,10 +68,10 @@ class SocialService:
             await self.users_service.invalidate_profiles(follower_id, str(followee))
         return {"following": False}
 
-    async def followers(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def followers(self, user_id: str, *, limit: int, cursor: str | None) -> PublicUserList:
         return await self._list(user_id, self.follows_repo.list_followers, limit=limit, cursor=cursor)
 
-    async def following(self, user_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def following(self, user_id: str, *, limit: int, cursor: str | None) -> PublicUserList:
         return await self._list(user_id, self.follows_repo.list_following, limit=limit, cursor=cursor)
 
     async def is_following(self, follower_id: str, followee_id: str) -> bool:
@@ -144,7 +146,7 @@ class SocialService:
         await self.users_repo.add_to_counters_in_order(conn, [
             (follower, {"following": delta}), (followee, {"followers": delta})])
 
-    async def _list(self, user_id: str, fetch, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def _list(self, user_id: str, fetch, *, limit: int, cursor: str | None) -> PublicUserList:
         uid = parse_uuid(user_id)
         after = self.cursors.decode(cursor, datetime, UUID)
         # A follow changes both users' lists: each is marked, so the listed user's mark is enough.

@@ -13,6 +13,7 @@ from kernel.errors import FieldError, NotFound, Overloaded, Unauthorized, Valida
 from kernel.ids import parse_uuid
 from kernel.settings import Settings
 from kernel.timefmt import iso, utcnow
+from server.read_models.users import OwnUser, PublicUser
 from server.bus.catalogue import USER_REGISTERED
 from server.security import Passwords, hash_token, new_session_token
 from server.services.ports import DISCONNECT_SESSIONS, DISCONNECT_USER, Pusher
@@ -45,7 +46,7 @@ class ClientInfo:
     user_agent: str | None = None
 
 
-def public_user(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+def public_user(row: asyncpg.Record | dict[str, Any]) -> PublicUser:
     return {
         "id": str(row["id"]),
         "username": row["username"],
@@ -59,7 +60,7 @@ def public_user(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def own_user(row: asyncpg.Record) -> dict[str, Any]:
+def own_user(row: asyncpg.Record) -> OwnUser:
     return {**public_user(row), "email": row["email"]}
 
 
@@ -83,7 +84,7 @@ class UsersService:
 
     async def register(
         self, *, email: str, username: str, password: str, display_name: str | None, client: ClientInfo
-    ) -> tuple[dict[str, Any], str]:
+    ) -> tuple[OwnUser, str]:
         await self.rate_limits.reserve_registration(client.address)
         password_hash = await self.passwords.hash(password)
         created: list[str] = []  # the new user's reads skip a replica that lacks them
@@ -100,7 +101,7 @@ class UsersService:
             token = await self._open_session(conn, row["id"], client)
         return own_user(row), token
 
-    async def login(self, *, login: str, password: str, client: ClientInfo) -> tuple[dict[str, Any], str]:
+    async def login(self, *, login: str, password: str, client: ClientInfo) -> tuple[OwnUser, str]:
         user_id = await self.verify_credentials(login=login, password=password, client=client, allow_pending=False)
         async with self.db.transaction() as conn:
             token = await self._open_session(conn, user_id, client)
@@ -241,14 +242,14 @@ class UsersService:
 
     # --- profiles -------------------------------------------------------------------
 
-    async def get_me(self, user_id: str) -> dict[str, Any]:
+    async def get_me(self, user_id: str) -> OwnUser:
         async with self.db.read() as conn:
             row = await self.users_repo.get_by_id(conn, UUID(user_id))
         if row is None:
             raise NotFound("No such user.")
         return own_user(row)
 
-    async def update_me(self, user_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    async def update_me(self, user_id: str, changes: dict[str, Any]) -> OwnUser:
         if "display_name" in changes and changes["display_name"] is None:
             raise ValidationFailed("The request body is not valid.",
                                    [FieldError("display_name", "cannot be null")])
@@ -263,7 +264,7 @@ class UsersService:
         await self.profile_cache.invalidate(user_id)
         return own_user(row)
 
-    async def get_public(self, id_or_username: str, *, viewer_id: str | None = None) -> dict[str, Any]:
+    async def get_public(self, id_or_username: str, *, viewer_id: str | None = None) -> PublicUser:
         """A public profile by id or username (cache-aside). From the primary while the
         replica lacks the owner's or the viewer's latest write (so a stale row never fills
         the cache after the owner's change)."""
@@ -283,7 +284,7 @@ class UsersService:
         await self.profile_cache.put(profile)
         return profile
 
-    async def get_public_many(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def get_public_many(self, user_ids: list[str]) -> dict[str, PublicUser]:
         """Public profiles for several ids at once (missing or hidden ones are left out)."""
         ids = [u for u in (parse_uuid(x) for x in user_ids) if u is not None]
         if not ids:
