@@ -93,7 +93,8 @@ def exact_percentile(ordered: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     if not ordered:
         return math.nan
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    # Rounded first: 99.9 / 100 * 1000 is 999.0000000000001 in floating point, rank 1000.
+    rank = max(1, math.ceil(round(q * len(ordered) / 100, 9)))
     return ordered[rank - 1]
 
 
