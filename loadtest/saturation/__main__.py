@@ -1,0 +1,3 @@
+from loadtest.saturation.cli import main
+
+main()
