@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test services chromium bench venv clean
+.PHONY: run test services chromium wrk bench venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,11 @@ chromium:
 test: $(VENV)/.installed-test services chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed-load services
+# Debian's wrk for the closed-loop saturation runs (without it the bench uses its own client).
+wrk:
+	bash scripts/ensure-wrk.sh
+
+bench: $(VENV)/.installed-load services wrk
 	$(BIN)/python -m loadtest.bench
 
 clean:

@@ -33,6 +33,7 @@ from pathlib import Path
 import aiohttp
 
 from loadtest import report
+from loadtest.saturation import cli as saturation
 from storage.embedded.launcher import SECANTUS_URL_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -376,7 +377,9 @@ def fanout_accounts(seed_file: Path, count: int) -> list[dict]:
 
 
 async def measure_baselines(processes: Processes, stores: Stores, rates: str,
-                            seconds: float) -> dict:
+                            seconds: float, broadcast: bool = True) -> dict:
+    """Bare aiohttp's JSON endpoint and (``broadcast``) the stepped bare python-socketio
+    broadcast; the saturation part measures its own chat baseline instead."""
     result: dict = {}
     http_port = free_port()
     http = processes.start("baseline-http", [sys.executable, "-m", "loadtest.baselines",
@@ -394,6 +397,8 @@ async def measure_baselines(processes: Processes, stores: Stores, rates: str,
     result["bare_aiohttp_json_p99_ms"] = bare.get("p99_ms")
     log(f"bare aiohttp JSON ({bare.get('tool')}): {bare.get('per_second')} req/s, "
         f"p99 {bare.get('p99_ms')} ms")
+    if not broadcast:
+        return result
 
     ports = [free_port(), free_port()]
     channel = f"{stores.namespace}-bare-sio"
@@ -611,7 +616,8 @@ async def bench(args) -> int:
         info["seed"] = f"{counts} in {time.monotonic() - t:.1f} s"
         if not args.skip_baselines:
             baselines = await measure_baselines(processes, stores, args.broadcast_rates,
-                                                args.baseline_seconds)
+                                                args.baseline_seconds,
+                                                broadcast=args.skip_saturation)
             (RESULTS / report.BASELINES_JSON).write_text(json.dumps(baselines, indent=2))
         scraper = asyncio.gather(
             scrape_metrics(urls, RESULTS / report.POOL_CSV, RESULTS / report.MONGO_CSV, stop_scraper),
@@ -627,7 +633,16 @@ async def bench(args) -> int:
         stop_scraper.set()
         await scraper
         baselines_path = RESULTS / report.BASELINES_JSON
-        if not args.skip_baselines:
+        if not args.skip_saturation:
+            # After locust: its writes and a chat backlog would weigh on the locust steps.
+            merged = json.loads(baselines_path.read_text()) if baselines_path.exists() else {}
+            try:
+                merged.update(await saturation.in_bench(processes, stores, urls, seed_file, args, RESULTS))
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                log(f"saturation not measured: {exc}")
+            baselines_path.write_text(json.dumps(merged, indent=2))
+        elif not args.skip_baselines:
+            # The older stepped fan-out (2 rooms of 100); the saturation part's chat run supersedes it.
             merged = json.loads(baselines_path.read_text())
             try:
                 merged.update(await measure_pulse_fanout(list(urls.values()), seed_file, args.broadcast_rates,
@@ -680,6 +695,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-seconds", type=float, default=4)
     parser.add_argument("--broadcast-rates", default="1000,2000,4000,6000,8000,10000,15000,20000,30000")
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--skip-saturation", action="store_true",
+                        help="no saturation part (then the older stepped fan-out runs)")
     parser.add_argument("--capacity-count", type=int,
                         default=int(env("PULSE_BENCH_CAPACITY", "20000")),
                         help="idle sockets opened on one instance (0: skip)")
@@ -694,6 +711,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a target fails (default: report only)")
     parser.add_argument("--keep", action="store_true", help="keep the bench database/vhost")
+    saturation.add_options(parser)
     args = parser.parse_args(argv)
     sys.exit(asyncio.run(bench(args)))
 

@@ -585,6 +585,9 @@ def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list
         lines += ["## Baselines and capacity (same machine, same run)", ""]
         lines += [f"- **{k}**: `{json.dumps(v)}`" for k, v in baselines.items()]
         lines.append("")
+    from loadtest.saturation.report import section_from  # it imports this module's helpers
+
+    lines += section_from(results_dir)
     total, self_time, ours = profile_summary(results_dir / PROFILE_RAW)
     if total:
         lines += ["## Profile of pulse-a under the highest step (py-spy)", "",
