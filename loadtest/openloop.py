@@ -377,8 +377,9 @@ def run(requests: list[Request], *, mode: str = "open", rate: float = 0.0, secon
     their tallies. ``on_start(pids)`` is called once they are running (to sample their CPU)."""
     ctx = mp.get_context("spawn")
     children = []
-    # Time for every child to start its interpreter and connect, then all begin together.
-    start_at = time.time() + 1.0 + 0.5 * processes
+    # Several children: time for each to start its interpreter and connect, then all begin
+    # together. One begins as soon as it is ready.
+    start_at = time.time() + 1.0 + 0.5 * processes if processes > 1 else None
     for k in range(processes):
         parent, child = ctx.Pipe(duplex=False)
         spec = {"requests": [r.__dict__ for r in requests], "mode": mode,

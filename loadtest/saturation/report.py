@@ -21,14 +21,14 @@ def _busy(cpu: dict) -> str:
     return _f(cpu.get("machine_percent"), 0) + (f" ({_f(share, 0)})" if share is not None else "")
 
 
-def _rest_row(m: dict, ratio: str) -> str:
+def _rest_row(m: dict, ratio: str, cpu_ratio: str) -> str:
     c, o = m["closed"], m["open"]
     cu, ou = c["cpu"]["us_per_request"], o["cpu"]["us_per_request"]
     client = "" if o.get("client_kept_up", True) else f" (client: {o.get('client_note')})"
     return (f"| {m['route']} | {m['instances']} | {_f(c['per_second'], 0)} | {ratio} "
             f"| {_f(c['p50_ms'], 2)} / {_f(c['p99_ms'], 2)} | {c['errors']} "
             f"| {_f(o['rate'], 0)} | {_f(o['p50_ms'], 2)} / {_f(o['p99_ms'], 2)} / {_f(o.get('p99.9_ms'), 2)} "
-            f"| {o['errors']}{client} | {_f(cu.get('servers'))} | {_f(cu.get('stores'))} "
+            f"| {o['errors']}{client} | {_f(cu.get('servers'))} | {cpu_ratio} | {_f(cu.get('stores'))} "
             f"| {_f(ou.get('servers'))} | {_busy(c['cpu'])} / {_busy(o['cpu'])} "
             f"| {_f(c.get('client_cpu_percent'), 0)} / {_f(o.get('client_cpu_percent'), 0)} |")
 
@@ -44,18 +44,19 @@ def rest_rows(rest: dict) -> list[str]:
         "processes (both Pulse instances, whichever serves) and of the stores (this run's "
         "PostgreSQL backends, SecantusDB, the Redis and RabbitMQ servers — those two are "
         "shared with anything else on the machine) over the run, divided by the requests "
-        "answered. Machine %: all cores busy, in brackets the share used by the processes "
+        "answered; × bare µs is that against bare aiohttp's (the steadier figure on a busy "
+        "machine: it does not depend on the share of the cores the run got). Machine %: all cores busy, in brackets the share used by the processes "
         "measured and the load tool; the difference is other work on the machine.", "",
         "| route | instances | max req/s | × bare | p50 / p99 ms at max | errors | open-loop req/s "
-        "| p50 / p99 / p99.9 ms | errors | servers µs/req (max) | stores µs/req (max) "
+        "| p50 / p99 / p99.9 ms | errors | servers µs/req (max) | × bare µs | stores µs/req (max) "
         "| servers µs/req (open) | machine % max / open (this run's processes) "
         "| load tool % of a core max / open |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     if rest.get("bare"):
-        lines.append(_rest_row(rest["bare"], "1.00"))
+        lines.append(_rest_row(rest["bare"], "1.00", "1.00"))
     for runs in rest.get("routes", {}).values():
         for m in runs.values():
-            lines.append(_rest_row(m, _f(m.get("ratio_to_bare"), 3)))
+            lines.append(_rest_row(m, _f(m.get("ratio_to_bare"), 3), _f(m.get("cpu_ratio_to_bare"), 1)))
     return lines
 
 

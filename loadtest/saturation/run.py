@@ -55,8 +55,9 @@ BARE_ROUTE = Route("bare_json", "bare aiohttp GET /json", "GET", "/json")
 
 @dataclass(frozen=True)
 class Options:
-    closed_seconds: float = 4.0
-    open_seconds: float = 4.0
+    # Short enough for make bench's budget (≈ 2.5 min in all); longer runs: --*-seconds.
+    closed_seconds: float = 3.0
+    open_seconds: float = 3.0
     warmup_seconds: float = 1.0
     connections: int = 32             # closed loop (wrk), the 32
     open_connections: int = 64        # open loop: enough that a busy one rarely holds a due request
@@ -65,7 +66,7 @@ class Options:
     routes: tuple[str, ...] = ()      # keys to run (default: all)
     instances: tuple[int, ...] = (1, 2)
     chat_rates: tuple[float, ...] = (2000, 5000, 10000, 15000, 20000, 30000)
-    chat_seconds: float = 4.0
+    chat_seconds: float = 3.0
     chat_drain: float = 2.0
     rest: bool = True
     chat: bool = True
