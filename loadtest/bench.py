@@ -578,7 +578,7 @@ async def bench(args) -> int:
     for stale in (list(RESULTS.glob("locust*")) + list(RESULTS.glob("*.png"))
                   + list(RESULTS.glob("samples.csv*")) + list(RESULTS.glob("profile-*"))
                   + [RESULTS / report.BASELINES_JSON, RESULTS / report.POOL_CSV,
-                     RESULTS / report.CPU_CSV]):
+                     RESULTS / report.CPU_CSV, RESULTS / saturation.run.RESULT_JSON]):
         if not stale.exists():
             continue
         stale.unlink()

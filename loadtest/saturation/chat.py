@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from loadtest.saturation import cpu
 from loadtest.saturation.stats import MAX_P99_MS, chat_step, keeps_up, lags, percentiles, sustained_maximum
 
 CHAT_MARK = "sat|"
@@ -283,6 +284,8 @@ def run_steps(workers: Workers, shape: Shape, rates: list[float], *, seconds: fl
     ``seconds`` then ``drain`` seconds for what is in flight; stops after the first step that
     lags (``stats.lags``). A short warm-up at the first rate is run and left out."""
     steps = []
+    quiet = [g for g in (*server_groups, *store_groups) if g in ("secantus", "postgresql") or g in server_groups]
+    settled = cpu.wait_quiet(meter, quiet)
     warm = workers.run_step(step=0, rate=rates[0] / shape.group_size, seconds=1.0,
                             start_at=time.time() + 0.3, drain=1.0)
     del warm
@@ -325,4 +328,4 @@ def run_steps(workers: Workers, shape: Shape, rates: list[float], *, seconds: fl
             "sustained_means": f">= 99 % delivered within {drain:g} s after the step and p99 <= {max_p99_ms:g} ms",
             "shape": {"users": shape.users, "group_size": shape.group_size, "groups": shape.groups,
                       "servers": shape.servers},
-            "step_seconds": seconds, "drain_seconds": drain}
+            "step_seconds": seconds, "drain_seconds": drain, "settled_seconds": settled}

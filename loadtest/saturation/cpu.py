@@ -123,3 +123,24 @@ class CpuMeter:
         total = after.machine[1] - before.machine[1]
         return Usage(round(after.at - before.at, 3), {k: round(v, 3) for k, v in cpu.items()},
                      round(100 * busy / total, 1) if total else None)
+
+
+# Before a measurement, the processes measured (not the machine: it may be shared) should
+# have finished what earlier load left them (locust's backlog, the feed fan-out of posts
+# written): at most this share of one core over a short window, waited for up to a limit.
+QUIET_CORE_FRACTION = 0.10
+
+
+def wait_quiet(meter: CpuMeter, groups: Iterable[str], window: float = 0.5,
+               timeout: float = 30.0) -> float:
+    """Waits until ``groups`` use at most QUIET_CORE_FRACTION of a core; returns the seconds
+    waited (``timeout`` or a little more if they never did)."""
+    groups = list(groups)
+    started = time.monotonic()
+    while True:
+        before = meter.snapshot()
+        time.sleep(window)
+        usage = meter.delta(before, meter.snapshot())
+        waited = time.monotonic() - started
+        if usage.total(groups) <= QUIET_CORE_FRACTION * usage.seconds or waited >= timeout:
+            return round(waited, 1)

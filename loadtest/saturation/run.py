@@ -116,6 +116,8 @@ def cpu_record(usage: cpu.Usage, requests: int, servers: list[str], tool_cpu_sec
 def measure_route(route: Route, urls: list[str], headers: dict[str, str], meter: cpu.CpuMeter,
                   servers: list[str], options: Options, warm: bool) -> dict:
     full = [u + route.path for u in urls]
+    quiet = [g for g in meter.groups if g in servers or g in ("secantus", "postgresql")]
+    settled = cpu.wait_quiet(meter, quiet)
     if warm and options.warmup_seconds > 0:
         wrk.closed_loop(full, method=route.method, headers=headers, body=route.body,
                         seconds=options.warmup_seconds, connections=options.connections)
@@ -136,7 +138,8 @@ def measure_route(route: Route, urls: list[str], headers: dict[str, str], meter:
                                tally.cpu_seconds)
     opened["rate"] = rate
     opened["client_kept_up"], opened["client_note"] = stats.offered_capacity_check(opened, rate)
-    return {"route": route.label, "instances": len(urls), "closed": closed, "open": opened}
+    return {"route": route.label, "instances": len(urls), "settled_seconds": settled,
+            "closed": closed, "open": opened}
 
 
 def describe(m: dict) -> str:

@@ -59,3 +59,26 @@ async def test_the_redis_server_is_found_by_its_port(redis_url):
     pids = list(cpu.redis_server(port)())
     assert pids and all(open(f"/proc/{p}/comm").read().strip() == "redis-server" for p in pids)
     assert list(cpu.redis_server(1)()) == []
+
+
+async def test_waiting_for_quiet_processes():
+    import threading
+
+    meter = cpu.CpuMeter({"me": cpu.fixed(os.getpid())})
+    # An idle process is quiet at once: one window.
+    assert cpu.wait_quiet(meter, ["me"], window=0.2) < 1.0
+    # A busy one is waited for until it stops.
+    busy = threading.Thread(target=_burn, args=(1.0,))
+    busy.start()
+    waited = cpu.wait_quiet(meter, ["me"], window=0.2, timeout=10)
+    busy.join()
+    assert waited >= 0.6
+    # One that does not stop in time: the wait ends at the timeout.
+    def spin(until: float) -> None:
+        while time.monotonic() < until:
+            _burn(0.05)
+
+    spinner = threading.Thread(target=spin, args=(time.monotonic() + 1.5,))
+    spinner.start()
+    assert 0.6 <= cpu.wait_quiet(meter, ["me"], window=0.2, timeout=0.6) < 1.5
+    spinner.join()
