@@ -7,8 +7,8 @@ Closed-loop tools (wrk, locust) send the next request when the previous one retu
 slow server is offered less and its slow moments are under-sampled ("coordinated
 omission"). Here request ``i`` is due at ``t0 + i / rate`` whatever happened before, and its
 latency runs from that due time to the end of its response: time spent waiting for a free
-connection, or behind a slow answer on the same connection, counts. Debian has no open-loop
-tool (no wrk2 or vegeta), hence this one.
+connection, or behind a slow answer on the same connection, counts. Debian packages neither
+wrk2 nor vegeta, hence this one.
 
 It is built to stay out of the way of what it measures: one asyncio (uvloop) process with
 raw HTTP/1.1 keep-alive connections (no client library per request); ``--processes`` splits

@@ -4,7 +4,7 @@ and the hook that runs it inside ``make bench`` (``in_bench``).
 Starts what ``make bench`` starts (fresh store namespaces, SecantusDB, two ``pulse serve``
 instances), seeds a small dataset (COPY, then logins for the tokens), runs the
 measurements of :mod:`loadtest.saturation.run` and writes ``saturation.json`` and
-``saturation.md`` under ``--results``. ≈ 3.5 minutes with the defaults; ``--only rest`` or
+``saturation.md`` under ``--results``. ≈ 3 minutes with the defaults; ``--only rest`` or
 ``--only chat``, ``--routes``, ``--rest-instances 1`` and shorter ``--*-seconds`` make it quicker.
 """
 from __future__ import annotations
