@@ -168,6 +168,7 @@ class Pool:
         self.backlog: deque[float] = deque()
         self.closed_loop_until: float | None = None
         self.opening = 0
+        self.closing = False
 
     async def open(self) -> None:
         await asyncio.gather(*(self._connect() for _ in range(self.size)))
@@ -225,7 +226,7 @@ class Pool:
         if conn in self.idle:
             self.idle.remove(conn)
         # Keep the pool at its size (a server may close idle keep-alive connections).
-        if len(self.busy) + len(self.idle) + self.opening < self.size:
+        if not self.closing and len(self.busy) + len(self.idle) + self.opening < self.size:
             asyncio.get_running_loop().create_task(self._connect())
 
     def expire(self, now: float) -> None:
@@ -234,6 +235,7 @@ class Pool:
                 self.failed(conn, "timeout")
 
     def close(self) -> None:
+        self.closing = True
         for conn in list(self.idle) + list(self.busy):
             if conn.transport is not None:
                 conn.transport.close()

@@ -132,9 +132,9 @@ QUIET_CORE_FRACTION = 0.10
 
 
 def wait_quiet(meter: CpuMeter, groups: Iterable[str], window: float = 0.5,
-               timeout: float = 30.0) -> float:
-    """Waits until ``groups`` use at most QUIET_CORE_FRACTION of a core; returns the seconds
-    waited (``timeout`` or a little more if they never did)."""
+               timeout: float = 30.0, quiet_fraction: float = QUIET_CORE_FRACTION) -> float:
+    """Waits until ``groups`` use at most ``quiet_fraction`` of a core over ``window``;
+    returns the seconds waited (``timeout`` or a little more if they never did)."""
     groups = list(groups)
     started = time.monotonic()
     while True:
@@ -142,5 +142,5 @@ def wait_quiet(meter: CpuMeter, groups: Iterable[str], window: float = 0.5,
         time.sleep(window)
         usage = meter.delta(before, meter.snapshot())
         waited = time.monotonic() - started
-        if usage.total(groups) <= QUIET_CORE_FRACTION * usage.seconds or waited >= timeout:
+        if usage.total(groups) <= quiet_fraction * usage.seconds or waited >= timeout:
             return round(waited, 1)

@@ -1,8 +1,10 @@
-"""CPU accounting from /proc: this very process, and the PostgreSQL backends of one database."""
+"""CPU accounting from /proc: child processes that burn or idle, the PostgreSQL backends of
+one database, the Redis server. (Not this process: it also serves the session's app.)"""
 from __future__ import annotations
 
 import os
-import time
+import subprocess
+import sys
 
 import asyncpg
 import pytest
@@ -12,27 +14,40 @@ from loadtest.saturation import cpu
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def _burn(seconds: float) -> None:
-    end = time.process_time() + seconds
-    while time.process_time() < end:
-        sum(range(1000))
+def _child(code: str):
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass"
 
 
 async def test_a_busy_process_is_charged_its_cpu_and_the_machine_is_busy():
-    meter = cpu.CpuMeter({"me": cpu.fixed(os.getpid()), "gone": cpu.fixed(2**22 + 1)})
-    before = meter.snapshot()
-    _burn(0.3)
-    usage = meter.delta(before, meter.snapshot())
-    # Clock ticks are 10 ms: 0.3 s of CPU reads as 0.28–0.32 s or a tick more.
-    assert 0.27 <= usage.cpu_seconds["me"] <= 0.45
+    # A child that burns 0.3 s of CPU when told to, says so, and then idles.
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time\nprint('ready', flush=True)\n"
+                              "sys.stdin.readline()\n" + BURN.format(seconds=0.3) +
+                              "\nprint('done', flush=True)\ntime.sleep(30)"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        meter = cpu.CpuMeter({"child": cpu.fixed(child.pid), "gone": cpu.fixed(2**22 + 1)})
+        before = meter.snapshot()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "done\n"
+        usage = meter.delta(before, meter.snapshot())
+    finally:
+        child.kill()
+        child.wait()
+    # Clock ticks are 10 ms: 0.3 s of CPU reads as 0.28–0.32 s, a tick more for the prints.
+    assert 0.27 <= usage.cpu_seconds["child"] <= 0.35
     assert usage.cpu_seconds["gone"] == 0.0  # no such process: nothing charged
     assert usage.seconds >= 0.27
-    assert usage.percent_of_core("me") == 100 * usage.cpu_seconds["me"] / usage.seconds
-    # The machine was busy at least with this process (how much more depends on the
+    assert usage.percent_of_core("child") == 100 * usage.cpu_seconds["child"] / usage.seconds
+    # The machine was busy at least with that process (how much more depends on the
     # machine's other work; 0.95 for the tick rounding of both counters).
-    own_share = usage.percent_of_core("me") / (os.cpu_count() or 1)
+    own_share = usage.percent_of_core("child") / (os.cpu_count() or 1)
     assert 0.95 * own_share <= usage.machine_percent <= 100
-    assert usage.total(["me", "gone", "absent"]) == usage.cpu_seconds["me"]
+    assert usage.total(["child", "gone", "absent"]) == usage.cpu_seconds["child"]
 
 
 async def test_postgres_backends_are_found_by_their_database(pg_dsn):
@@ -62,23 +77,18 @@ async def test_the_redis_server_is_found_by_its_port(redis_url):
 
 
 async def test_waiting_for_quiet_processes():
-    import threading
-
-    meter = cpu.CpuMeter({"me": cpu.fixed(os.getpid())})
-    # An idle process is quiet at once: one window.
-    assert cpu.wait_quiet(meter, ["me"], window=0.2) < 1.0
-    # A busy one is waited for until it stops.
-    busy = threading.Thread(target=_burn, args=(1.0,))
-    busy.start()
-    waited = cpu.wait_quiet(meter, ["me"], window=0.2, timeout=10)
-    busy.join()
-    assert waited >= 0.6
-    # One that does not stop in time: the wait ends at the timeout.
-    def spin(until: float) -> None:
-        while time.monotonic() < until:
-            _burn(0.05)
-
-    spinner = threading.Thread(target=spin, args=(time.monotonic() + 1.5,))
-    spinner.start()
-    assert 0.6 <= cpu.wait_quiet(meter, ["me"], window=0.2, timeout=0.6) < 1.5
-    spinner.join()
+    # Children of their own: this test process also serves the session's app instance.
+    idle = _child("import time; time.sleep(30)")
+    spinning = _child(BURN.format(seconds=30))
+    try:
+        # An idle process is quiet at once: one window.
+        assert cpu.wait_quiet(cpu.CpuMeter({"idle": cpu.fixed(idle.pid)}), ["idle"], window=0.2) < 1.0
+        # A spinning one never is (a share of a core so small that any tick of CPU in a
+        # window counts, however busy the machine): the wait ends at the timeout.
+        meter = cpu.CpuMeter({"spin": cpu.fixed(spinning.pid)})
+        waited = cpu.wait_quiet(meter, ["spin"], window=0.2, timeout=0.6, quiet_fraction=0.001)
+        assert 0.6 <= waited < 1.5
+    finally:
+        for child in (idle, spinning):
+            child.kill()
+            child.wait()
