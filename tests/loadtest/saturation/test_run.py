@@ -45,3 +45,17 @@ async def test_unauthenticated_requests_are_counted_as_errors(api, server):
                                 options, False)
     assert m["closed"]["answered"] > 0 and m["closed"]["errors"] == m["closed"]["answered"]
     assert m["open"]["error_kinds"] == {"http 401": m["open"]["answered"]}
+
+
+async def test_without_wrk_the_python_closed_loop_stands_in(api, server, monkeypatch, tmp_path):
+    from loadtest.saturation import wrk
+
+    account = await api.register("satnowrk")
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH: no wrk
+    assert wrk.wrk_path() is None
+    result = await asyncio.to_thread(wrk.closed_loop, [api.base_url + "/api/v1/users/me"],
+                                     headers={"Authorization": f"Bearer {account.token}"},
+                                     seconds=0.5, connections=4)
+    assert result["tool"] == "python closed loop (wrk not installed)"
+    assert result["answered"] > 0 and result["errors"] == 0 and result["per_second"] > 0
+    assert result["cpu_seconds"] > 0 and result["connections"] == 4
