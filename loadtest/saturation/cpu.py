@@ -132,7 +132,7 @@ QUIET_CORE_FRACTION = 0.10
 
 
 def wait_quiet(meter: CpuMeter, groups: Iterable[str], window: float = 0.5,
-               timeout: float = 30.0, quiet_fraction: float = QUIET_CORE_FRACTION) -> float:
+               timeout: float = 15.0, quiet_fraction: float = QUIET_CORE_FRACTION) -> float:
     """Waits until ``groups`` use at most ``quiet_fraction`` of a core over ``window``;
     returns the seconds waited (``timeout`` or a little more if they never did)."""
     groups = list(groups)

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -68,6 +68,7 @@ class Options:
     chat_rates: tuple[float, ...] = (2000, 5000, 10000, 15000, 20000, 30000)
     chat_seconds: float = 3.0
     chat_drain: float = 2.0
+    settle_seconds: float = 15.0      # longest wait for the processes measured to be quiet
     rest: bool = True
     chat: bool = True
 
@@ -86,7 +87,6 @@ class Target:
     start_process: Callable[[str, list[str]], Any]  # (name, argv) → Popen (stopped by stop_process)
     stop_process: Callable[[Any], None]
     log: Callable[[str], None] = print
-    extra: dict = field(default_factory=dict)
 
     def meter(self) -> cpu.CpuMeter:
         groups: dict[str, cpu.PidFinder] = {name: cpu.fixed(pid) for name, pid in self.pids.items()}
@@ -117,7 +117,7 @@ def measure_route(route: Route, urls: list[str], headers: dict[str, str], meter:
                   servers: list[str], options: Options, warm: bool) -> dict:
     full = [u + route.path for u in urls]
     quiet = [g for g in meter.groups if g in servers or g in ("secantus", "postgresql")]
-    settled = cpu.wait_quiet(meter, quiet)
+    settled = cpu.wait_quiet(meter, quiet, timeout=options.settle_seconds)
     if warm and options.warmup_seconds > 0:
         wrk.closed_loop(full, method=route.method, headers=headers, body=route.body,
                         seconds=options.warmup_seconds, connections=options.connections)
@@ -130,6 +130,7 @@ def measure_route(route: Route, urls: list[str], headers: dict[str, str], meter:
     request_headers = {**headers, **({"Content-Type": "application/json"} if route.body else {})}
     requests = [openloop.Request.build(u, route.method, request_headers, route.body.encode())
                 for u in full]
+    settled += cpu.wait_quiet(meter, quiet, timeout=options.settle_seconds)  # e.g. the feed fan-out of the posts just written
     before = meter.snapshot()
     tally = openloop.run(requests, mode="open", rate=rate, seconds=options.open_seconds,
                          connections=options.open_connections, processes=options.open_processes)
