@@ -130,7 +130,8 @@ def measure_route(route: Route, urls: list[str], headers: dict[str, str], meter:
     request_headers = {**headers, **({"Content-Type": "application/json"} if route.body else {})}
     requests = [openloop.Request.build(u, route.method, request_headers, route.body.encode())
                 for u in full]
-    settled += cpu.wait_quiet(meter, quiet, timeout=options.settle_seconds)  # e.g. the feed fan-out of the posts just written
+    # e.g. the feed fan-out of the posts just written
+    settled = round(settled + cpu.wait_quiet(meter, quiet, timeout=options.settle_seconds), 1)
     before = meter.snapshot()
     tally = openloop.run(requests, mode="open", rate=rate, seconds=options.open_seconds,
                          connections=options.open_connections, processes=options.open_processes)
