@@ -12,6 +12,7 @@ from api.routes import setup_routes
 from kernel.cursors import Cursors
 from kernel.settings import Settings
 from kernel.tasks import cancel_and_wait
+from realtime.erasure import RedisRealtimeErasure
 from realtime.fanout import FanoutListener, RedisPusher
 from realtime.presence import InstancePresence
 from realtime.socket_cap import SocketCap
@@ -28,8 +29,7 @@ from server.services.messaging import MessagingService
 from server.services.notifications import NotificationsService
 from server.services.posts import PostsService
 from server.services.presence import PresenceService
-from server.services.privacy import PrivacyService
-from server.services.privacy_registry import PrivacyDeps, build_erasure_steps, build_export_sections
+from server.services.privacy import AuditTrail, PrivacyService
 from server.services.rate_limits import RateLimits
 from server.services.social import SocialService
 from server.services.users import UsersService
@@ -42,6 +42,7 @@ from storage.redis.offset_log import OffsetLogStore
 from storage.redis.feeds import FeedCache
 from storage.redis.popular import PopularPostsCache
 from storage.redis.presence import PresenceStore
+from storage.redis.privacy import RedisErasure
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitStore
 from storage.redis.socket_slots import SocketSlotStore
@@ -115,19 +116,22 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """Offset log, fan-out listener and presence heartbeat for the Socket.IO server;
-    provides PUSHER and PRESENCE for the services (so it runs before services_ctx)."""
+    provides PUSHER, PRESENCE and REALTIME_ERASURE for the services (so it runs before
+    services_ctx)."""
     settings = app[appkeys.SETTINGS]
     redis = app[appkeys.REDIS]
     keys = Keys(settings.namespace)
     realtime = app[appkeys.REALTIME]
     offset_log = OffsetLogStore(redis, keys, settings.offset_log_max_events, settings.offset_log_max_age_seconds)
-    presence = InstancePresence(PresenceStore(redis, keys, settings.presence_ttl_seconds), settings.instance_id)
+    presence_store = PresenceStore(redis, keys, settings.presence_ttl_seconds)
+    presence = InstancePresence(presence_store, settings.instance_id)
     listener = FanoutListener(settings, keys, realtime.deliver, realtime.catch_up)
     cap = SocketCap(SocketSlotStore(redis, keys, settings.presence_ttl_seconds), presence.instance,
                     settings.sockets_per_user)
     realtime.start(offset_log, presence, listener, cap)
     app[appkeys.PUSHER] = RedisPusher(offset_log)
     app[appkeys.PRESENCE] = presence
+    app[appkeys.REALTIME_ERASURE] = RedisRealtimeErasure(offset_log, presence_store)
     listener.start()
     presence.start()
     cap.start()
@@ -152,9 +156,11 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     passwords = await asyncio.get_running_loop().run_in_executor(None, Passwords, settings)
     rate_limits = RateLimits(RateLimitStore(redis, keys), settings)
     app[appkeys.DB].track_writes(WriteMarkStore(redis, keys))
+    audit = AuditTrail(app[appkeys.DB], settings)
     users = UsersService(
         app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
-        rate_limits, passwords, settings, pusher=app[appkeys.PUSHER],
+        rate_limits, passwords, settings, redis_erasure=RedisErasure(redis, keys), pusher=app[appkeys.PUSHER],
+        audit=audit,
     )
     # One key for the whole deployment: a cursor issued by any instance pages on any other.
     cursors = Cursors.from_settings(settings)
@@ -171,15 +177,27 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications, pusher=app[appkeys.PUSHER],
                                  presence=app[appkeys.PRESENCE], stale_reads=stale_reads, cursors=cursors,
                                  unread_count_max=settings.unread_count_max)
-    privacy = PrivacyService(app[appkeys.DB], users, settings, pusher=app[appkeys.PUSHER])
+    realtime_erasure = app[appkeys.REALTIME_ERASURE]
+    # Each context's erasure steps, in the order the purge saga runs them (before the
+    # users row goes, its final step): the feed before the follows (the followers say
+    # whose feeds hold the user's posts); the replay logs before messaging and
+    # notifications (their members and recipients say whose logs hold events about the
+    # user); the account's own traces last. A step's ``before`` is checked at start.
+    erasure_steps = [
+        *feed.erasure_steps(), *posts.erasure_steps(), *social.erasure_steps(), *events.erasure_steps(),
+        *realtime_erasure.erasure_steps(told_about=[messaging.users_told_about, notifications.users_told_about]),
+        *messaging.erasure_steps(), *notifications.erasure_steps(), *users.erasure_steps(),
+    ]
+    # The export document's sections after the account, its sessions and the audit trail.
+    export_sections = [
+        *posts.export_sections(), *social.export_sections(), *events.export_sections(),
+        *messaging.export_sections(), *notifications.export_sections(),
+    ]
+    privacy = PrivacyService(app[appkeys.DB], audit, users, settings, erasure_steps=erasure_steps,
+                             export_sections=export_sections)
     services = Services(users=users, rate_limits=rate_limits, posts=posts, social=social, feed=feed,
                         events=events, notifications=notifications, messaging=messaging, privacy=privacy,
                         presence=PresenceService(app[appkeys.PRESENCE], social, messaging))
-    # Last: every context's service exists, so each can contribute its erasure steps
-    # and export sections.
-    deps = PrivacyDeps(db=app[appkeys.DB], mongo=app[appkeys.MONGO_DB], redis=redis, keys=keys,
-                       settings=settings, services=services)
-    privacy.install(build_erasure_steps(deps), build_export_sections(deps))
     app[appkeys.SERVICES] = services
     yield
     passwords.close()

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from server.bus.bus import EventBus
     from server.metrics import Metrics
     from server.services import Services
-    from server.services.ports import Presence, Pusher
+    from server.services.ports import Presence, Pusher, RealtimeErasure
     from storage.postgres.pool import Database
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -38,5 +38,8 @@ READINESS_CHECKS: web.AppKey[dict[str, ReadinessCheck]] = web.AppKey("readiness_
 REALTIME: web.AppKey["RealtimeServer"] = web.AppKey("realtime")
 PUSHER: web.AppKey["Pusher"] = web.AppKey("pusher")
 PRESENCE: web.AppKey["Presence"] = web.AppKey("presence")
+# The real-time layer's erasure steps (its replay logs and presence records), gathered
+# with the contexts' by services_ctx.
+REALTIME_ERASURE: web.AppKey["RealtimeErasure"] = web.AppKey("realtime_erasure")
 # Stores the app can do without (a read replica): /readyz reports them as "degraded", still 200.
 OPTIONAL_READINESS_CHECKS: web.AppKey[dict[str, ReadinessCheck]] = web.AppKey("optional_readiness_checks")

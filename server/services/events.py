@@ -18,6 +18,7 @@ from kernel.ids import parse_uuid
 from kernel.timefmt import iso, utcnow
 from server.bus.catalogue import EVENT_CANCELLED, EVENT_RSVP
 from server.read_models.events import AttendeeList, Event, EventList, RsvpState, RsvpStatus
+from server.services.privacy.contributions import ErasureStep, ExportSection, pg_keyset_pages
 from server.services.users import UsersService
 from storage.postgres.pool import Database
 from storage.postgres.repos.events import EventsRepo, RsvpsRepo
@@ -197,27 +198,42 @@ class EventsService:
                            for r in result["items"] if str(r["user_id"]) in profiles]
         return result
 
-    # --- for the privacy context --------------------------------------------------------
+    # --- erasure and export (for the privacy context) ----------------------------------
 
-    async def export_for_user(self, user_id: str) -> dict[str, Any]:
-        """The events a user hosts and their RSVPs (GDPR export)."""
-        uid = UUID(user_id)
-        async with self.db.read() as conn:
-            hosted = await self.events_repo.list_by_host(conn, uid)
-            rsvps = await self.rsvps_repo.list_by_user(conn, uid)
-        return {
-            "events_hosted": [{
+    def erasure_steps(self) -> list[ErasureStep]:
+        async def rsvps(uid: UUID) -> None:
+            # Seats freed: going counts of others' events stay exact.
+            async with self.db.transaction() as conn:
+                await self.rsvps_repo.delete_by_user(conn, uid)
+
+        async def hosted(uid: UUID) -> None:
+            # Each hosted event is cancelled as its host would: attendees are notified
+            # (event.cancelled), one transaction per event.
+            while True:
+                async with self.db.read() as conn:
+                    ids = await self.events_repo.ids_by_host(conn, uid, 100)
+                for event_id in ids:
+                    async with self.db.transaction() as conn:
+                        attendee_ids = await self.rsvps_repo.attendee_ids(conn, event_id)
+                        title = await self.events_repo.delete_returning_title(conn, event_id)
+                        if title is not None:
+                            await self.outbox_repo.add(conn, EVENT_CANCELLED, {
+                                # No host: the event must not name the user being erased.
+                                "event_id": str(event_id), "host_id": None, "title": title,
+                                "attendee_ids": [str(a) for a in attendee_ids if a != uid],
+                            })
+                if len(ids) < 100:
+                    return
+
+        return [ErasureStep("events.rsvps", rsvps), ErasureStep("events.hosted", hosted)]
+
+    def export_sections(self) -> list[ExportSection]:
+        return [
+            ExportSection("events_hosted", pg_keyset_pages(self.db, self.events_repo.page_by_host, lambda r: {
                 "id": str(r["id"]), "title": r["title"], "description": r["description"],
                 "starts_at": iso(r["starts_at"]), "ends_at": iso(r["ends_at"]), "location": r["location"],
-                "capacity": r["capacity"], "going_count": r["going_count"], "created_at": iso(r["created_at"]),
-            } for r in hosted],
-            "rsvps": [{
+                "capacity": r["capacity"], "going_count": r["going_count"], "created_at": iso(r["created_at"])})),
+            ExportSection("rsvps", pg_keyset_pages(self.db, self.rsvps_repo.page_by_user, lambda r: {
                 "event_id": str(r["event_id"]), "event_title": r["title"], "status": r["status"],
-                "created_at": iso(r["created_at"]), "updated_at": iso(r["updated_at"]),
-            } for r in rsvps],
-        }
-
-    async def erase_user_rsvps(self, conn: asyncpg.Connection, user_id: str) -> None:
-        """Inside the caller's (purge) transaction: drop the user's RSVPs and free their
-        seats. Their hosted events go with the user row (ON DELETE CASCADE)."""
-        await self.rsvps_repo.delete_by_user(conn, UUID(user_id))
+                "created_at": iso(r["created_at"]), "updated_at": iso(r["updated_at"])}, id_column="event_id")),
+        ]

@@ -19,6 +19,7 @@ from kernel.cursors import Cursors, Score
 from server.bus.catalogue import POST_CREATED, POST_DELETED, USER_FOLLOWED, USER_UNFOLLOWED
 from server.bus.types import Consumer, DomainEvent
 from server.read_models.posts import Post, PostList
+from server.services.privacy.contributions import ErasureStep
 from server.services.social import SocialService
 from storage.redis.client import RedisUnavailable
 from storage.redis.feeds import FeedCache, FeedEntry, member
@@ -131,3 +132,14 @@ class FeedService:
                 rows = await self.posts.recent_ids_by_authors([p["followee_id"]], self.max_items)
                 await self.store.merge(p["follower_id"], [(author_id, post_id, _score(created_at))
                                                           for post_id, author_id, created_at in rows], built=False)
+
+    # --- erasure (for the privacy context) --------------------------------------------
+
+    def erasure_steps(self) -> list[ErasureStep]:
+        async def entries(uid: UUID) -> None:
+            # The user's entries out of every follower's feed (their own feed key goes with
+            # redis.user_keys). Before the follows go: they say whose feeds hold them.
+            for follower in await self.social.follower_ids(str(uid)):
+                await self.store.remove_author(follower, str(uid))
+
+        return [ErasureStep("feed.entries", entries, before=("social.follows",))]

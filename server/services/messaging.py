@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import Any, AsyncIterator
+from uuid import UUID
 
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
@@ -22,6 +23,7 @@ from kernel.timefmt import iso
 from server.read_models.messaging import Conversation, ConversationList, Message, MessageList, ReadPosition
 from server.services.notifications import NotificationsService
 from server.services.ports import Presence, Pusher
+from server.services.privacy.contributions import ErasureStep, ExportSection, Page, keyset_pages
 from server.services.users import UsersService
 from storage.mongo.conversations import RECENT_MESSAGES, ConversationsRepo
 from storage.mongo.messages import MessagesRepo
@@ -319,3 +321,51 @@ class MessagingService:
         position = _read_position(current or conversation, user_id)
         last = str(position["messageId"]) if position else str(message["_id"])
         return {"conversation_id": conversation_id, "last_read_message_id": last}
+
+    # --- erasure and export (for the privacy context) ----------------------------------
+
+    async def users_told_about(self, user_id: str) -> list[str]:
+        """Whose replay logs can hold events about the user: the members of their
+        conversations got their messages and read receipts (the user among them)."""
+        members: list[str] = []
+        after = None
+        while True:
+            docs = await self.conversations_repo.page_for_member(user_id, after, 500)
+            for doc in docs:
+                members += doc["memberIds"]
+            if len(docs) < 500:
+                return members
+            after = docs[-1]["_id"]
+
+    def erasure_steps(self) -> list[ErasureStep]:
+        async def own_messages(uid: UUID) -> None:
+            # Their messages go; the others' stay. Conversations showing one of theirs as the
+            # last message show the newest remaining one instead.
+            user_id = str(uid)
+            await self.messages_repo.delete_by_sender(user_id)
+            for conversation_id in await self.conversations_repo.ids_with_last_message_from(user_id):
+                latest = await self.messages_repo.latest_in_conversation(str(conversation_id))
+                await self.conversations_repo.replace_last_message(conversation_id, user_id, latest)
+
+        async def membership(uid: UUID) -> None:
+            for doc in await self.conversations_repo.remove_member(str(uid)):
+                if not doc.get("memberIds"):  # nobody left to read it
+                    await self.messages_repo.delete_in_conversation(str(doc["_id"]))
+                    await self.conversations_repo.delete(doc["_id"])
+
+        return [ErasureStep("messaging.messages", own_messages), ErasureStep("messaging.membership", membership)]
+
+    def export_sections(self) -> list[ExportSection]:
+        def conversation_pages(uid: UUID) -> AsyncIterator[Page]:
+            # The user's view: members and title, not the others' read positions.
+            return keyset_pages(lambda after, limit: self.conversations_repo.page_for_member(str(uid), after, limit),
+                                None, lambda doc: doc["_id"], lambda doc: {
+                                    "id": str(doc["_id"]), "kind": doc["kind"], "title": doc.get("title"),
+                                    "member_ids": list(doc["memberIds"]), "created_at": iso(doc["createdAt"])})
+
+        def message_pages(uid: UUID) -> AsyncIterator[Page]:
+            # Only the messages they sent: the others' are the others' data.
+            return keyset_pages(lambda after, limit: self.messages_repo.page_by_sender(str(uid), after, limit), None,
+                                lambda doc: doc["_id"], message_dict)
+
+        return [ExportSection("conversations", conversation_pages), ExportSection("messages", message_pages)]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, AsyncIterator
+from uuid import UUID
 
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
@@ -20,6 +21,7 @@ from server.bus.types import Consumer, DomainEvent
 from server.read_models.messaging import Message
 from server.read_models.notifications import Notification, NotificationList
 from server.services.ports import Pusher
+from server.services.privacy.contributions import ErasureStep, ExportSection, Page, keyset_pages
 from server.services.users import UsersService
 from storage.mongo.notifications import NotificationsRepo
 from storage.mongo.values import mongo_now
@@ -218,3 +220,22 @@ class NotificationsService:
             handle=self.handle,
         )]
 
+    # --- erasure and export (for the privacy context) ----------------------------------
+
+    async def users_told_about(self, user_id: str) -> list[str]:
+        """Whose replay logs can hold events about the user: the recipients of
+        notifications about them got those pushed."""
+        return await self.notifications_repo.recipients_about(user_id)
+
+    def erasure_steps(self) -> list[ErasureStep]:
+        async def for_and_about(uid: UUID) -> None:
+            await self.notifications_repo.delete_for_or_about(str(uid))
+
+        return [ErasureStep("notifications.for_and_about", for_and_about)]
+
+    def export_sections(self) -> list[ExportSection]:
+        def pages(uid: UUID) -> AsyncIterator[Page]:
+            return keyset_pages(lambda after, limit: self.notifications_repo.page_for_user(str(uid), after, limit), None,
+                                lambda doc: (doc["createdAt"], doc["_id"]), notification_dict)
+
+        return [ExportSection("notifications", pages)]

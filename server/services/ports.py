@@ -2,7 +2,10 @@
 (services never import Socket.IO). ``realtime/`` provides the implementation."""
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from server.services.privacy.contributions import ErasureStep
 
 # Pushed with ``replay=False``, this event is never sent to clients: every instance
 # closes the recipients' sockets instead (e.g. all sessions revoked by an erasure).
@@ -24,3 +27,15 @@ class Pusher(Protocol):
 class Presence(Protocol):
     async def online(self, user_ids: list[str]) -> list[str]:
         """Those of ``user_ids`` with at least one connected socket on any instance."""
+
+
+# user id -> the users whose replay logs got events about them (from the context that
+# pushed those events).
+ToldAbout = Callable[[str], Awaitable[list[str]]]
+
+
+class RealtimeErasure(Protocol):
+    def erasure_steps(self, told_about: Sequence[ToldAbout]) -> list["ErasureStep"]:
+        """The real-time layer's part of an erasure: the entries about the user in the
+        replay logs of those ``told_about`` names (read before the contexts erase what
+        tells them), and the user's presence records."""

@@ -15,6 +15,7 @@ from kernel.timefmt import iso, utcnow
 from server.bus.catalogue import COMMENT_CREATED, POST_CREATED, POST_DELETED, POST_LIKED, POST_UNLIKED
 from server.bus.types import Consumer, DomainEvent
 from server.read_models.posts import Comment, CommentList, LikeState, Post, PostList
+from server.services.privacy.contributions import ErasureStep, ExportSection, pg_keyset_pages
 from server.services.users import UsersService
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
@@ -27,6 +28,8 @@ log = logging.getLogger("pulse.posts")
 
 POST_NOT_FOUND = "No such post."
 COMMENT_NOT_FOUND = "No such comment."
+# Posts deleted per transaction by an erasure.
+POST_DELETE_BATCH = 500
 
 
 def post_dict(row: asyncpg.Record) -> Post:
@@ -286,3 +289,43 @@ class PostsService:
     def consumers(self) -> list[Consumer]:
         return [Consumer(name="posts.popular", event_types=(POST_LIKED, POST_UNLIKED, POST_DELETED),
                          handle=self.on_like_changed)]
+
+    # --- erasure and export (for the privacy context) ----------------------------------
+
+    def erasure_steps(self) -> list[ErasureStep]:
+        async def likes(uid: UUID) -> None:
+            # Deleted with the like counts of others' posts adjusted, in one statement.
+            async with self.db.transaction() as conn:
+                changed = await self.likes_repo.delete_all_by_user(conn, uid)
+            if changed:
+                await self.rebuild_popular()
+
+        async def comments(uid: UUID) -> None:
+            async with self.db.transaction() as conn:
+                await self.comments_repo.delete_all_by_author(conn, uid)
+
+        async def posts(uid: UUID) -> None:
+            # In batches (each its own transaction): a prolific author never needs one huge
+            # statement; a crash between batches just leaves fewer for the rerun.
+            while True:
+                async with self.db.transaction() as conn:
+                    gone = await self.posts_repo.delete_batch_by_author(conn, uid, POST_DELETE_BATCH)
+                if gone:
+                    await self.popular_set.remove(*(str(p) for p in gone))
+                if len(gone) < POST_DELETE_BATCH:
+                    return
+
+        return [ErasureStep("posts.likes", likes), ErasureStep("posts.comments", comments),
+                ErasureStep("posts.posts", posts)]
+
+    def export_sections(self) -> list[ExportSection]:
+        return [
+            ExportSection("posts", pg_keyset_pages(self.db, self.posts_repo.page_by_author, lambda r: {
+                "id": str(r["id"]), "body": r["body"], "created_at": iso(r["created_at"]),
+                "like_count": r["like_count"], "comment_count": r["comment_count"]})),
+            ExportSection("comments", pg_keyset_pages(self.db, self.comments_repo.page_by_author, lambda r: {
+                "id": str(r["id"]), "post_id": str(r["post_id"]), "body": r["body"],
+                "created_at": iso(r["created_at"])})),
+            ExportSection("likes", pg_keyset_pages(self.db, self.likes_repo.page_by_user, lambda r: {
+                "post_id": str(r["post_id"]), "created_at": iso(r["created_at"])}, id_column="post_id")),
+        ]

@@ -20,6 +20,7 @@ from kernel.timefmt import iso
 from server.read_models.social import FollowState
 from server.read_models.users import PublicUserList
 from server.bus.catalogue import USER_FOLLOWED, USER_UNFOLLOWED
+from server.services.privacy.contributions import ErasureStep, ExportSection, pg_keyset_pages
 from server.services.users import UsersService
 from storage.postgres.pool import Database
 from storage.postgres.repos.follows import FollowsRepo
@@ -99,24 +100,21 @@ class SocialService:
         async with self.db.read() as conn:
             return [str(u) for u in await self.follows_repo.followee_ids(conn, UUID(user_id))]
 
-    # --- for the privacy context --------------------------------------------------------
+    # --- erasure and export (for the privacy context) ----------------------------------
 
-    async def export_for_user(self, user_id: str) -> dict[str, Any]:
-        """The user's follows in both directions (GDPR export)."""
-        async with self.db.read() as conn:
-            rows = await self.follows_repo.list_all_of_user(conn, UUID(user_id))
-        return {
-            "following": [{"user_id": str(r["followee_id"]), "since": iso(r["created_at"])}
-                          for r in rows if str(r["follower_id"]) == user_id],
-            "followers": [{"user_id": str(r["follower_id"]), "since": iso(r["created_at"])}
-                          for r in rows if str(r["followee_id"]) == user_id],
-        }
+    def erasure_steps(self) -> list[ErasureStep]:
+        async def follows(uid: UUID) -> None:
+            # Both directions, with the others' followers/following counters adjusted in the
+            # same transaction (a rerun finds nothing to delete and changes no counter).
+            async with self.db.transaction() as conn:
+                others = await self._erase_follows(conn, uid)
+            await self.users_service.invalidate_profiles(*others)
 
-    async def erase_user_follows(self, conn: asyncpg.Connection, user_id: str) -> list[str]:
-        """Inside the caller's (purge) transaction: remove the user's follows both ways
-        and fix the other side's counters. Returns the other users' ids: the caller
-        invalidates their profiles (``UsersService.invalidate_profiles``) after commit."""
-        uid = UUID(user_id)
+        return [ErasureStep("social.follows", follows)]
+
+    async def _erase_follows(self, conn: asyncpg.Connection, uid: UUID) -> list[str]:
+        """The user's follows both ways, the other side's counters fixed; returns the
+        other users' ids (their profiles change)."""
         others: list[str] = []
         for row in sorted(await self.follows_repo.delete_all_of_user(conn, uid),
                           key=lambda r: (str(r["follower_id"]), str(r["followee_id"]))):
@@ -127,6 +125,17 @@ class SocialService:
                 await self.users_repo.add_to_counters(conn, row["follower_id"], following=-1)
                 others.append(str(row["follower_id"]))
         return others
+
+    def export_sections(self) -> list[ExportSection]:
+        def direction(name: str):
+            async def fetch(conn: asyncpg.Connection, uid: UUID, after: Any, limit: int) -> list[asyncpg.Record]:
+                return await self.follows_repo.page_of_user(conn, uid, name, after, limit)
+
+            return pg_keyset_pages(self.db, fetch, lambda r: {"user_id": str(r["user_id"]),
+                                                              "since": iso(r["created_at"])}, id_column="user_id")
+
+        return [ExportSection("following", direction("following")),
+                ExportSection("followers", direction("followers"))]
 
     # --- helpers --------------------------------------------------------------------
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -14,15 +14,18 @@ from kernel.ids import parse_uuid
 from kernel.settings import Settings
 from kernel.timefmt import iso, utcnow
 from server.read_models.users import OwnUser, PublicUser
-from server.bus.catalogue import USER_REGISTERED
+from server.bus.catalogue import USER_ERASURE_REQUESTED, USER_ERASURE_RESTORED, USER_PURGED, USER_REGISTERED
+from server.bus.types import USER_ID_FIELDS, USER_ID_LIST_FIELDS
 from server.security import Passwords, hash_token, new_session_token
 from server.services.ports import DISCONNECT_SESSIONS, DISCONNECT_USER, Pusher
+from server.services.privacy.contributions import ErasureStep, Page
 from server.services.rate_limits import RateLimits
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
 from storage.postgres.repos.sessions import SessionsRepo
 from storage.postgres.repos.users import UsersRepo
 from storage.redis.client import RedisUnavailable
+from storage.redis.privacy import RedisErasure
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import login_subject, user_subject
 from storage.redis.sessions_cache import SessionsCache
@@ -64,18 +67,32 @@ def own_user(row: asyncpg.Record) -> OwnUser:
     return {**public_user(row), "email": row["email"]}
 
 
+class AccountAudit(Protocol):
+    """Where the users context reports its events for the audit trail (the privacy
+    context's ``AuditTrail``)."""
+
+    async def record_registration(self, conn: asyncpg.Connection, user_id: UUID) -> None:
+        """Inside the registration transaction."""
+
+    async def record_login_failure(self, login: str, client: ClientInfo) -> None:
+        """Never raises: a failed login answers 401 whatever happens here."""
+
+
 class UsersService:
     def __init__(
         self, db: Database, sessions_cache: SessionsCache, profile_cache: ProfileCache,
-        rate_limits: RateLimits, passwords: Passwords, settings: Settings, *, pusher: Pusher | None = None,
+        rate_limits: RateLimits, passwords: Passwords, settings: Settings, *, redis_erasure: RedisErasure,
+        pusher: Pusher | None = None, audit: AccountAudit | None = None,
     ) -> None:
         self.db = db
         self.sessions_cache = sessions_cache
         self.profile_cache = profile_cache
+        self.redis_erasure = redis_erasure
         self.rate_limits = rate_limits
         self.passwords = passwords
         self.settings = settings
         self.pusher = pusher
+        self.audit = audit
         self.users_repo = UsersRepo()
         self.sessions_repo = SessionsRepo()
         self.outbox_repo = OutboxRepo()
@@ -97,7 +114,8 @@ class UsersService:
                 "user_id": str(row["id"]), "username": row["username"], "display_name": row["display_name"],
             })
             created.append(str(row["id"]))
-            await self.on_registered(conn, row["id"])
+            if self.audit is not None:
+                await self.audit.record_registration(conn, row["id"])
             token = await self._open_session(conn, row["id"], client)
         return own_user(row), token
 
@@ -123,7 +141,8 @@ class UsersService:
         if ok and creds["status"] == "pending_erasure" and not allow_pending:
             ok = False
         if not ok:
-            await self.on_login_failure(login, client)
+            if self.audit is not None:
+                await self.audit.record_login_failure(login, client)
             raise Unauthorized(BAD_CREDENTIALS)
         await self.rate_limits.password_attempt_succeeded(account, client.address)
         if self.passwords.needs_rehash(creds["password_hash"]):
@@ -134,12 +153,6 @@ class UsersService:
             async with self.db.connection() as conn:
                 await self.users_repo.set_password_hash(conn, creds["id"], new_hash)
         return creds["id"]
-
-    async def on_login_failure(self, login: str, client: ClientInfo) -> None:
-        """Hook for the audit trail (privacy context)."""
-
-    async def on_registered(self, conn: asyncpg.Connection, user_id: UUID) -> None:
-        """Hook for the audit trail (privacy context), inside the registration transaction."""
 
     async def check_password(self, user_id: str, password: str, client: ClientInfo) -> None:
         """Re-authentication of a signed-in user: limited like logins (its own counter)."""
@@ -157,10 +170,6 @@ class UsersService:
         await self.rate_limits.password_attempt_succeeded(account, client.address)
 
     # --- sessions -------------------------------------------------------------------
-
-    async def open_session(self, conn: asyncpg.Connection, user_id: UUID, client: ClientInfo) -> str:
-        """A new session for a user whose credentials the caller verified (restore)."""
-        return await self._open_session(conn, user_id, client)
 
     async def _open_session(self, conn: asyncpg.Connection, user_id: UUID, client: ClientInfo) -> str:
         token = new_session_token()
@@ -313,3 +322,110 @@ class UsersService:
     async def invalidate_profiles(self, *user_ids: str) -> None:
         """Call after a change to a profile's counters or fields."""
         await self.profile_cache.invalidate(*user_ids)
+
+    # --- erasure and export (the privacy context's ``Accounts``) ------------------------
+
+    async def erasure_state(self, conn: asyncpg.Connection, user_id: UUID) -> asyncpg.Record | None:
+        """(id, status, purge_after), the row locked for the caller's transaction: a
+        restore and a purge of one account never overlap."""
+        return await self.users_repo.lock_erasure_state(conn, user_id)
+
+    async def username_of(self, conn: asyncpg.Connection, user_id: UUID, *, include_pending: bool) -> str | None:
+        row = await self.users_repo.get_by_id(conn, user_id, include_pending=include_pending)
+        return row["username"] if row else None
+
+    async def hide_for_erasure(self, conn: asyncpg.Connection, user_id: UUID, purge_after: datetime) -> list[bytes]:
+        """Pending erasure, sessions revoked, event out (in the caller's transaction);
+        the caller calls ``forget_hidden`` with the returned token hashes after commit."""
+        await self.users_repo.mark_pending_erasure(conn, user_id, purge_after)
+        token_hashes = await self.revoke_all_sessions(conn, str(user_id))
+        # Consumers: realtime disconnects the user's sockets and drops presence; feeds
+        # and follower lists filter on users.status.
+        await self.outbox_repo.add(conn, USER_ERASURE_REQUESTED, {"user_id": str(user_id)})
+        return token_hashes
+
+    async def move_purge_after(self, conn: asyncpg.Connection, user_id: UUID, purge_after: datetime) -> None:
+        await self.users_repo.mark_pending_erasure(conn, user_id, purge_after)
+
+    async def forget_hidden(self, user_id: str, username: str, token_hashes: list[bytes]) -> None:
+        await self.sessions_cache.drop(*token_hashes)
+        await self.profile_cache.invalidate(user_id)
+        await self.profile_cache.forget_username(username)
+        if self.pusher is not None:
+            # Every instance closes the user's sockets now. Best effort: with Redis down
+            # the sockets stay open until they reconnect, and a reconnect is refused.
+            try:
+                await self.pusher.push([user_id], DISCONNECT_USER, {}, replay=False)
+            except Exception as exc:  # noqa: BLE001
+                log.error("could not disconnect the sockets of a user pending erasure: %s", exc)
+
+    async def restore_account(self, conn: asyncpg.Connection, user_id: UUID, client: ClientInfo, *,
+                              purge_started: Callable[[asyncpg.Connection, UUID], Awaitable[bool]],
+                              ) -> tuple[OwnUser, str]:
+        """Active again with a new session, inside the recovery window and before the
+        purge started (in the caller's transaction; invalidate the profile after commit)."""
+        row = await self.users_repo.lock_erasure_state(conn, user_id)
+        restorable = (
+            row is not None and row["status"] == "pending_erasure" and row["purge_after"] is not None
+            and row["purge_after"] > utcnow() and not await purge_started(conn, user_id)
+        )
+        if not restorable:
+            # Active accounts, expired windows and purges under way: the one message.
+            raise Unauthorized(BAD_CREDENTIALS)
+        await self.users_repo.restore(conn, user_id)
+        token = await self._open_session(conn, user_id, client)
+        await self.outbox_repo.add(conn, USER_ERASURE_RESTORED, {"user_id": str(user_id)})
+        return own_user(await self.users_repo.get_by_id(conn, user_id)), token
+
+    async def due_for_purge(self, now: datetime, limit: int) -> list[UUID]:
+        async with self.db.read() as conn:
+            return await self.users_repo.due_for_purge(conn, now, limit)
+
+    async def delete_account(self, conn: asyncpg.Connection, user_id: UUID) -> None:
+        """The purge's last step (in its transaction): the row goes, what references it
+        cascades."""
+        await self.users_repo.delete(conn, user_id)
+        await self.outbox_repo.add(conn, USER_PURGED, {"user_id": str(user_id)})
+
+    async def account_for_export(self, user_id: UUID) -> dict[str, Any] | None:
+        async with self.db.read() as conn:
+            row = await self.users_repo.get_by_id(conn, user_id)
+        return {**own_user(row), "status": row["status"]} if row else None
+
+    async def session_pages(self, user_id: UUID) -> AsyncIterator[Page]:
+        async with self.db.read() as conn:
+            rows = await self.sessions_repo.list_for_user(conn, user_id)
+        # Token hashes are secrets and never leave the server.
+        yield [{"created_at": iso(r["created_at"]), "expires_at": iso(r["expires_at"]),
+                "user_agent": r["user_agent"], "client_address": r["client_address"]} for r in rows]
+
+    async def delete_expired_sessions(self) -> int:
+        async with self.db.connection() as conn:
+            return await self.sessions_repo.delete_expired(conn)
+
+    def erasure_steps(self) -> list[ErasureStep]:
+        """The account's own traces, after every other context's steps (the users row
+        itself is the saga's final step)."""
+        async def sessions(uid: UUID) -> None:
+            # Revoked at the erasure request already; again here in case one slipped in.
+            async with self.db.transaction() as conn:
+                hashes = await self.sessions_repo.delete_all_for_user(conn, uid)
+            await self.sessions_cache.drop(*hashes)
+
+        async def redis_keys(uid: UUID) -> None:
+            async with self.db.read() as conn:
+                row = await self.users_repo.get_by_id(conn, uid, include_pending=True)
+            await self.redis_erasure.delete_user_keys(str(uid), *((row["username"], row["email"]) if row else ()))
+
+        async def events_naming_user(uid: UUID) -> None:
+            # Every event whose id fields name the user, delivered or still in flight (see
+            # OutboxRepo.erase_user); the purge's own user.purged goes once delivered.
+            # Last: an earlier step may emit events (the cancellations of hosted events).
+            async with self.db.transaction() as conn:
+                await self.outbox_repo.erase_user(conn, str(uid), list(USER_ID_FIELDS), list(USER_ID_LIST_FIELDS))
+
+        return [
+            ErasureStep("users.sessions", sessions),
+            ErasureStep("redis.user_keys", redis_keys),
+            ErasureStep("outbox.published", events_naming_user),
+        ]

@@ -62,6 +62,12 @@ class PresenceStore:
             answers = await pipe.execute()
         return {u for flags in answers for u, flag in zip(user_ids, flags) if flag}
 
+    async def remove_user_everywhere(self, user_id: str) -> None:
+        """Erasure: out of every instance's set of connected users (a crashed instance's
+        set would otherwise keep the id until its TTL)."""
+        async for key in self.redis.scan_iter(match=self.keys.presence_users("*"), count=1000):
+            await self.redis.srem(key, user_id)
+
     async def remove_instance(self, instance: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(self.keys.presence_instances(), instance)

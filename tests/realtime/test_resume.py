@@ -143,8 +143,6 @@ async def test_offsets_around_entries_redacted_by_an_erasure_still_replay(api, s
     the rest in order, never ``resync``; the redacted ones are not replayed."""
     import redis.asyncio as aioredis
 
-    from storage.redis.privacy import RedisErasure
-
     user, gone = await api.register("rtred"), await api.register("rtgone")
     socket = await clients(instance_a.url, user.token)
 
@@ -161,9 +159,11 @@ async def test_offsets_around_entries_redacted_by_an_erasure_still_replay(api, s
     await socket.sio.disconnect()
     redis = aioredis.from_url(settings.redis_url)
     try:
-        assert await RedisErasure(redis, Keys(settings.namespace)).redact_in_offset_logs(gone.id, [user.id]) == 4
+        log = OffsetLogStore(redis, Keys(settings.namespace), settings.offset_log_max_events,
+                             settings.offset_log_max_age_seconds)
+        assert await log.redact_about(gone.id, [user.id]) == 4
         # Idempotent: a rerun of the step finds nothing more.
-        assert await RedisErasure(redis, Keys(settings.namespace)).redact_in_offset_logs(gone.id, [user.id]) == 0
+        assert await log.redact_about(gone.id, [user.id]) == 0
     finally:
         await redis.aclose()
     kept = ["keep1", f"{gone.username} in a text only"]

@@ -85,13 +85,6 @@ class EventsRepo:
     async def delete(self, conn: asyncpg.Connection, event_id: UUID) -> None:
         await conn.execute("DELETE FROM events WHERE id = $1", event_id)
 
-    async def list_by_host(self, conn: asyncpg.Connection, host_id: UUID) -> list[asyncpg.Record]:
-        """Every event a user hosts, whatever their status (GDPR export)."""
-        return await conn.fetch(
-            "SELECT id, title, description, starts_at, ends_at, location, capacity, going_count, created_at "
-            "FROM events WHERE host_id = $1 ORDER BY created_at", host_id,
-        )
-
     async def page_by_host(self, conn: asyncpg.Connection, host_id: UUID,
                            after: tuple[datetime, UUID] | None, limit: int) -> list[asyncpg.Record]:
         """A page of every event a user hosts, whatever their status, oldest first (export)."""
@@ -164,13 +157,6 @@ class RsvpsRepo:
             "SELECT user_id FROM rsvps WHERE event_id = $1 AND status IN ('going', 'interested')", event_id
         )
         return [r["user_id"] for r in rows]
-
-    async def list_by_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[asyncpg.Record]:
-        """Every RSVP of a user (GDPR export)."""
-        return await conn.fetch(
-            "SELECT r.event_id, e.title, r.status, r.created_at, r.updated_at FROM rsvps r "
-            "JOIN events e ON e.id = r.event_id WHERE r.user_id = $1 ORDER BY r.created_at", user_id,
-        )
 
     async def delete_by_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[UUID]:
         """Removes every RSVP of a user, keeping going counts exact (erasure); returns the

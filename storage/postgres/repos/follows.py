@@ -74,13 +74,6 @@ class FollowsRepo:
         )
         return [r["followee_id"] for r in rows]
 
-    async def list_all_of_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[asyncpg.Record]:
-        """Both directions, for the GDPR export: rows of (follower_id, followee_id, created_at)."""
-        return await conn.fetch(
-            "SELECT follower_id, followee_id, created_at FROM follows "
-            "WHERE follower_id = $1 OR followee_id = $1 ORDER BY created_at", user_id,
-        )
-
     async def delete_all_of_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[asyncpg.Record]:
         """Removes both directions (erasure); returns the removed (follower_id, followee_id)
         pairs so the caller can fix the others' counters."""

@@ -1,7 +1,7 @@
-"""The privacy context's tables: the append-only audit log and the erasure sagas."""
+"""The privacy context's tables: the append-only audit log and the erasure sagas (the
+users rows they are about are the users context's: ``UsersRepo``)."""
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -25,21 +25,9 @@ class AuditRepo:
 
 
 class ErasureSagasRepo:
-    async def lock_user_for_purge(self, conn: asyncpg.Connection, user_id: UUID) -> asyncpg.Record | None:
-        """The user row (locked against a concurrent restore) with its erasure state."""
-        return await conn.fetchrow(
-            "SELECT id, status, purge_after FROM users WHERE id = $1 FOR UPDATE", user_id
-        )
-
-    async def due_user_ids(self, conn: asyncpg.Connection, now: datetime, limit: int) -> list[UUID]:
-        """Users whose recovery window is over, and users whose saga is still open."""
-        rows = await conn.fetch(
-            "SELECT user_id FROM erasure_sagas WHERE status <> 'completed' "
-            "UNION "
-            "(SELECT id FROM users WHERE status = 'pending_erasure' AND purge_after <= $1 "
-            " ORDER BY purge_after LIMIT $2)",
-            now, limit,
-        )
+    async def open_user_ids(self, conn: asyncpg.Connection) -> list[UUID]:
+        """The users whose saga is still open (running or stuck)."""
+        rows = await conn.fetch("SELECT user_id FROM erasure_sagas WHERE status <> 'completed'")
         return [r["user_id"] for r in rows]
 
     async def get_open(self, conn: asyncpg.Connection, user_id: UUID) -> asyncpg.Record | None:
@@ -105,10 +93,6 @@ class ErasureSagasRepo:
             "        FROM erasure_steps st WHERE st.saga_id = s.id) AS steps "
             "FROM erasure_sagas s WHERE s.status <> 'completed' ORDER BY s.started_at"
         )
-
-    async def delete_user(self, conn: asyncpg.Connection, user_id: UUID) -> None:
-        # Profiles, sessions and every row that references the user cascade.
-        await conn.execute("DELETE FROM users WHERE id = $1", user_id)
 
     async def has_saga(self, conn: asyncpg.Connection, user_id: UUID) -> bool:
         return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM erasure_sagas WHERE user_id = $1)", user_id)

@@ -116,3 +116,22 @@ class UsersRepo:
             "UPDATE users SET status = 'active', erasure_requested_at = NULL, purge_after = NULL WHERE id = $1",
             user_id,
         )
+
+    async def lock_erasure_state(self, conn: asyncpg.Connection, user_id: UUID) -> asyncpg.Record | None:
+        """The user row (locked against a concurrent restore or purge) with its erasure state."""
+        return await conn.fetchrow(
+            "SELECT id, status, purge_after FROM users WHERE id = $1 FOR UPDATE", user_id
+        )
+
+    async def due_for_purge(self, conn: asyncpg.Connection, now: datetime, limit: int) -> list[UUID]:
+        """Users whose recovery window is over, the oldest first."""
+        rows = await conn.fetch(
+            "SELECT id FROM users WHERE status = 'pending_erasure' AND purge_after <= $1 "
+            "ORDER BY purge_after LIMIT $2",
+            now, limit,
+        )
+        return [r["id"] for r in rows]
+
+    async def delete(self, conn: asyncpg.Connection, user_id: UUID) -> None:
+        # Profiles, sessions and every row that references the user cascade.
+        await conn.execute("DELETE FROM users WHERE id = $1", user_id)
