@@ -1,16 +1,18 @@
 """OpenAPI 3.1, generated from the endpoint declarations: request models (api/models)
-and the read models responses are written with (server/read_models)."""
+and the read models responses are written with (server/read_models).
+
+A pure function of the endpoints it is given: ``api.routes`` declares them once and
+serves the document it builds from them.
+"""
 from __future__ import annotations
 
-import functools
 import re
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import TypeAdapter
 
-from api.http import response_adapter
+from api.http import Endpoint, response_adapter
 from api.models.common import Problem
-from api.routes import all_endpoints
 
 _STATUS_TEXT = {
     200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
@@ -23,10 +25,8 @@ def _ref(model: type) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-@functools.cache
-def build_openapi() -> dict[str, Any]:
-    """The document; the declarations are fixed at import, so it is built once a process."""
-    endpoints = all_endpoints()
+def build_openapi(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
+    """The document describing ``endpoints``."""
     # Request bodies as they are validated; responses from the adapters that write them.
     adapters: dict[tuple[Any, str], TypeAdapter] = {(Problem, "serialization"): TypeAdapter(Problem)}
     for ep in endpoints:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -42,13 +43,11 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
-async def openapi(request: web.Request) -> web.Response:
-    from api.openapi import build_openapi  # imports api.routes, which imports this module
+def add_ops_routes(app: web.Application, openapi_document: Callable[[], dict[str, Any]]) -> None:
+    """``openapi_document``: the OpenAPI document of the app's endpoints (``api.routes``)."""
+    async def openapi(request: web.Request) -> web.Response:
+        return json_response(openapi_document())
 
-    return json_response(build_openapi())
-
-
-def add_ops_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz, name="ops.healthz")
     app.router.add_get("/readyz", readyz, name="ops.readyz")
     app.router.add_get("/metrics", metrics, name="ops.metrics")
