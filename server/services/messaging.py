@@ -2,7 +2,8 @@
 
 Messages are stored first, then pushed to every member's sockets (the sender's too);
 recipients with no connected socket get a ``message`` notification. REST and the
-socket layer share these methods, so both behave the same.
+socket layer share these methods, so both behave the same; every live event of the
+context (``message:new``, ``message:read``, ``typing``) is pushed from here.
 """
 from __future__ import annotations
 
@@ -289,6 +290,17 @@ class MessagingService:
                 await self.notifications.notify_message(offline, message)
             except Exception:  # noqa: BLE001 - the message is stored; a missed notice is not a failed send
                 log.exception("message notifications for %s failed", message["id"])
+
+    async def typing(self, user_id: str, conversation_id: str, typing: bool) -> None:
+        """Tells the other members that ``user_id`` is typing (or stopped): live only, never
+        replayed. NotFound unless the user is a member. Nothing is stored, so a failed push
+        is the caller's answer (503), not logged and dropped as after a write."""
+        others = [m for m in await self.member_ids(conversation_id, user_id) if m != user_id]
+        if self.pusher is None or not others:
+            return
+        await self.pusher.push(others, "typing",
+                               {"conversation_id": conversation_id, "user_id": user_id, "typing": typing},
+                               replay=False)
 
     async def _push(self, user_ids: list[str], event: str, data: dict[str, Any]) -> None:
         if self.pusher is None or not user_ids:

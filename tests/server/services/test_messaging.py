@@ -10,7 +10,7 @@ from bson import ObjectId
 from pymongo import monitoring
 
 from kernel.cursors import Cursors
-from kernel.errors import NotFound, ValidationFailed
+from kernel.errors import NotFound, StoreUnavailable, ValidationFailed
 from server import appkeys
 from server.services.messaging import MessagingService
 from server.services.notifications import NotificationsService
@@ -117,6 +117,32 @@ async def test_socket_entry_points_refuse_non_members_and_bad_input(api, messagi
     assert history["items"] == []
 
 
+async def test_typing_goes_live_to_the_other_members_only(api, messaging, pusher):
+    a, b, c, outsider = [await api.register(p) for p in ("ta", "tb", "tc", "to")]
+    group, _ = await messaging.create_conversation(a.id, [b.id, c.id])
+    await messaging.typing(b.id, group["id"], True)
+    assert pusher.pushed == [([a.id, c.id], "typing", {"conversation_id": group["id"], "user_id": b.id, "typing": True})]
+    pusher.pushed.clear()
+    with pytest.raises(NotFound):
+        await messaging.typing(outsider.id, group["id"], True)
+    with pytest.raises(NotFound):
+        await messaging.typing(a.id, "not-an-id", False)
+    assert pusher.pushed == []
+
+
+async def test_typing_is_never_replayed_and_a_failed_push_is_the_callers_answer(api, server):
+    messaging, flaky = messaging_with_a_failing_push(server, "typing")
+    a, b = await api.register("tf"), await api.register("tg")
+    conv, _ = await messaging.create_conversation(a.id, [b.id])
+    # Nothing is stored that a retry would repair: the failure reaches the socket's ack.
+    with pytest.raises(StoreUnavailable):
+        await messaging.typing(a.id, conv["id"], True)
+    assert not flaky.armed
+    await messaging.typing(a.id, conv["id"], True)
+    entries = await server.app[appkeys.PUSHER].offset_log.read_after(b.id, START_OF_LOG)
+    assert [e.event for e in entries if e.event == "typing"] == []
+
+
 async def test_without_pusher_or_presence_messages_are_still_stored_and_notified(api, server):
     services = server.app[appkeys.SERVICES]
     a, b = await api.register("na"), await api.register("nb")
@@ -137,10 +163,10 @@ async def log_messages(server, user_id: str) -> list[str]:
     return [orjson.loads(e.data_json)["message"]["id"] for e in entries if e.event == "message:new"]
 
 
-def messaging_with_a_failing_push(server) -> tuple[MessagingService, FailingOncePusher]:
-    """A messaging service on the session's stores whose first ``message:new`` push fails."""
+def messaging_with_a_failing_push(server, event: str = "message:new") -> tuple[MessagingService, FailingOncePusher]:
+    """A messaging service on the session's stores whose first push of ``event`` fails."""
     services = server.app[appkeys.SERVICES]
-    flaky = FailingOncePusher(server.app[appkeys.PUSHER], "message:new")
+    flaky = FailingOncePusher(server.app[appkeys.PUSHER], event)
     mongo = server.app[appkeys.MONGO_DB]
     notifications = NotificationsService(mongo, services.users, cursors=Cursors.random())
     return MessagingService(mongo, services.users, notifications, pusher=flaky, cursors=Cursors.random()), flaky
