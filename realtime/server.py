@@ -35,15 +35,16 @@ from aiohttp import web
 from engineio import packet as eio_packet
 from pydantic import BaseModel, ValidationError
 
-from api.http import client_info
 from kernel.errors import DomainError, RateLimited, StoreUnavailable, Unauthorized
+from kernel.settings import Settings
 from realtime.fanout import FanoutListener, FanoutMessage
 from realtime.models import MessageRead, MessageSend, PresenceQuery, Typing
 from realtime.packets import OrjsonCodec, event_packet, event_packet_from
 from realtime.presence import InstancePresence
 from realtime.socket_cap import SocketCap
 from realtime.transport import ClientErrorsAtDebug, DirectSocket, DirectSocketServer, packet_frame
-from server import appkeys
+from server.metrics import Metrics
+from server.services import Services
 from server.services.ports import DISCONNECT_SESSIONS, DISCONNECT_USER
 from storage.redis.client import RedisUnavailable
 from storage.redis.offset_log import OffsetLogStore, parse_offset
@@ -79,11 +80,15 @@ def _after(offset: str, than: str | None) -> bool:
 
 
 class RealtimeServer:
-    def __init__(self, app: web.Application) -> None:
-        settings = app[appkeys.SETTINGS]
-        self.app = app
+    """Built and attached to the app by ``create_app``; then given its Redis transport
+    (``start``) and the services its handlers call (``serve``) as they come up.
+    ``client_address``: the caller's address as the REST front door sees it (the same
+    proxy rules)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, *,
+                 client_address: Callable[[web.Request], str]) -> None:
         self.settings = settings
-        metrics = app[appkeys.METRICS]
+        self.metrics = metrics
         self.sio = DirectSocketServer(
             async_mode="aiohttp", json=OrjsonCodec, logger=False,
             engineio_logger=ClientErrorsAtDebug(logging.getLogger("pulse.realtime.engineio"), {}),
@@ -91,7 +96,7 @@ class RealtimeServer:
             ping_interval_ms=settings.socket_ping_interval_ms, ping_timeout_ms=settings.socket_ping_timeout_ms,
             connect_timeout_ms=settings.socket_connect_timeout_ms,
             pending_per_address=settings.socket_pending_per_address,
-            client_address=lambda request: client_info(request).address,
+            client_address=client_address,
             on_malformed=lambda reason: metrics.socket_malformed_frames.labels(reason).inc(),
             on_refused=lambda reason: metrics.socket_sessions_refused.labels(reason).inc(),
             max_buffered_bytes=settings.socket_max_buffered_bytes,
@@ -100,11 +105,11 @@ class RealtimeServer:
             max_queued_events=settings.socket_max_queued_events,
             busy_ack=_error(429, "Too Many Requests", "Too many events in flight on this socket; wait for their acks."),
         )
-        self.sio.attach(app, socketio_path="socket.io")
         self.sockets: dict[str, SocketState] = {}
         # A tuple, not a set: one socket per user is the common case (a set is ~200 bytes).
         self.sockets_by_user: dict[str, tuple[str, ...]] = {}
-        # Set by ``start`` (realtime_ctx), once the stores are up.
+        # Set by ``start`` and ``serve``, once the stores and the services are up.
+        self.services: Services | None = None
         self.offset_log: OffsetLogStore | None = None
         self.presence: InstancePresence | None = None
         self.listener: FanoutListener | None = None
@@ -113,12 +118,22 @@ class RealtimeServer:
         self._session_checks: asyncio.Task | None = None
         self._register_handlers()
 
+    def attach(self, app: web.Application) -> None:
+        """Serves Socket.IO at /socket.io on ``app``."""
+        self.sio.attach(app, socketio_path="socket.io")
+
     def start(self, offset_log: OffsetLogStore, presence: InstancePresence, listener: FanoutListener,
               cap: SocketCap) -> None:
+        """The Redis transport (realtime_ctx: before the services, which push through it)."""
         self.offset_log = offset_log
         self.presence = presence
         self.listener = listener
         self.cap = cap
+
+    def serve(self, services: Services) -> None:
+        """The services the handlers call (sockets_ctx, once they exist); sessions are
+        re-checked from now on."""
+        self.services = services
         self._session_checks = asyncio.create_task(self._check_sessions_periodically(),
                                                    name="pulse-realtime-session-checks")
 
@@ -137,7 +152,7 @@ class RealtimeServer:
         auth = auth if isinstance(auth, dict) else {}
         token = auth.get("token")
         try:
-            principal = await self.app[appkeys.SERVICES].users.authenticate(token if isinstance(token, str) else None)
+            principal = await self.services.users.authenticate(token if isinstance(token, str) else None)
         except Unauthorized:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized")
         except DomainError as exc:  # e.g. PostgreSQL unavailable: the client retries later
@@ -150,7 +165,7 @@ class RealtimeServer:
                             eio_socket=self.sio.eio.sockets.get(eio_sid))
         self.sockets[sid] = state
         self.sockets_by_user[user_id] = (*self.sockets_by_user.get(user_id, ()), sid)
-        self.app[appkeys.METRICS].socket_connections.inc()
+        self.metrics.socket_connections.inc()
         await self.presence.socket_opened(user_id)
         offset = auth.get("offset")
         if offset is None:
@@ -175,7 +190,7 @@ class RealtimeServer:
             self.sockets_by_user[state.user_id] = sids
         else:
             self.sockets_by_user.pop(state.user_id, None)
-        self.app[appkeys.METRICS].socket_connections.dec()
+        self.metrics.socket_connections.dec()
         await self.cap.release(state.user_id, sid)
         await self.presence.socket_closed(state.user_id)
 
@@ -316,7 +331,7 @@ class RealtimeServer:
                 if offset is not None:
                     state.last_offset = offset
         if sockets:
-            self.app[appkeys.METRICS].socket_deliveries.labels(message.event).inc(sockets)
+            self.metrics.socket_deliveries.labels(message.event).inc(sockets)
 
     async def _disconnect_users(self, user_ids: list[str]) -> None:
         """Their sessions are gone: a DISCONNECT packet tells clients not to reconnect."""
@@ -356,13 +371,11 @@ class RealtimeServer:
     async def check_sessions(self) -> None:
         """Disconnects this instance's sockets whose session is no longer live (logged out,
         expired, its user erased)."""
-        if appkeys.SERVICES not in self.app:
-            return  # still starting
         sids_by_session: dict[bytes, list[str]] = {}
         for sid, state in self.sockets.items():
             sids_by_session.setdefault(state.token_hash, []).append(sid)
         sessions = list(sids_by_session)
-        users = self.app[appkeys.SERVICES].users
+        users = self.services.users
         for start in range(0, len(sessions), SESSION_CHECK_BATCH):
             batch = sessions[start:start + SESSION_CHECK_BATCH]
             live = await users.live_sessions(batch)
@@ -435,7 +448,7 @@ class RealtimeServer:
                 payload = model.model_validate(data)
             except ValidationError as exc:
                 return _error(400, "Bad Request", _describe(exc))
-            services = self.app[appkeys.SERVICES]
+            services = self.services
             try:
                 limited = services.rate_limits.check_socket_event(event, state.user_id)
                 if recheck:  # both Redis round trips at once: one's latency, not two
@@ -457,26 +470,21 @@ class RealtimeServer:
         return handle
 
     async def message_send(self, sid: str, state: SocketState, p: MessageSend) -> dict[str, Any]:
-        message, _created = await self.app[appkeys.SERVICES].messaging.send_message(
+        message, _created = await self.services.messaging.send_message(
             state.user_id, p.conversation_id, p.body, p.client_id,
         )
         return {"ok": True, "message": message}
 
     async def message_read(self, sid: str, state: SocketState, p: MessageRead) -> dict[str, Any]:
-        await self.app[appkeys.SERVICES].messaging.mark_read(state.user_id, p.conversation_id, p.message_id)
+        await self.services.messaging.mark_read(state.user_id, p.conversation_id, p.message_id)
         return {"ok": True}
 
     async def typing(self, sid: str, state: SocketState, p: Typing) -> dict[str, Any]:
-        members = await self.app[appkeys.SERVICES].messaging.member_ids(p.conversation_id, state.user_id)
-        others = [m for m in members if m != state.user_id]
-        await self.app[appkeys.PUSHER].push(
-            others, "typing", {"conversation_id": p.conversation_id, "user_id": state.user_id, "typing": p.typing},
-            replay=False,
-        )
+        await self.services.messaging.typing(state.user_id, p.conversation_id, p.typing)
         return {"ok": True}
 
     async def presence_query(self, sid: str, state: SocketState, p: PresenceQuery) -> dict[str, Any]:
-        return {"ok": True, "online": await self.app[appkeys.SERVICES].presence.online_for(state.user_id, p.user_ids)}
+        return {"ok": True, "online": await self.services.presence.online_for(state.user_id, p.user_ids)}
 
 
 def _error(status: int, title: str, detail: str) -> dict[str, Any]:

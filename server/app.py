@@ -7,6 +7,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
+from api.http import client_info
 from api.middleware import install_log_filters, metrics_middleware, problem_middleware, send_request_id
 from api.routes import setup_routes
 from kernel.cursors import Cursors
@@ -115,9 +116,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Offset log, fan-out listener and presence heartbeat for the Socket.IO server;
-    provides PUSHER, PRESENCE and REALTIME_ERASURE for the services (so it runs before
-    services_ctx)."""
+    """The Socket.IO server's Redis transport: offset log, fan-out listener, presence
+    heartbeat, socket cap; provides PUSHER, PRESENCE and REALTIME_ERASURE for the
+    services (so it runs before services_ctx)."""
     settings = app[appkeys.SETTINGS]
     redis = app[appkeys.REDIS]
     keys = Keys(settings.namespace)
@@ -138,10 +139,18 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     if not await listener.wait_subscribed(timeout=5 * settings.redis_timeout_seconds):
         log.warning("fan-out not subscribed yet (Redis unavailable?); live events reach other instances once it is")
     yield
-    await realtime.disconnect_all()  # normally done already by on_shutdown
     await listener.stop()
     await presence.stop()
     await cap.stop()
+
+
+async def sockets_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sockets are served once the services exist (their handlers call them), and closed
+    while the services and the transport are still up."""
+    realtime = app[appkeys.REALTIME]
+    realtime.serve(app[appkeys.SERVICES])
+    yield
+    await realtime.disconnect_all()  # normally done already by on_shutdown
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -247,9 +256,12 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.METRICS] = Metrics()
     app[appkeys.READINESS_CHECKS] = {}
     app[appkeys.OPTIONAL_READINESS_CHECKS] = {}
-    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, realtime_ctx, services_ctx, events_ctx,
-                            privacy_worker_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, realtime_ctx, services_ctx, sockets_ctx,
+                            events_ctx, privacy_worker_ctx])
     setup_routes(app)
-    app[appkeys.REALTIME] = RealtimeServer(app)  # Socket.IO at /socket.io
+    realtime = RealtimeServer(settings, app[appkeys.METRICS],
+                              client_address=lambda request: client_info(request).address)
+    realtime.attach(app)  # Socket.IO at /socket.io
+    app[appkeys.REALTIME] = realtime
     app.on_shutdown.append(_close_sockets)
     return app
