@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -26,8 +26,9 @@ def openapi_document() -> dict[str, Any]:
     return build_openapi(all_endpoints())
 
 
-def setup_routes(app: web.Application) -> None:
+def setup_routes(app: web.Application, *, asyncapi_document: Callable[[], dict[str, Any]]) -> None:
+    """``asyncapi_document``: the real-time contract's document, served at /asyncapi.json."""
     add_ops_routes(app, openapi_document)
-    add_web_routes(app)
+    add_web_routes(app, asyncapi_document)
     for ep in all_endpoints():
         app.router.add_route(ep.method, ep.path, make_aiohttp_handler(ep), name=ep.name)

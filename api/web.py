@@ -1,12 +1,15 @@
 """The browser-facing root paths: the web console at `/`, interactive REST docs at
 `/docs` and the AsyncAPI document at `/asyncapi.json` (API.md "Web console and
-documents"). Everything is served from files inside the installed packages: the
-console's own static files (api/console/) and Swagger UI from the swagger-ui-bundle
-distribution; nothing is loaded from another origin."""
+documents"). The AsyncAPI document is the real-time front door's; ``create_app`` hands
+it over, so neither front door imports the other. Everything is served from files
+inside the installed packages: the console's own static files (api/console/) and
+Swagger UI from the swagger-ui-bundle distribution; nothing is loaded from another
+origin."""
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -48,13 +51,10 @@ async def docs(request: web.Request) -> web.Response:
     return _page("docs.html")
 
 
-async def asyncapi(request: web.Request) -> web.Response:
-    from realtime.asyncapi import build_asyncapi
+def add_web_routes(app: web.Application, asyncapi_document: Callable[[], dict[str, Any]]) -> None:
+    async def asyncapi(request: web.Request) -> web.Response:
+        return json_response(asyncapi_document())
 
-    return json_response(build_asyncapi())
-
-
-def add_web_routes(app: web.Application) -> None:
     app.router.add_get("/", console, name="web.console")
     app.router.add_get("/docs", docs, name="web.docs")
     app.router.add_get("/asyncapi.json", asyncapi, name="web.asyncapi")

@@ -13,6 +13,7 @@ from api.routes import setup_routes
 from kernel.cursors import Cursors
 from kernel.settings import Settings
 from kernel.tasks import cancel_and_wait
+from realtime.asyncapi import build_asyncapi
 from realtime.erasure import RedisRealtimeErasure
 from realtime.fanout import FanoutListener, RedisPusher
 from realtime.presence import InstancePresence
@@ -258,7 +259,7 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.OPTIONAL_READINESS_CHECKS] = {}
     app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, realtime_ctx, services_ctx, sockets_ctx,
                             events_ctx, privacy_worker_ctx])
-    setup_routes(app)
+    setup_routes(app, asyncapi_document=build_asyncapi)
     realtime = RealtimeServer(settings, app[appkeys.METRICS],
                               client_address=lambda request: client_info(request).address)
     realtime.attach(app)  # Socket.IO at /socket.io
