@@ -21,7 +21,6 @@ from realtime.socket_cap import SocketCap
 from realtime.server import RealtimeServer
 from server import appkeys
 from server.bus.bus import EventBus
-from server.bus.consumers import build_consumers
 from server.metrics import Metrics
 from server.security import Passwords
 from server.services import Services
@@ -237,7 +236,11 @@ async def privacy_worker_ctx(app: web.Application) -> AsyncIterator[None]:
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     """The outbox relay and the event consumers (when this process runs workers)."""
     settings = app[appkeys.SETTINGS]
-    bus = EventBus(app[appkeys.DB], settings, build_consumers(app[appkeys.SERVICES]), app[appkeys.METRICS])
+    services = app[appkeys.SERVICES]
+    # Each context's consumers (a name that never changes, the event types, an idempotent
+    # handler); the bus knows none of the services.
+    consumers = [*services.posts.consumers(), services.feed.consumer(), *services.notifications.consumers()]
+    bus = EventBus(app[appkeys.DB], settings, consumers, app[appkeys.METRICS])
     app[appkeys.EVENT_BUS] = bus
     if bus.broker is not None:
         app[appkeys.READINESS_CHECKS]["rabbitmq"] = bus.broker.check

@@ -212,7 +212,7 @@ class NotificationsService:
             await handler(event)
 
     def consumers(self) -> list[Consumer]:
-        """For ``build_consumers``: one consumer for every event that notifies someone."""
+        """For the event bus (gathered in ``create_app``): one consumer for every event that notifies someone."""
         return [Consumer(
             name=CONSUMER_NAME,
             event_types=(USER_REGISTERED, POST_LIKED, COMMENT_CREATED, USER_FOLLOWED, EVENT_RSVP,

@@ -14,7 +14,6 @@ import redis.asyncio as aioredis
 
 from kernel.timefmt import iso, utcnow
 from server import appkeys
-from server.bus.consumers import build_consumers
 from server.bus.types import DomainEvent
 from server.services.privacy import FINAL_STEP, ErasureStep
 from tests.conftest import eventually
@@ -537,7 +536,7 @@ async def test_purging_users_named_like_events_erases_them_by_id_and_leaves_othe
 async def test_events_in_flight_after_a_purge_recreate_nothing(api, server, settings):
     """Events produced before the purge and handled after it (a slow consumer, a
     redelivery): the consumers write nothing about or for the purged user."""
-    services = server.app[appkeys.SERVICES]
+    consumers = server.app[appkeys.EVENT_BUS].consumers  # every consumer of the app
     gone, other = await api.register("pif"), await api.register("pio")
     status, post, _ = await api.request("POST", "/posts", token=other.token, json={"body": "theirs"})
     assert status == 201
@@ -565,7 +564,7 @@ async def test_events_in_flight_after_a_purge_recreate_nothing(api, server, sett
         event("event.cancelled", event_id=str(uuid.uuid4()), host_id=other.id, title="x",
               attendee_ids=[gone.id]),
     ]
-    for consumer in build_consumers(services):
+    for consumer in consumers:
         for e in in_flight:
             if e.type in consumer.event_types:
                 await consumer.handle(e)
