@@ -16,14 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
 import json
 import os
 import platform
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,9 +28,10 @@ from pathlib import Path
 
 import aiohttp
 
-from loadtest import report
+from loadtest import namespaces, report
+from loadtest.monitoring import sample_cpu, scrape_metrics
 from loadtest.saturation import cli as saturation
-from storage.embedded.launcher import SECANTUS_URL_OPTIONS
+from storage.embedded.processes import free_port, secantus_argv, secantus_url, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,18 +44,9 @@ def log(message: str) -> None:
     print(f"bench [{time.strftime('%H:%M:%S')}]: {message}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def with_database(dsn: str, database: str) -> str:
-    return dsn.rpartition("/")[0] + "/" + database
-
-
 class Processes:
-    """Children started by the bench; stopped by their own pid, newest first."""
+    """Children started by the bench, each logging to ``<log_dir>/<name>.log``; stopped by
+    their own pid, newest first."""
 
     def __init__(self, log_dir: Path):
         self.log_dir = log_dir
@@ -71,14 +59,14 @@ class Processes:
         self.children.append((name, process))
         return process
 
+    def start_server(self, name: str, argv: list[str], port: int, env: dict | None = None) -> subprocess.Popen:
+        """A child that serves on ``port``: started, and waited for until the port answers."""
+        process = self.start(name, argv, env)
+        wait_for_port(port, process=process)
+        return process
+
     def stop(self, process: subprocess.Popen, timeout: float = 10) -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_process(process, timeout)
 
     def stop_all(self) -> None:
         for _name, process in reversed(self.children):
@@ -101,31 +89,25 @@ async def wait_http(url: str, timeout: float, process: subprocess.Popen | None =
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
-
-
 # --- store namespaces -----------------------------------------------------------------
 
 class Stores:
+    """The bench's namespaces in the local stores (``loadtest.namespaces``, made as the test
+    sessions make theirs) and a SecantusDB server of its own."""
+
     def __init__(self, run_id: str, processes: Processes):
         self.run_id = run_id
         self.processes = processes
         self.pg_database = f"pulse_bench_{run_id}"
         self.vhost = f"pulse_bench_{run_id}"
+        self.redis_claim = namespaces.redis_claim(f"bench-{run_id}")
         self.redis_db: int | None = None
         self.mongo_port = free_port()
         self.namespace = f"bench{run_id}"
 
     @property
     def postgres_dsn(self) -> str:
-        return with_database(PG_ADMIN_DSN, self.pg_database)
+        return namespaces.with_database(PG_ADMIN_DSN, self.pg_database)
 
     @property
     def redis_url(self) -> str:
@@ -133,189 +115,31 @@ class Stores:
 
     @property
     def mongo_url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.mongo_port}/?{SECANTUS_URL_OPTIONS}"
+        return secantus_url(self.mongo_port)
 
     @property
     def amqp_url(self) -> str:
         return f"{AMQP_BASE_URL}/{self.vhost}"
 
     async def create(self) -> None:
-        import asyncpg
-        import redis.asyncio as aioredis
-
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(f'CREATE DATABASE "{self.pg_database}"')  # our own name
-        finally:
-            await conn.close()
-        admin = aioredis.Redis.from_url(REDIS_BASE_URL + "/0")
-        try:
-            # Same claim protocol as tests/conftest.py: never share a db with a test run.
-            for db in range(15, 0, -1):
-                if await admin.set(f"pulse-test:claim:{db}", f"bench-{self.run_id}", nx=True,
-                                   ex=3600):
-                    self.redis_db = db
-                    break
-        finally:
-            await admin.aclose()
+        await namespaces.create_database(PG_ADMIN_DSN, self.pg_database)
+        # From the top down: test sessions claim from db 1 up.
+        self.redis_db = await asyncio.to_thread(namespaces.claim_redis_db, REDIS_BASE_URL, self.redis_claim,
+                                                dbs=range(15, 0, -1), ttl=3600)
         if self.redis_db is None:
             raise RuntimeError("no free Redis db (all 15 claimed by test sessions)")
-        db = aioredis.Redis.from_url(self.redis_url)
-        await db.flushdb()
-        await db.aclose()
-        rabbitmqctl("add_vhost", self.vhost)
-        rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
-        self.processes.start("secantus", [sys.executable, "-m", "secantus", "--host", "127.0.0.1",
-                                          "--port", str(self.mongo_port),
-                                          "--storage-path", ":memory:"])
-        wait_port(self.mongo_port)
+        await asyncio.to_thread(namespaces.add_vhost, self.vhost)
+        await asyncio.to_thread(self.processes.start_server, "secantus", secantus_argv(self.mongo_port),
+                                self.mongo_port)
 
     async def drop(self) -> None:
-        import asyncpg
-        import redis.asyncio as aioredis
-
         with contextlib.suppress(Exception):
-            conn = await asyncpg.connect(PG_ADMIN_DSN)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
-            finally:
-                await conn.close()
+            await namespaces.drop_database(PG_ADMIN_DSN, self.pg_database)
         if self.redis_db is not None:
             with contextlib.suppress(Exception):
-                db = aioredis.Redis.from_url(self.redis_url)
-                await db.flushdb()
-                await db.aclose()
-                admin = aioredis.Redis.from_url(REDIS_BASE_URL + "/0")
-                await admin.delete(f"pulse-test:claim:{self.redis_db}")
-                await admin.aclose()
+                await asyncio.to_thread(namespaces.release_redis_db, REDIS_BASE_URL, self.redis_db, self.redis_claim)
         with contextlib.suppress(Exception):
-            rabbitmqctl("delete_vhost", self.vhost)
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-# --- metrics scraping -----------------------------------------------------------------
-
-POOL_LINE = re.compile(r"^pulse_pg_pool_(size|in_use|max|in_use_peak|exhausted_total)\s+([0-9.eE+-]+)$", re.M)
-MONGO_LINE = re.compile(r'^pulse_mongo_command_duration_seconds_(sum|count)\{command="[^"]*",kind="(read|write)"\}'
-                        r"\s+([0-9.eE+-]+)$", re.M)
-
-
-def mongo_totals(metrics_text: str) -> dict[str, dict[str, float]]:
-    """{kind: {"count": n, "sum": seconds}} over every MongoDB command of that kind."""
-    totals: dict[str, dict[str, float]] = {}
-    for field, kind, value in MONGO_LINE.findall(metrics_text):
-        entry = totals.setdefault(kind, {"count": 0.0, "sum": 0.0})
-        entry[field] += float(value)
-    return totals
-
-
-async def scrape_metrics(urls: dict[str, str], out: Path, mongo_out: Path, stop: asyncio.Event,
-                      interval: float = 5.0) -> None:
-    """Samples each instance's pool gauges and MongoDB command timings. Rendering /metrics
-    costs an instance several ms of its event loop, so it is scraped every few seconds (as
-    Prometheus would); the peak gauge, the exhaustion counter and the timing sums keep what
-    happened between two scrapes."""
-    with open(out, "w", newline="") as handle, open(mongo_out, "w", newline="") as mongo_handle:
-        writer = csv.writer(handle)
-        writer.writerow(["t", "instance", "size", "in_use", "in_use_peak", "exhausted"])
-        mongo_writer = csv.writer(mongo_handle)
-        mongo_writer.writerow(["t", "instance", "kind", "count", "sum_seconds"])
-        async with aiohttp.ClientSession() as session:
-            while not stop.is_set():
-                for name, url in urls.items():
-                    try:
-                        async with session.get(url + "/metrics",
-                                               timeout=aiohttp.ClientTimeout(total=2)) as r:
-                            text = await r.text()
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
-                        continue
-                    now = round(time.time(), 3)
-                    for kind, total in sorted(mongo_totals(text).items()):
-                        mongo_writer.writerow([now, name, kind, total["count"], total["sum"]])
-                    values = {k: float(v) for k, v in POOL_LINE.findall(text)}
-                    if "in_use" in values:
-                        # Exhausted means every connection the pool may open is busy.
-                        size = values.get("max", values.get("size", 0))
-                        writer.writerow([now, name, size, values["in_use"],
-                                         values.get("in_use_peak", values["in_use"]),
-                                         values.get("exhausted_total", 0)])
-                handle.flush()
-                mongo_handle.flush()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval)
-
-
-# --- CPU sampling -----------------------------------------------------------------------
-
-STORE_PROCESSES = {"postgres": "postgresql", "redis-server": "redis", "beam.smp": "rabbitmq"}
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_ticks(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rpartition(")")[2].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _store_ticks() -> dict[str, int]:
-    """CPU ticks of the local store servers, summed by store (read-only look at /proc)."""
-    totals: dict[str, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/comm") as handle:
-                comm = handle.read().strip()
-        except OSError:
-            continue
-        store = STORE_PROCESSES.get(comm)
-        if store:
-            ticks = _cpu_ticks(int(entry.name))
-            if ticks is not None:
-                totals[store] = totals.get(store, 0) + ticks
-    return totals
-
-
-def _machine_busy() -> tuple[int, int]:
-    with open("/proc/stat") as handle:
-        values = [int(v) for v in handle.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-async def sample_cpu(processes: Processes, out: Path, stop: asyncio.Event,
-                     interval: float = 2.0) -> None:
-    """Percent of one core used by each bench child and each store, plus the machine."""
-    previous: dict[str, int] = {}
-    busy_before = _machine_busy()
-    with open(out, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["t", "process", "cpu_percent"])
-        while not stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            now = time.time()
-            current = {name: _cpu_ticks(p.pid) for name, p in processes.children
-                       if p.poll() is None}
-            current.update(await asyncio.to_thread(_store_ticks))
-            for name, ticks in current.items():
-                if ticks is not None and name in previous:
-                    writer.writerow([round(now, 3), name, round(
-                        100 * (ticks - previous[name]) / CLOCK_TICKS / interval, 1)])
-            previous = {k: v for k, v in current.items() if v is not None}
-            busy_now = _machine_busy()
-            total = busy_now[1] - busy_before[1]
-            if total:
-                writer.writerow([round(now, 3), "machine (all cores, %)",
-                                 round(100 * (busy_now[0] - busy_before[0]) / total, 1)])
-            busy_before = busy_now
-            handle.flush()
+            await asyncio.to_thread(namespaces.delete_vhost, self.vhost)
 
 
 # --- phases ---------------------------------------------------------------------------
@@ -382,9 +206,8 @@ async def measure_baselines(processes: Processes, stores: Stores, rates: str,
     broadcast; the saturation part measures its own chat baseline instead."""
     result: dict = {}
     http_port = free_port()
-    http = processes.start("baseline-http", [sys.executable, "-m", "loadtest.baselines",
-                                             "http-server", "--port", str(http_port)])
-    wait_port(http_port)
+    http = processes.start_server("baseline-http", [sys.executable, "-m", "loadtest.baselines",
+                                                    "http-server", "--port", str(http_port)], http_port)
     try:
         bare = await asyncio.to_thread(run_json, [
             sys.executable, "-m", "loadtest.baselines", "http-client",
@@ -406,8 +229,8 @@ async def measure_baselines(processes: Processes, stores: Stores, rates: str,
         sys.executable, "-m", "loadtest.baselines", "sio-server", "--port", str(port),
         "--redis-url", stores.redis_url, "--channel", channel]) for i, port in enumerate(ports)]
     try:
-        for port in ports:
-            wait_port(port)
+        for port, server in zip(ports, servers):
+            wait_for_port(port, process=server)
         sio = await asyncio.to_thread(run_json, [
             sys.executable, "-m", "loadtest.baselines", "sio-client",
             "--urls", ",".join(f"http://127.0.0.1:{p}" for p in ports), *FANOUT_SHAPE,
@@ -479,7 +302,7 @@ async def measure_capacity(processes: Processes, stores: Stores, urls: dict[str,
         sys.executable, "-m", "loadtest.baselines", "sio-server", "--port", str(port),
         "--redis-url", stores.redis_url, "--channel", f"{stores.namespace}-capacity"])
     try:
-        wait_port(port)
+        wait_for_port(port, process=bare)
         stock = await asyncio.to_thread(run_json, [
             sys.executable, "-m", "loadtest.capacity", "--url", f"http://127.0.0.1:{port}",
             "--pid", str(bare.pid), "--count", str(min(count, 5000))], 300)
@@ -569,9 +392,9 @@ def raise_open_files_limit(wanted: int = 65536) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-async def bench(args) -> int:
-    started = time.monotonic()
-    open_files = raise_open_files_limit()
+def clear_results() -> Path:
+    """Removes what an earlier run left in ``loadtest/results`` (the report must not mix
+    two runs); returns the directory for the children's logs."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     logs = RESULTS / "logs"
     logs.mkdir(exist_ok=True)
@@ -582,98 +405,152 @@ async def bench(args) -> int:
         if not stale.exists():
             continue
         stale.unlink()
+    return logs
+
+
+def describe_step_load(args) -> str:
+    return f"{args.steps} steps × {args.step_users} users × {args.step_seconds:.0f} s"
+
+
+def describe_run(args, run_id: str, open_files: int) -> dict:
+    """The report's "Run" section, and the step plan it judges the locust samples by."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "run": run_id,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                       f"Python {platform.python_version()}",
+            "instances": args.instances, "users seeded": args.users,
+            "open files limit": open_files,
+            "step load": describe_step_load(args),
+            "step_plan": {"users": [(i + 1) * args.step_users for i in range(args.steps)],
+                          "step_seconds": args.step_seconds,
+                          "settle_seconds": args.settle_seconds}}
+
+
+def seed_users(stores: Stores, urls: dict[str, str], args, seed_file: Path) -> str:
+    """Seeds users, follows and posts (``loadtest.seed``); logs in the accounts locust will
+    use. Returns what was seeded, and how long it took."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "loadtest.seed", "--users", str(args.users),
+                           "--dsn", stores.postgres_dsn, "--base-url",
+                           next(iter(urls.values())), "--out", str(seed_file),
+                           "--login-per-pool", str(args.steps * args.step_users)],
+                          cwd=ROOT, env={**os.environ, **server_env(stores, "seed")},
+                          timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError("seeding failed (see above)")
+    counts = json.loads(seed_file.read_text()).get("counts", {})
+    return f"{counts} in {time.monotonic() - started:.1f} s"
+
+
+def read_baselines() -> dict:
+    path = RESULTS / report.BASELINES_JSON
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def add_baselines(figures: dict) -> None:
+    """Adds figures measured outside locust to ``baselines.json``, where the report reads them."""
+    merged = read_baselines()
+    merged.update(figures)
+    (RESULTS / report.BASELINES_JSON).write_text(json.dumps(merged, indent=2))
+
+
+async def step_load(processes: Processes, urls: dict[str, str], args, seed_file: Path) -> dict:
+    """Locust's step load, with each instance's /metrics scraped and the CPU sampled while it
+    runs. Returns what the report says of the run."""
+    stop_monitors = asyncio.Event()
+    monitors = asyncio.gather(
+        scrape_metrics(urls, RESULTS / report.POOL_CSV, RESULTS / report.MONGO_CSV, stop_monitors),
+        sample_cpu(processes.children, RESULTS / report.CPU_CSV, stop_monitors))
+    info: dict = {}
+    try:
+        log(f"locust: {describe_step_load(args)} against {', '.join(urls.values())}")
+        info["load average before locust (1 min)"] = round(os.getloadavg()[0], 2)
+        info["locust_seconds"] = round(await run_locust(processes, urls, args, seed_file), 1)
+        info["load average after locust (1 min)"] = round(os.getloadavg()[0], 2)
+    except BaseException:
+        monitors.cancel()
+        raise
+    finally:
+        stop_monitors.set()
+    await monitors
+    locust_log = (processes.log_dir / "locust.log").read_text(errors="replace")
+    if "CPU usage above" in locust_log or "CPU usage was too high" in locust_log:
+        info["locust CPU"] = ("locust warned that its CPU was saturated: figures include "
+                              "load generator delay")
+    return info
+
+
+async def add_saturation(processes: Processes, stores: Stores, urls: dict[str, str], seed_file: Path,
+                         args) -> None:
+    """The saturation part (``loadtest.saturation``), after locust: its writes and a chat
+    backlog would weigh on the locust steps. Its figures go into baselines.json."""
+    try:
+        add_baselines(await saturation.in_bench(processes, stores, urls, seed_file, args, RESULTS))
+    except Exception as exc:  # a failed saturation run must not cost the locust report
+        log(f"saturation not measured: {exc!r}")
+
+
+async def add_pulse_fanout(urls: dict[str, str], seed_file: Path, args) -> None:
+    """Pulse's chat fan-out against the bare broadcast measured before, into baselines.json."""
+    try:
+        add_baselines(await measure_pulse_fanout(list(urls.values()), seed_file, args.broadcast_rates,
+                                                 args.baseline_seconds,
+                                                 read_baselines().get("socketio_broadcast", {})))
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        log(f"Pulse chat fan-out not measured: {exc}")
+
+
+async def add_capacity(processes: Processes, stores: Stores, urls: dict[str, str], seed_file: Path,
+                       count: int) -> None:
+    """Idle-socket capacity, into baselines.json (nothing when it could not be measured)."""
+    try:
+        capacity = await measure_capacity(processes, stores, urls, seed_file, count)
+    except (RuntimeError, subprocess.TimeoutExpired, StopIteration) as exc:
+        log(f"capacity not measured: {exc}")
+        capacity = {}
+    add_baselines(capacity)
+
+
+def write_report(args, info: dict, started: float) -> int:
+    """report.md from the results; each target's verdict logged. Returns the exit status."""
+    (RESULTS / report.RUN_JSON).write_text(json.dumps(info, indent=2))
+    path, results = report.build(RESULTS, Path(args.targets))
+    failed = [r for r in results if r.passed is False]
+    for r in results:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[r.passed]
+        value = "–" if r.value is None else f"{r.value:.3f}"
+        log(f"{verdict} {r.target.name}: {value} ({r.detail})")
+    log(f"report: {path} ({len(failed)} targets failed) in {time.monotonic() - started:.0f} s")
+    return 1 if failed and args.strict else 0
+
+
+async def bench(args) -> int:
+    started = time.monotonic()
+    open_files = raise_open_files_limit()
+    processes = Processes(clear_results())
     run_id = uuid.uuid4().hex[:8]
-    processes = Processes(logs)
     stores = Stores(run_id, processes)
-    info: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "run": run_id,
-                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-                             f"Python {platform.python_version()}",
-                  "instances": args.instances, "users seeded": args.users,
-                  "open files limit": open_files,
-                  "step load": f"{args.steps} steps × {args.step_users} users × "
-                               f"{args.step_seconds:.0f} s",
-                  "step_plan": {"users": [(i + 1) * args.step_users for i in range(args.steps)],
-                                "step_seconds": args.step_seconds,
-                                "settle_seconds": args.settle_seconds}}
-    stop_scraper = asyncio.Event()
-    scraper = None
+    info = describe_run(args, run_id, open_files)
     try:
         await stores.create()
         log(f"stores: database {stores.pg_database}, redis db {stores.redis_db}, "
             f"vhost {stores.vhost}, SecantusDB :{stores.mongo_port}")
         urls = await start_instances(processes, stores, args.instances)
         seed_file = RESULTS / "seed.json"
-        t = time.monotonic()
-        seed = subprocess.run([sys.executable, "-m", "loadtest.seed", "--users", str(args.users),
-                               "--dsn", stores.postgres_dsn, "--base-url",
-                               next(iter(urls.values())), "--out", str(seed_file),
-                               "--login-per-pool", str(args.steps * args.step_users)],
-                              cwd=ROOT, env={**os.environ, **server_env(stores, "seed")},
-                              timeout=300)
-        if seed.returncode != 0:
-            raise RuntimeError("seeding failed (see above)")
-        counts = json.loads(seed_file.read_text()).get("counts", {})
-        info["seed"] = f"{counts} in {time.monotonic() - t:.1f} s"
+        info["seed"] = seed_users(stores, urls, args, seed_file)
         if not args.skip_baselines:
-            baselines = await measure_baselines(processes, stores, args.broadcast_rates,
-                                                args.baseline_seconds,
-                                                broadcast=args.skip_saturation)
-            (RESULTS / report.BASELINES_JSON).write_text(json.dumps(baselines, indent=2))
-        scraper = asyncio.gather(
-            scrape_metrics(urls, RESULTS / report.POOL_CSV, RESULTS / report.MONGO_CSV, stop_scraper),
-            sample_cpu(processes, RESULTS / report.CPU_CSV, stop_scraper))
-        log(f"locust: {info['step load']} against {', '.join(urls.values())}")
-        info["load average before locust (1 min)"] = round(os.getloadavg()[0], 2)
-        info["locust_seconds"] = round(await run_locust(processes, urls, args, seed_file), 1)
-        info["load average after locust (1 min)"] = round(os.getloadavg()[0], 2)
-        locust_log = (logs / "locust.log").read_text(errors="replace")
-        if "CPU usage above" in locust_log or "CPU usage was too high" in locust_log:
-            info["locust CPU"] = ("locust warned that its CPU was saturated: figures include "
-                                  "load generator delay")
-        stop_scraper.set()
-        await scraper
-        baselines_path = RESULTS / report.BASELINES_JSON
+            add_baselines(await measure_baselines(processes, stores, args.broadcast_rates,
+                                                  args.baseline_seconds, broadcast=args.skip_saturation))
+        info.update(await step_load(processes, urls, args, seed_file))
         if not args.skip_saturation:
-            # After locust: its writes and a chat backlog would weigh on the locust steps.
-            merged = json.loads(baselines_path.read_text()) if baselines_path.exists() else {}
-            try:
-                merged.update(await saturation.in_bench(processes, stores, urls, seed_file, args, RESULTS))
-            except Exception as exc:  # a failed saturation run must not cost the locust report
-                log(f"saturation not measured: {exc!r}")
-            baselines_path.write_text(json.dumps(merged, indent=2))
+            await add_saturation(processes, stores, urls, seed_file, args)
         elif not args.skip_baselines:
             # The older stepped fan-out (2 rooms of 100); the saturation part's chat run supersedes it.
-            merged = json.loads(baselines_path.read_text())
-            try:
-                merged.update(await measure_pulse_fanout(list(urls.values()), seed_file, args.broadcast_rates,
-                                                         args.baseline_seconds, merged.get("socketio_broadcast", {})))
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                log(f"Pulse chat fan-out not measured: {exc}")
-            baselines_path.write_text(json.dumps(merged, indent=2))
+            await add_pulse_fanout(urls, seed_file, args)
         if args.capacity_count > 0:
-            try:
-                capacity = await measure_capacity(processes, stores, urls, seed_file,
-                                                  args.capacity_count)
-            except (RuntimeError, subprocess.TimeoutExpired, StopIteration) as exc:
-                log(f"capacity not measured: {exc}")
-                capacity = {}
-            merged = json.loads(baselines_path.read_text()) if baselines_path.exists() else {}
-            merged.update(capacity)
-            baselines_path.write_text(json.dumps(merged, indent=2))
+            await add_capacity(processes, stores, urls, seed_file, args.capacity_count)
         info["bench_seconds"] = round(time.monotonic() - started, 1)
-        (RESULTS / report.RUN_JSON).write_text(json.dumps(info, indent=2))
-        path, results = report.build(RESULTS, Path(args.targets))
-        failed = [r for r in results if r.passed is False]
-        for r in results:
-            verdict = {True: "PASS", False: "FAIL", None: "n/a "}[r.passed]
-            value = "–" if r.value is None else f"{r.value:.3f}"
-            log(f"{verdict} {r.target.name}: {value} ({r.detail})")
-        log(f"report: {path} ({len(failed)} targets failed) in {time.monotonic() - started:.0f} s")
-        return 1 if failed and args.strict else 0
+        return write_report(args, info, started)
     finally:
-        stop_scraper.set()
-        if scraper is not None and not scraper.done():
-            scraper.cancel()
         processes.stop_all()
         if not args.keep:
             await stores.drop()

@@ -21,7 +21,9 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from loadtest import openloop
+from loadtest.monitoring import mongo_totals
 from loadtest.saturation import chat, cpu, stats, wrk
+from storage.embedded.processes import free_port, wait_for_port
 
 API = "/api/v1"
 RESULT_JSON = "saturation.json"
@@ -153,15 +155,7 @@ def describe(m: dict) -> str:
             f"({'kept up' if o['client_kept_up'] else o['client_note']})")
 
 
-def free_port() -> int:
-    from loadtest.bench import free_port as claim
-
-    return claim()
-
-
 def measure_rest(target: Target, options: Options) -> dict:
-    from loadtest.bench import wait_port
-
     out: dict = {"tool_closed": "wrk" if wrk.wrk_path() else "python closed loop (wrk not installed)",
                  "tool_open": "loadtest.openloop (uvloop, raw HTTP/1.1)",
                  "open_fraction": options.open_fraction, "connections": options.connections,
@@ -171,7 +165,7 @@ def measure_rest(target: Target, options: Options) -> dict:
     bare = target.start_process("saturation-bare-http", [
         sys.executable, "-m", "loadtest.baselines", "http-server", "--port", str(port)])
     try:
-        wait_port(port)
+        wait_for_port(port, process=bare)
         meter = cpu.CpuMeter({"bare-aiohttp": cpu.fixed(bare.pid)})
         out["bare"] = measure_route(BARE_ROUTE, [f"http://127.0.0.1:{port}"], {}, meter,
                                     ["bare-aiohttp"], options, warm=True)
@@ -203,8 +197,6 @@ def measure_rest(target: Target, options: Options) -> dict:
 # --- chat ------------------------------------------------------------------------------------
 
 def _metrics_mongo_commands(urls: list[str]) -> float | None:
-    from loadtest.bench import mongo_totals
-
     total = 0.0
     for url in urls:
         try:
@@ -232,8 +224,6 @@ def _create_conversations(url: str, accounts: list[dict], shape: chat.Shape) -> 
 
 
 def measure_chat(target: Target, options: Options) -> dict:
-    from loadtest.bench import wait_port
-
     shape = chat.Shape()
     if len(target.chat_accounts) < shape.users:
         raise RuntimeError(f"chat needs {shape.users} accounts with a token, the seed has "
@@ -248,8 +238,8 @@ def measure_chat(target: Target, options: Options) -> dict:
         "--redis", target.redis_url, "--channel", channel]) for k, port in enumerate(ports)]
     workers = None
     try:
-        for port in ports:
-            wait_port(port)
+        for port, server in zip(ports, servers):
+            wait_for_port(port, process=server)
         auths = [{"token": f"u{m}", "group": m // shape.group_size} for m in range(shape.users)]
         workers = chat.Workers([f"http://127.0.0.1:{p}" for p in ports], auths,
                                [f"g:{g}" for g in range(shape.groups)], shape)

@@ -1,0 +1,136 @@
+"""What the bench samples while locust runs: each instance's ``/metrics`` (PostgreSQL pool
+gauges, MongoDB command timings) and the CPU of the bench's children, the local store
+servers and the machine (from ``/proc``). Each writes a CSV of ``loadtest/results/``
+that ``loadtest.report`` reads."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import aiohttp
+
+POOL_LINE = re.compile(r"^pulse_pg_pool_(size|in_use|max|in_use_peak|exhausted_total)\s+([0-9.eE+-]+)$", re.M)
+MONGO_LINE = re.compile(r'^pulse_mongo_command_duration_seconds_(sum|count)\{command="[^"]*",kind="(read|write)"\}'
+                        r"\s+([0-9.eE+-]+)$", re.M)
+
+
+def mongo_totals(metrics_text: str) -> dict[str, dict[str, float]]:
+    """{kind: {"count": n, "sum": seconds}} over every MongoDB command of that kind."""
+    totals: dict[str, dict[str, float]] = {}
+    for field, kind, value in MONGO_LINE.findall(metrics_text):
+        entry = totals.setdefault(kind, {"count": 0.0, "sum": 0.0})
+        entry[field] += float(value)
+    return totals
+
+
+async def scrape_metrics(urls: dict[str, str], out: Path, mongo_out: Path, stop: asyncio.Event,
+                      interval: float = 5.0) -> None:
+    """Samples each instance's pool gauges and MongoDB command timings. Rendering /metrics
+    costs an instance several ms of its event loop, so it is scraped every few seconds (as
+    Prometheus would); the peak gauge, the exhaustion counter and the timing sums keep what
+    happened between two scrapes."""
+    with open(out, "w", newline="") as handle, open(mongo_out, "w", newline="") as mongo_handle:
+        writer = csv.writer(handle)
+        writer.writerow(["t", "instance", "size", "in_use", "in_use_peak", "exhausted"])
+        mongo_writer = csv.writer(mongo_handle)
+        mongo_writer.writerow(["t", "instance", "kind", "count", "sum_seconds"])
+        async with aiohttp.ClientSession() as session:
+            while not stop.is_set():
+                for name, url in urls.items():
+                    try:
+                        async with session.get(url + "/metrics",
+                                               timeout=aiohttp.ClientTimeout(total=2)) as r:
+                            text = await r.text()
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        continue
+                    now = round(time.time(), 3)
+                    for kind, total in sorted(mongo_totals(text).items()):
+                        mongo_writer.writerow([now, name, kind, total["count"], total["sum"]])
+                    values = {k: float(v) for k, v in POOL_LINE.findall(text)}
+                    if "in_use" in values:
+                        # Exhausted means every connection the pool may open is busy.
+                        size = values.get("max", values.get("size", 0))
+                        writer.writerow([now, name, size, values["in_use"],
+                                         values.get("in_use_peak", values["in_use"]),
+                                         values.get("exhausted_total", 0)])
+                handle.flush()
+                mongo_handle.flush()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+
+
+# --- CPU ------------------------------------------------------------------------------------
+
+STORE_PROCESSES = {"postgres": "postgresql", "redis-server": "redis", "beam.smp": "rabbitmq"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _store_ticks() -> dict[str, int]:
+    """CPU ticks of the local store servers, summed by store (read-only look at /proc)."""
+    totals: dict[str, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as handle:
+                comm = handle.read().strip()
+        except OSError:
+            continue
+        store = STORE_PROCESSES.get(comm)
+        if store:
+            ticks = _cpu_ticks(int(entry.name))
+            if ticks is not None:
+                totals[store] = totals.get(store, 0) + ticks
+    return totals
+
+
+def _machine_busy() -> tuple[int, int]:
+    with open("/proc/stat") as handle:
+        values = [int(v) for v in handle.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+async def sample_cpu(children: list[tuple[str, subprocess.Popen]], out: Path, stop: asyncio.Event,
+                     interval: float = 2.0) -> None:
+    """Percent of one core used by each of ``children`` (name, process; a live list: those
+    started later are sampled too) and each store, plus the machine."""
+    previous: dict[str, int] = {}
+    busy_before = _machine_busy()
+    with open(out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["t", "process", "cpu_percent"])
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            now = time.time()
+            current = {name: _cpu_ticks(p.pid) for name, p in children
+                       if p.poll() is None}
+            current.update(await asyncio.to_thread(_store_ticks))
+            for name, ticks in current.items():
+                if ticks is not None and name in previous:
+                    writer.writerow([round(now, 3), name, round(
+                        100 * (ticks - previous[name]) / CLOCK_TICKS / interval, 1)])
+            previous = {k: v for k, v in current.items() if v is not None}
+            busy_now = _machine_busy()
+            total = busy_now[1] - busy_before[1]
+            if total:
+                writer.writerow([round(now, 3), "machine (all cores, %)",
+                                 round(100 * (busy_now[0] - busy_before[0]) / total, 1)])
+            busy_before = busy_now
+            handle.flush()
