@@ -15,7 +15,8 @@ python-socketio: thousands of those would measure the client).
     # open, 4 KiB receive buffer); others' delivery latency and server RSS, with and without it
     python -m loadtest.realtime_perf.bench stalled --group 200 --events-per-s 50 --seconds 20
 
-Stores: PostgreSQL database ``pulse_perf`` (recreated), Redis db 13 (flushed), a
+Stores: PostgreSQL database ``pulse_perf`` (recreated), a Redis db claimed like the test
+sessions claim theirs (``loadtest.namespaces``; emptied, given back at the end), a
 SecantusDB process, RabbitMQ's default vhost with exchange ``pulse.perf.events``.
 """
 from __future__ import annotations
@@ -28,7 +29,6 @@ import multiprocessing as mp
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,12 +37,14 @@ from pathlib import Path
 
 import orjson
 
-from storage.embedded.launcher import SECANTUS_URL_OPTIONS
+from loadtest import namespaces
+from loadtest.stalled_socket import StalledSocket
+from storage.embedded.processes import ServerProcess, free_port, secantus_argv, secantus_url, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_DB = "pulse_perf"
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_BASE_URL = "redis://127.0.0.1:6379"
 NAMESPACE = "perf"
 CLK = os.sysconf("SC_CLK_TCK")
 CLIENTS_PER_WORKER = 5000
@@ -52,23 +54,6 @@ def raise_nofile() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open")
 
 
 def rss_kib(pid: int) -> int:
@@ -231,33 +216,28 @@ class Clients:
 
 class Stores:
     def __init__(self) -> None:
-        self.mongo_port = free_port()
-        self.mongo: subprocess.Popen | None = None
+        self.mongo = ServerProcess(secantus_argv, ready_timeout=60)
+        self.redis_claim = namespaces.redis_claim(f"perf-{uuid.uuid4().hex[:8]}")
+        self.redis_db: int | None = None
+
+    @property
+    def redis_url(self) -> str:
+        return f"{REDIS_BASE_URL}/{self.redis_db}"
 
     async def setup(self) -> None:
-        import asyncpg
-        import redis.asyncio as aioredis
-
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-            await conn.execute(f"CREATE DATABASE {PG_DB}")
-        finally:
-            await conn.close()
-        r = aioredis.from_url(REDIS_URL)
-        await r.flushdb()
-        await r.aclose()
-        self.mongo = subprocess.Popen(
-            [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.mongo_port),
-             "--storage-path", ":memory:"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.mongo_port)
+        await namespaces.drop_database(PG_ADMIN, PG_DB)
+        await namespaces.create_database(PG_ADMIN, PG_DB)
+        self.redis_db = await asyncio.to_thread(namespaces.claim_redis_db, REDIS_BASE_URL, self.redis_claim)
+        if self.redis_db is None:
+            raise RuntimeError("no free Redis db (all 15 claimed)")
+        await asyncio.to_thread(self.mongo.start)
 
     def env(self, port: int) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
         env.update({
             "PULSE_POSTGRES_DSN": f"postgresql://postgres@127.0.0.1:5432/{PG_DB}",
-            "PULSE_REDIS_URL": REDIS_URL,
-            "PULSE_MONGO_URL": f"mongodb://127.0.0.1:{self.mongo_port}/?{SECANTUS_URL_OPTIONS}",
+            "PULSE_REDIS_URL": self.redis_url,
+            "PULSE_MONGO_URL": secantus_url(self.mongo.port),
             "PULSE_MONGO_DB": "pulse_perf",
             "PULSE_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
             "PULSE_AMQP_EXCHANGE": "pulse.perf.events",
@@ -296,9 +276,10 @@ class Stores:
             await conn.close()
 
     def stop(self) -> None:
-        if self.mongo is not None:
-            self.mongo.terminate()
-            self.mongo.wait(10)
+        self.mongo.stop()
+        if self.redis_db is not None:
+            namespaces.release_redis_db(REDIS_BASE_URL, self.redis_db, self.redis_claim)
+            self.redis_db = None
 
 
 # With ``--trace``: the server runs under tracemalloc, and each SIGUSR1 writes a snapshot
@@ -332,20 +313,15 @@ def start_server(target: str, stores: Stores, trace: bool = False) -> tuple[subp
                "import resource,sys; s,h=resource.getrlimit(resource.RLIMIT_NOFILE); "
                "resource.setrlimit(resource.RLIMIT_NOFILE,(h,h)); sys.argv=['bare','--port',sys.argv[1],"
                "'--redis',sys.argv[2]]; from loadtest.realtime_perf.bare_sio import main; main()",
-               str(port), REDIS_URL]
+               str(port), stores.redis_url]
         env = dict(os.environ)
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    wait_port(port)
+    wait_for_port(port, 60, process=proc)
     return proc, f"http://127.0.0.1:{port}"
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, 30)
 
 
 async def make_auths(target: str, stores: Stores, n: int, group: int) -> tuple[list[dict], list[str]]:
@@ -482,9 +458,9 @@ async def measure_fanout(args) -> dict:
         clients = ClientGroups([Clients(url, auths[k::len(servers)]) for k, (_, url) in enumerate(servers)])
         connected, errors = clients.wait_connected()
         await asyncio.sleep(2)
-        redis = aioredis.from_url(REDIS_URL)
+        redis = aioredis.from_url(stores.redis_url)
         if args.target == "bare":
-            mgr = socketio.AsyncRedisManager(REDIS_URL, channel="perf-bare-sio", write_only=True)
+            mgr = socketio.AsyncRedisManager(stores.redis_url, channel="perf-bare-sio", write_only=True)
 
             async def publish(g: int, data: dict) -> None:
                 await mgr.emit("message:new", data, room=f"g:{g}", namespace="/")
@@ -550,71 +526,6 @@ async def measure_fanout(args) -> dict:
         stores.stop()
 
 
-class StalledClient:
-    """Connects like any client (Engine.IO OPEN, Socket.IO CONNECT), then never reads
-    again: its 4 KiB receive buffer fills and data piles up on the server's side, while
-    the TCP connection stays open. ``drain`` afterwards tells whether the server dropped it."""
-
-    def __init__(self, url: str, token: str) -> None:
-        from urllib.parse import urlsplit
-
-        self.parts = urlsplit(url)
-        self.token = token
-        self.sock: socket.socket | None = None
-
-    async def connect(self) -> None:
-        import base64
-
-        loop = asyncio.get_running_loop()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await loop.sock_connect(sock, (self.parts.hostname, self.parts.port))
-        self.sock = sock
-        key = base64.b64encode(os.urandom(16)).decode()
-        await loop.sock_sendall(sock, (
-            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {self.parts.netloc}\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        await self._read_until(b'"sid"')
-        text = ("40" + json.dumps({"token": self.token})).encode()
-        mask = os.urandom(4)
-        header = bytes((0x81, 0x80 | 126)) + len(text).to_bytes(2, "big") if len(text) >= 126 else \
-            bytes((0x81, 0x80 | len(text)))
-        await loop.sock_sendall(sock, header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(text)))
-        await self._read_until(b"40{")
-
-    async def _read_until(self, marker: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        seen = b""
-        while marker not in seen:
-            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), 10)
-            if not chunk:
-                raise RuntimeError("stalled client: closed during the handshake")
-            seen += chunk
-
-    async def drain(self, timeout: float = 30.0) -> tuple[int, bool]:
-        """Reads what is left: (bytes read, True if the server had closed the connection)."""
-        loop = asyncio.get_running_loop()
-        got = 0
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 1 << 16), 2)
-            except asyncio.TimeoutError:
-                return got, False  # nothing more and still open: not dropped
-            except OSError:
-                return got, True
-            if not chunk:
-                return got, True
-            got += len(chunk)
-        return got, False
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-
-
 async def measure_stalled(args) -> dict:
     """One busy group conversation (every member on one instance, events through the
     offset log like chat messages): a baseline run, then the same run with one more
@@ -640,7 +551,7 @@ async def measure_stalled(args) -> dict:
         (stalled_id, stalled_token), members = users[0], users[1:]
         clients = Clients(url, [{"token": t} for _, t in members])
         connected, errors = clients.wait_connected()
-        redis = aioredis.from_url(REDIS_URL)
+        redis = aioredis.from_url(stores.redis_url)
         log = OffsetLogStore(redis, Keys(NAMESPACE), 1000, 3600)
         body = "x" * args.body
 
@@ -679,8 +590,7 @@ async def measure_stalled(args) -> dict:
         phases = []
         for r in range(args.rounds):
             phases.append(await run(f"baseline-{r + 1}", member_ids, args.seconds))
-            stalled = StalledClient(url, stalled_token)
-            await stalled.connect()
+            stalled = await StalledSocket().connect(url, stalled_token)
             result = await run(f"stalled-{r + 1}", [stalled_id, *member_ids], args.seconds)
             result["stalled_bytes_read_after"], result["stalled_dropped_by_server"] = await stalled.drain()
             stalled.close()

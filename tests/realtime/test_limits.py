@@ -3,15 +3,11 @@ per socket, slow consumers' outbound budgets, and whom presence:query answers fo
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import socket
-from urllib.parse import urlsplit
 
-import orjson
 import pytest
 import socketio
 
+from loadtest.stalled_socket import StalledSocket
 from server import appkeys
 from tests.realtime.conftest import SocketClient, eventually, follow
 
@@ -117,53 +113,6 @@ async def test_presence_answers_only_for_followed_users_and_conversation_members
 
 
 # --- slow consumers ---------------------------------------------------------------------
-
-
-class StalledSocket:
-    """A websocket client that completes the Socket.IO CONNECT and then never reads again,
-    with a tiny receive buffer: the TCP connection stays open, data piles up server-side."""
-
-    def __init__(self) -> None:
-        self.sock: socket.socket | None = None
-
-    async def connect(self, url: str, token: str) -> "StalledSocket":
-        loop = asyncio.get_running_loop()
-        parts = urlsplit(url)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await loop.sock_connect(sock, (parts.hostname, parts.port))
-        self.sock = sock
-        key = base64.b64encode(os.urandom(16)).decode()
-        await loop.sock_sendall(sock, (
-            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        await self._read_until(b'"sid"')  # the Engine.IO OPEN packet
-        await loop.sock_sendall(sock, masked_text_frame("40" + orjson.dumps({"token": token}).decode()))
-        await self._read_until(b"40{")  # the Socket.IO CONNECT answer; from now on, nothing is read
-        return self
-
-    async def _read_until(self, marker: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        seen = b""
-        while marker not in seen:
-            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), 10)
-            if not chunk:
-                raise ConnectionError(f"closed before {marker!r}: {seen[-200:]!r}")
-            seen += chunk
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-
-
-def masked_text_frame(text: str) -> bytes:
-    data = text.encode()
-    mask = os.urandom(4)
-    assert len(data) < 126
-    return bytes((0x81, 0x80 | len(data))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-
 
 @pytest.mark.parametrize("budgets", [
     {"socket_max_buffered_bytes": 256 * 1024},  # the socket's own budget
