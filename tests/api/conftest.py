@@ -1,5 +1,5 @@
 """Every response a test of tests/api receives is checked against the app's own
-/openapi.json (tests/api/openapi_check.py): a body the document does not describe fails
+/openapi.json (tests/helpers/openapi_check.py): a body the document does not describe fails
 the test that got it."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from tests.api.openapi_check import OpenApiCheck
-from tests.conftest import Api
+from tests.helpers.api import Api
+from tests.helpers.openapi_check import OpenApiCheck
 
 
 @pytest.fixture(scope="package", autouse=True)

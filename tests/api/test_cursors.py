@@ -24,7 +24,8 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from kernel.cursors import Cursors
-from tests.conftest import eventually, is_problem
+from tests.helpers.api import is_problem
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -6,7 +6,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from storage.redis.client import Keys
-from tests.conftest import RedisServer, eventually, is_problem
+from tests.helpers.api import is_problem
+from tests.helpers.stores import RedisServer
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

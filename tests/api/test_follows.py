@@ -8,7 +8,7 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.conftest import is_problem
+from tests.helpers.api import is_problem
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import is_problem
+from tests.helpers.api import is_problem
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -284,7 +284,7 @@ async def test_read_rejects_unknown_messages(api, payload):
 
 
 async def test_mongo_down_answers_503_while_users_work(start_app, api):
-    from tests.conftest import free_port
+    from storage.embedded.processes import free_port
 
     dead = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"
     # No workers: this instance must not take (and fail) the shared queues' events.

@@ -12,7 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from api.middleware import problem_middleware, send_request_id
-from tests.conftest import SecantusServer, is_problem, own_namespaces
+from tests.helpers.api import is_problem
+from tests.helpers.app import own_namespaces
+from tests.helpers.stores import SecantusServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

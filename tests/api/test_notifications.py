@@ -8,7 +8,8 @@ import pytest
 from kernel.timefmt import iso, utcnow
 from server import appkeys
 from server.bus.types import DomainEvent
-from tests.conftest import eventually, is_problem
+from tests.helpers.api import is_problem
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -9,7 +9,7 @@ import pytest
 
 from api.http import response_adapter
 from server.read_models.posts import Post
-from tests.api.openapi_check import OpenApiCheck
+from tests.helpers.openapi_check import OpenApiCheck
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import free_port
+from storage.embedded.processes import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

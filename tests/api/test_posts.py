@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 
 from server import appkeys
 from storage.redis.client import Keys
-from tests.conftest import eventually, is_problem
+from tests.helpers.api import is_problem
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

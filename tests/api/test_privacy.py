@@ -10,7 +10,8 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from tests.conftest import eventually, is_problem
+from tests.helpers.api import is_problem
+from tests.helpers.waiting import eventually
 from tests.privacy_helpers import pg, subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

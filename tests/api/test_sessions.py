@@ -4,7 +4,8 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 import pytest
 
-from tests.conftest import RedisServer, free_port
+from storage.embedded.processes import free_port
+from tests.helpers.stores import RedisServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.conftest import is_problem
+from tests.helpers.api import is_problem
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from storage.embedded.processes import free_port
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "deploy" / "postgres"
 REPLICATION = {

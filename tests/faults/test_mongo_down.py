@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from tests.conftest import SecantusServer, own_namespaces
-from tests.faults.conftest import within_deadline
+from tests.helpers.app import own_namespaces
+from tests.helpers.faults import within_deadline
+from tests.helpers.stores import SecantusServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

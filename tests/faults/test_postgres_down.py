@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
-from tests.conftest import create_cluster_database, own_namespaces, running_pg_cluster
-from tests.faults.conftest import assert_store_problem, within_deadline
+from tests.helpers.app import own_namespaces
+from tests.helpers.faults import assert_store_problem, within_deadline
+from tests.helpers.pg_cluster import create_cluster_database, running_pg_cluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -9,8 +9,10 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import pytest
 
-from tests.conftest import eventually, own_namespaces, rabbitmqctl
-from tests.faults.conftest import within_deadline
+from loadtest.namespaces import rabbitmqctl
+from tests.helpers.app import own_namespaces
+from tests.helpers.faults import within_deadline
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

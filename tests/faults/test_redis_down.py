@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import RedisServer, own_namespaces
-from tests.faults.conftest import assert_store_problem, within_deadline
+from tests.helpers.app import own_namespaces
+from tests.helpers.faults import assert_store_problem, within_deadline
+from tests.helpers.stores import RedisServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -22,7 +22,9 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.conftest import RUN_ID, free_port, own_namespaces
+from storage.embedded.processes import free_port
+from tests.helpers.app import own_namespaces
+from tests.helpers.stores import RUN_ID
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from loadtest import openloop
-from tests.conftest import free_port
+from storage.embedded.processes import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -14,7 +14,7 @@ import socketio
 
 from realtime.asyncapi import build_asyncapi
 from realtime.models import MessageSend
-from tests.realtime.conftest import SocketClient
+from tests.helpers.realtime import SocketClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import free_port
+from storage.embedded.processes import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.realtime.conftest import eventually, follow
+from tests.helpers.realtime import follow
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -57,7 +58,7 @@ async def test_presence_is_online_with_a_socket_on_any_instance(api, instance_a,
         ack = await ask.call("presence:query", {"user_ids": ids})
         return ack["online"] == [two.id]
 
-    await eventually(only_two_online)
+    await eventually(only_two_online, timeout=10, interval=0.1)
     assert await ask.call("presence:query", {"user_ids": []}) == {"ok": True, "online": []}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import socketio
 
-from tests.realtime.conftest import SocketClient
+from tests.helpers.realtime import SocketClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -40,12 +40,12 @@ async def test_valid_token_connects_and_is_counted_in_metrics(api, instance_a, c
     assert _gauge(await _metrics(api)) == before + 1
     await client.sio.disconnect()
     # The server notices the disconnect asynchronously.
-    from tests.realtime.conftest import eventually
+    from tests.helpers.waiting import eventually
 
     async def back_to_before():
         return _gauge(await _metrics(api)) == before
 
-    await eventually(back_to_before)
+    await eventually(back_to_before, timeout=10, interval=0.1)
 
 
 async def _metrics(api) -> str:

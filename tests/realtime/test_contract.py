@@ -134,8 +134,8 @@ async def test_message_notification_only_while_the_recipient_has_no_socket(api, 
         _, body, _ = await api.request("GET", "/notifications", token=bob.token)
         return [n for n in body["items"] if n["type"] == "message"]
 
-    from tests.realtime.conftest import eventually
-    (note,) = await eventually(noted)
+    from tests.helpers.waiting import eventually
+    (note,) = await eventually(noted, timeout=10, interval=0.1)
     check_notification(note)
     assert note["metadata"]["conversation_id"] == conversation and note["metadata"]["actor_id"] == alice.id
     _, mine, _ = await api.request("GET", "/notifications", token=alice.token)

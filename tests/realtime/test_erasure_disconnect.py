@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import socketio
 
-from tests.realtime.conftest import SocketClient, eventually
+from tests.helpers.realtime import SocketClient
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -22,7 +23,7 @@ async def test_erasure_disconnects_every_socket_of_the_user_on_every_instance(ap
     async def both_closed() -> bool:
         return here.disconnects == 1 and there.disconnects == 1
 
-    await eventually(both_closed)
+    await eventually(both_closed, timeout=10, interval=0.1)
     assert bystander.sio.connected and bystander.disconnects == 0
     assert not any(event == "pulse:disconnect" for event, _ in list(here.received._queue))
     again = SocketClient()

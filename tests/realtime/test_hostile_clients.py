@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.realtime.conftest import eventually
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -194,7 +194,7 @@ async def test_malformed_polling_payloads_close_the_session(instance_a, http):
         async def gone() -> bool:
             async with http.get(f"{instance_a.url}{EIO}&transport=polling&sid={sid}") as resp:
                 return resp.status == 400
-        await eventually(gone)
+        await eventually(gone, timeout=10, interval=0.1)
 
 
 async def test_a_session_that_never_connects_is_closed_after_the_connect_timeout(api, start_instance, http):
@@ -209,7 +209,7 @@ async def test_a_session_that_never_connects_is_closed_after_the_connect_timeout
         async def polling_gone() -> bool:
             async with http.get(f"{inst.url}{EIO}&transport=polling&sid={sid}") as resp:
                 return resp.status == 400
-        await eventually(polling_gone)
+        await eventually(polling_gone, timeout=10, interval=0.1)
         assert await live.answers()  # connected in time: kept
         assert await metric(http, inst.url, "pulse_socketio_sessions_refused_total", "connect_timeout") >= 2
         await live.ws.close()
@@ -268,7 +268,7 @@ async def test_sessions_without_connect_are_capped_per_address_under_concurrency
                 return False
             await sock.ws.close()
             return True
-        await eventually(room_again)
+        await eventually(room_again, timeout=10, interval=0.1)
         assert await first.answers()
         await first.ws.close()
         await third.ws.close()

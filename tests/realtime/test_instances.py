@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from tests.conftest import RedisServer
-from tests.realtime.conftest import eventually, follow
+from tests.helpers.realtime import follow
+from tests.helpers.stores import RedisServer
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -28,11 +29,11 @@ async def test_killed_instance_stops_counting_users_online_within_seconds(api, i
     async def offline():
         return (await ask.call("presence:query", {"user_ids": [user.id]}))["online"] == []
 
-    await eventually(offline, timeout=15)
+    await eventually(offline, timeout=15, interval=0.1)
 
 
 async def test_graceful_shutdown_disconnects_sockets_and_clears_presence(api, instance_a, start_instance, clients):
-    from tests.conftest import free_port
+    from storage.embedded.processes import free_port
 
     asker, user = await api.register("rtdown"), await api.register("rtdown")
     await follow(api, asker, user)
@@ -52,7 +53,7 @@ async def test_graceful_shutdown_disconnects_sockets_and_clears_presence(api, in
         async def reconnected():
             return socket.connects == 2 and socket.sio.connected
 
-        await eventually(reconnected, timeout=20)
+        await eventually(reconnected, timeout=20, interval=0.1)
         await successor.pusher.push([user.id], "notification:new", note("after"))
         assert (await socket.next_event("notification:new"))["notification"]["message"] == "after"
         assert (await ask.call("presence:query", {"user_ids": [user.id]}))["online"] == [user.id]
@@ -77,7 +78,7 @@ async def test_fan_out_survives_a_redis_restart(api, start_instance, clients, tm
                 return holder.realtime.listener.subscriptions > subscriptions and \
                     holder.realtime.listener.subscribed.is_set()
 
-            await eventually(resubscribed, timeout=15)
+            await eventually(resubscribed, timeout=15, interval=0.1)
             received = []
 
             async def delivered():
@@ -91,7 +92,7 @@ async def test_fan_out_survives_a_redis_restart(api, start_instance, clients, tm
                     return False
                 return received[-1][0] == "notification:new"
 
-            await eventually(delivered, timeout=20)
+            await eventually(delivered, timeout=20, interval=0.1)
             assert socket.sio.connected
             assert received[-1][1]["notification"]["message"] == "after restart"
             # The log survived (AOF), so catching up after the gap needed no resync.
@@ -123,7 +124,7 @@ async def test_events_published_while_the_subscription_was_down_are_caught_up_in
             async def resubscribed():
                 return holder.realtime.listener.subscriptions > subscriptions
 
-            await eventually(resubscribed, timeout=15)
+            await eventually(resubscribed, timeout=15, interval=0.1)
             await sender.pusher.push([user.id], "notification:new", note("after"))
             got = [(await socket.next())[1]["notification"]["message"] for _ in range(4)]
             assert got == ["gap0", "gap1", "gap2", "after"]

@@ -9,7 +9,8 @@ import socketio
 
 from loadtest.stalled_socket import StalledSocket
 from server import appkeys
-from tests.realtime.conftest import SocketClient, eventually, follow
+from tests.helpers.realtime import SocketClient, follow
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -44,7 +45,7 @@ async def test_sockets_per_user_hold_across_instances_under_concurrent_connects(
                 attempts.append(client)
                 return client.sio.connected
 
-            await eventually(slot_free)
+            await eventually(slot_free, timeout=10, interval=0.1)
             assert (await try_connect(one.url, user.token)).connect_errors == [{"message": "too_many_sockets"}]
         finally:
             for client in attempts:
@@ -66,7 +67,7 @@ async def test_socket_slots_of_a_vanished_instance_expire(api, start_instance):
             await client.close()
             return ok
 
-        await eventually(expired, timeout=15)
+        await eventually(expired, timeout=15, interval=0.1)
 
 
 async def test_events_beyond_the_in_flight_and_queued_bounds_are_refused_with_a_busy_ack(api, start_instance, clients):
@@ -86,7 +87,7 @@ async def test_events_beyond_the_in_flight_and_queued_bounds_are_refused_with_a_
             async def two_answered() -> bool:
                 return sum(c.done() for c in calls) == 2
 
-            await eventually(two_answered)
+            await eventually(two_answered, timeout=10, interval=0.1)
             busy = [c.result() for c in calls if c.done()]
             assert all(a["ok"] is False and a["error"]["status"] == 429 for a in busy), busy
             assert not any(c.done() for c in calls[:3])
@@ -140,7 +141,7 @@ async def test_a_stalled_socket_is_dropped_over_budget_and_others_get_every_mess
             async def dropped_it() -> bool:
                 return realtime.sockets_by_user.get(stalled_user.id) is None
 
-            await eventually(dropped_it)
+            await eventually(dropped_it, timeout=10, interval=0.1)
             assert realtime.sio.eio.outbound.dropped == dropped + 1
             assert members.sio.connected and members.disconnects == 0
         finally:

@@ -8,8 +8,9 @@ import aiohttp
 import pytest
 import socketio
 
-from tests.conftest import Api
-from tests.realtime.conftest import SocketClient, eventually
+from tests.helpers.api import Api
+from tests.helpers.realtime import SocketClient
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -44,7 +45,7 @@ async def test_logout_on_one_instance_disconnects_that_sessions_sockets_on_both(
     async def both_closed() -> bool:
         return here.disconnects == 1 and there.disconnects == 1
 
-    await eventually(both_closed)
+    await eventually(both_closed, timeout=10, interval=0.1)
     # Only that session's sockets: the user's other session keeps its socket.
     assert other_device.sio.connected and other_device.disconnects == 0
     assert await refused(instance_b.url, user.token) == [{"message": "unauthorized"}]
@@ -63,7 +64,7 @@ async def test_logout_all_revokes_every_session_and_disconnects_all_sockets(api,
     async def all_closed() -> bool:
         return all(s.disconnects == 1 for s in sockets)
 
-    await eventually(all_closed)
+    await eventually(all_closed, timeout=10, interval=0.1)
     assert watcher.sio.connected
     for token in (user.token, second):
         status, _, _ = await api.request("GET", "/users/me", token=token)
@@ -85,7 +86,7 @@ async def test_expired_sessions_sockets_are_disconnected_on_every_instance(start
         async def both_closed() -> bool:
             return here.disconnects == 1 and there.disconnects == 1
 
-        await eventually(both_closed, timeout=20)
+        await eventually(both_closed, timeout=20, interval=0.1)
         status, _, _ = await api.request("GET", "/users/me", token=user.token)
         assert status == 401
 
@@ -109,7 +110,7 @@ async def test_erasure_disconnects_sockets_even_when_the_fan_out_message_is_lost
         async def both_closed() -> bool:
             return here.disconnects == 1 and there.disconnects == 1
 
-        await eventually(both_closed)
+        await eventually(both_closed, timeout=10, interval=0.1)
         assert not holder.realtime.listener.subscribed.is_set()  # closed by the session re-check
         assert holder.realtime.sockets_by_user.get(leaving.id) is None
         # The listener resubscribes; the bystander is still connected and gets events.
@@ -118,7 +119,7 @@ async def test_erasure_disconnects_sockets_even_when_the_fan_out_message_is_lost
         async def resubscribed() -> bool:
             return holder.realtime.listener.subscriptions > subscriptions
 
-        await eventually(resubscribed)
+        await eventually(resubscribed, timeout=10, interval=0.1)
         await holder.pusher.push([staying.id], "notification:new", {"notification": {"message": "still here"}})
         assert (await bystander.next_event("notification:new"))["notification"]["message"] == "still here"
         assert bystander.disconnects == 0
@@ -139,7 +140,7 @@ async def test_logout_closes_sockets_whose_fan_out_message_was_lost_on_every_ins
         async def both_closed() -> bool:
             return here.disconnects == 1 and there.disconnects == 1
 
-        await eventually(both_closed)
+        await eventually(both_closed, timeout=10, interval=0.1)
         for inst in (one, two):
             inst.realtime.listener.start()
 
@@ -166,7 +167,7 @@ async def test_send_and_typing_recheck_the_session(api, start_instance, clients)
             async def closed() -> bool:
                 return socket.disconnects == 1
 
-            await eventually(closed)
+            await eventually(closed, timeout=10, interval=0.1)
             inst.realtime.listener.start()
             assert await inst.realtime.listener.wait_subscribed(10)
     _, history, _ = await api.request("GET", f"/conversations/{conv['id']}/messages", token=friend.token)

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.realtime.conftest import eventually
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -220,7 +220,7 @@ async def test_hostile_frames_leave_the_server_up_bounded_and_quiet(api, serve_p
 
         async def sockets_released() -> bool:
             return await gauge(http, proc.url, "pulse_socketio_connections") == 0
-        await eventually(sockets_released, timeout=30)
+        await eventually(sockets_released, timeout=30, interval=0.1)
         rss_after = rss_bytes(proc.proc.pid)
         async with http.get(f"{proc.url}/healthz") as resp:
             assert resp.status == 200

@@ -14,7 +14,8 @@ import pytest
 
 from realtime.transport import SPENT_QUEUE, Deadlines, DirectSocket, ws_frame
 from storage.redis.offset_log import parse_offset
-from tests.realtime.conftest import SocketClient, eventually
+from tests.helpers.realtime import SocketClient
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -144,7 +145,7 @@ async def test_a_socket_that_does_not_answer_pings_is_dropped_and_one_that_does_
                 async def mute_gone() -> bool:
                     return mute.id not in realtime.sockets_by_user
 
-                await eventually(mute_gone)
+                await eventually(mute_gone, timeout=10, interval=0.1)
                 assert chatty.id in realtime.sockets_by_user  # answered several pings meanwhile
                 closed = await mute_ws.receive(timeout=10)
                 assert closed.data == "2"  # the unanswered ping, then the end
@@ -158,7 +159,7 @@ async def test_a_socket_that_does_not_answer_pings_is_dropped_and_one_that_does_
         async def chatty_gone() -> bool:
             return chatty.id not in realtime.sockets_by_user
 
-        await eventually(chatty_gone)
+        await eventually(chatty_gone, timeout=10, interval=0.1)
 
 
 async def test_live_websocket_keeps_no_queue_environ_or_deflate(api, instance_a, clients):

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from kernel.settings import ConfigError, Settings
-from tests.conftest import free_port
+from storage.embedded.processes import free_port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -12,7 +12,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import RUN_ID, eventually, free_port
+from storage.embedded.processes import free_port
+from tests.helpers.stores import RUN_ID
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -6,10 +6,10 @@ import pytest
 import redis.exceptions
 
 from kernel.errors import StoreUnavailable
+from storage.embedded.processes import free_port
 from storage.errors import translates_unavailable
 from storage.redis.client import Keys, RedisUnavailable, create_redis
 from storage.redis.rate_limit import RateLimitStore
-from tests.conftest import free_port
 
 
 async def test_a_redis_adapter_raises_redis_unavailable_from_the_drivers_error(settings):

@@ -4,22 +4,17 @@ is missing or does not start. Screenshots go to tmp/artifacts/."""
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
 import pytest_asyncio
 
-from tests.realtime.conftest import clients, serve_process  # noqa: F401 - fixtures used here
+from tests.helpers.console import ARTIFACTS
 
-ROOT = Path(__file__).resolve().parents[3]
-ARTIFACTS = ROOT / "tmp" / "artifacts"
 CHROMIUM = os.environ.get("PULSE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
-PASSWORD = "correct horse battery"
 # Browser steps wait this long for what they expect (the machine is shared and slow).
 EXPECT_TIMEOUT_MS = 30_000
 
@@ -97,18 +92,3 @@ def console_instances(serve_process):
     yield instances
     for instance in instances:
         instance.stop()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
-
-
-def keep_for_docs(screenshot: Path, name: str) -> None:
-    """The README's picture of the console is one the browser test took: copied to docs/
-    when missing or when PULSE_UPDATE_DOCS_SCREENSHOTS=1 (not on every run, which would
-    leave the checkout modified)."""
-    target = ROOT / "docs" / name
-    if target.exists() and os.environ.get("PULSE_UPDATE_DOCS_SCREENSHOTS") != "1":
-        return
-    target.parent.mkdir(exist_ok=True)
-    shutil.copyfile(screenshot, target)

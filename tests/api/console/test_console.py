@@ -11,19 +11,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.api.console.conftest import PASSWORD, keep_for_docs, unique
+from tests.helpers.console import PASSWORD, connection, expect, keep_for_docs, unique
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
-
-
-def expect(locator):
-    from playwright.async_api import expect as playwright_expect
-
-    return playwright_expect(locator)
-
-
-def connection(page):
-    return page.get_by_role("status", name="Connection")
 
 
 def notifications_button(page):

@@ -7,8 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.api.console.conftest import PASSWORD, unique
-from tests.api.console.test_console import connection, expect
+from tests.helpers.console import PASSWORD, connection, expect, unique
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from kernel.timefmt import iso, utcnow
+from loadtest.namespaces import rabbitmqctl
 from server.bus.amqp import ATTEMPTS_HEADER, parked_ttl_ms, queue_name
 from server.bus.bus import EventBus
 from server.bus.relay import OutboxRelay
@@ -25,7 +26,8 @@ from server.metrics import Metrics
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.postgres.repos.outbox import OutboxRepo
-from tests.conftest import eventually, make_settings, rabbitmqctl
+from tests.helpers.app import make_settings
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -33,7 +35,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.fixture(scope="session")
 def bus_dsn(make_pg_database) -> str:
     """A database of the bus tests' own, so the app's relay never takes these rows."""
-    from tests.conftest import run_sync
+    from tests.helpers.waiting import run_sync
 
     dsn = make_pg_database("_bus")
     run_sync(apply_migrations(dsn))

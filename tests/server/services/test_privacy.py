@@ -16,7 +16,7 @@ from kernel.timefmt import iso, utcnow
 from server import appkeys
 from server.bus.types import DomainEvent
 from server.services.privacy import FINAL_STEP, ErasureStep
-from tests.conftest import eventually
+from tests.helpers.waiting import eventually
 from tests.privacy_helpers import mongo_traces, pg, pg_traces, privacy_of, redis_traces, subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

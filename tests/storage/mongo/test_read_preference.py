@@ -13,7 +13,8 @@ import pytest
 
 from kernel.settings import ConfigError, Settings
 from storage.mongo.client import stale_read_preference
-from tests.conftest import eventually, own_namespaces
+from tests.helpers.app import own_namespaces
+from tests.helpers.waiting import eventually
 from tests.mongo_commands import CommandRecorder, replica_set_url
 
 ON_SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")

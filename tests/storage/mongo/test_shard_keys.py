@@ -10,7 +10,8 @@ from typing import Any, Iterator
 import pytest
 
 from storage.mongo.indexes import SHARD_KEYS
-from tests.conftest import eventually, own_namespaces
+from tests.helpers.app import own_namespaces
+from tests.helpers.waiting import eventually
 from tests.mongo_commands import CommandRecorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

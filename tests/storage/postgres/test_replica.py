@@ -18,7 +18,10 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import pytest
 
-from tests.conftest import Api, PostgresCluster, create_cluster_database, eventually, own_namespaces
+from tests.helpers.api import Api
+from tests.helpers.app import own_namespaces
+from tests.helpers.pg_cluster import PostgresCluster, create_cluster_database
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

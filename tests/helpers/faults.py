@@ -1,4 +1,5 @@
-"""Fault tests: each stops a store of its own (never the machine's shared services)."""
+"""Fault tests: each stops a store of its own (never the machine's shared services); an
+answer must come, and quickly, while it is down."""
 from __future__ import annotations
 
 import asyncio
