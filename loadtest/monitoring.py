@@ -1,7 +1,7 @@
 """What the bench samples while locust runs: each instance's ``/metrics`` (PostgreSQL pool
 gauges, MongoDB command timings) and the CPU of the bench's children, the local store
-servers and the machine (from ``/proc``). Each writes a CSV of ``loadtest/results/``
-that ``loadtest.report`` reads."""
+servers and the machine (from ``/proc``, with the readers of ``loadtest/saturation/cpu.py``).
+Each writes a CSV of ``loadtest/results/`` that ``loadtest.report`` reads."""
 from __future__ import annotations
 
 import asyncio
@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import aiohttp
+
+from loadtest.saturation.cpu import CLOCK_TICKS, machine_ticks, process_ticks
 
 POOL_LINE = re.compile(r"^pulse_pg_pool_(size|in_use|max|in_use_peak|exhausted_total)\s+([0-9.eE+-]+)$", re.M)
 MONGO_LINE = re.compile(r'^pulse_mongo_command_duration_seconds_(sum|count)\{command="[^"]*",kind="(read|write)"\}'
@@ -68,16 +70,6 @@ async def scrape_metrics(urls: dict[str, str], out: Path, mongo_out: Path, stop:
 # --- CPU ------------------------------------------------------------------------------------
 
 STORE_PROCESSES = {"postgres": "postgresql", "redis-server": "redis", "beam.smp": "rabbitmq"}
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_ticks(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rpartition(")")[2].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _store_ticks() -> dict[str, int]:
@@ -93,17 +85,10 @@ def _store_ticks() -> dict[str, int]:
             continue
         store = STORE_PROCESSES.get(comm)
         if store:
-            ticks = _cpu_ticks(int(entry.name))
+            ticks = process_ticks(int(entry.name))
             if ticks is not None:
                 totals[store] = totals.get(store, 0) + ticks
     return totals
-
-
-def _machine_busy() -> tuple[int, int]:
-    with open("/proc/stat") as handle:
-        values = [int(v) for v in handle.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
 
 
 async def sample_cpu(children: list[tuple[str, subprocess.Popen]], out: Path, stop: asyncio.Event,
@@ -111,7 +96,7 @@ async def sample_cpu(children: list[tuple[str, subprocess.Popen]], out: Path, st
     """Percent of one core used by each of ``children`` (name, process; a live list: those
     started later are sampled too) and each store, plus the machine."""
     previous: dict[str, int] = {}
-    busy_before = _machine_busy()
+    busy_before = machine_ticks()
     with open(out, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["t", "process", "cpu_percent"])
@@ -119,7 +104,7 @@ async def sample_cpu(children: list[tuple[str, subprocess.Popen]], out: Path, st
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
             now = time.time()
-            current = {name: _cpu_ticks(p.pid) for name, p in children
+            current = {name: process_ticks(p.pid) for name, p in children
                        if p.poll() is None}
             current.update(await asyncio.to_thread(_store_ticks))
             for name, ticks in current.items():
@@ -127,7 +112,7 @@ async def sample_cpu(children: list[tuple[str, subprocess.Popen]], out: Path, st
                     writer.writerow([round(now, 3), name, round(
                         100 * (ticks - previous[name]) / CLOCK_TICKS / interval, 1)])
             previous = {k: v for k, v in current.items() if v is not None}
-            busy_now = _machine_busy()
+            busy_now = machine_ticks()
             total = busy_now[1] - busy_before[1]
             if total:
                 writer.writerow([round(now, 3), "machine (all cores, %)",
