@@ -147,6 +147,12 @@ class Settings:
     # instance needs the same one. Empty: derived from audit_key, which they share already.
     cursor_key: str = ""
     notification_ttl_days: int = 180
+    # Likes of a post, comments on a post and new followers arriving within this many
+    # seconds of the first are one notification (API.md "Grouped notifications").
+    notification_group_seconds: int = 3600
+    # notification:new for a group goes out at most once per this many ms, across
+    # instances (the last change of a burst always goes out). 0: every change at once.
+    notification_push_coalesce_ms: int = 1000
     # A purge step failing this many times marks its saga stuck (reported; still retried).
     purge_max_attempts: int = 5
     # The privacy worker (purges, retention) runs this often when workers run.

@@ -22,5 +22,10 @@ sh.shardCollection(`${database}.messages`, { conversationId: 1 });
 db.notifications.createIndex({ userId: 1, createdAt: -1, _id: -1 }, { name: "user_recent_order" });
 sh.shardCollection(`${database}.notifications`, { userId: 1 });
 
+// Contributions to grouped notifications (who is counted in a group): by recipient, like
+// the notifications they count for.
+db.notification_contributions.createIndex({ userId: 1, groupId: 1, at: -1, _id: -1 }, { name: "user_group_recent" });
+sh.shardCollection(`${database}.notification_contributions`, { userId: 1 });
+
 // Conversations: not sharded (listed by member, an array; unique direct pairs).
 // They stay whole on the database's primary shard.

@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from kernel.settings import Settings
-from storage.mongo import conversations, messages, notifications
+from storage.mongo import conversations, messages, notification_groups, notifications
 
 # Collection -> shard key (None: not sharded). See the repositories for why each.
 SHARD_KEYS: dict[str, dict[str, int] | None] = {
     "messages": messages.SHARD_KEY,
     "notifications": notifications.SHARD_KEY,
     "conversations": conversations.SHARD_KEY,
+    "notification_contributions": notification_groups.SHARD_KEY,
 }
 
 IndexSpec = tuple[str, list[tuple[str, int]], dict[str, Any]]
@@ -40,6 +41,20 @@ INDEXES: list[IndexSpec] = [
     ("notifications", [("userId", 1), ("sourceId", 1)], {
         "name": "user_source", "unique": True, "partialFilterExpression": {"sourceId": {"$type": "string"}},
     }),
+    # Grouped notifications (storage/mongo/notification_groups.py): one open group per
+    # (recipient, group key), so concurrent events never open two.
+    ("notifications", [("userId", 1), ("openKey", 1)], {
+        "name": "user_open_group", "unique": True, "partialFilterExpression": {"openKey": {"$type": "string"}},
+    }),
+    # An event counts once per recipient, an actor once per group.
+    ("notification_contributions", [("userId", 1), ("sourceId", 1)], {"name": "user_source", "unique": True}),
+    ("notification_contributions", [("userId", 1), ("groupId", 1), ("actorId", 1)], {
+        "name": "user_group_actor", "unique": True}),
+    # A group's most recent contributions (its recent actors refilled after an erasure).
+    ("notification_contributions", [("userId", 1), ("groupId", 1), ("at", -1), ("_id", -1)],
+     {"name": "user_group_recent"}),
+    # Erasure: the groups an actor is counted in.
+    ("notification_contributions", [("actorId", 1)], {"name": "actor"}),
     # Privacy: a user's own messages (export page by page, erasure), notifications
     # about a user (erasure), conversations whose last message is a user's (erasure).
     ("messages", [("senderId", 1), ("_id", 1)], {"name": "sender_export"}),
@@ -62,5 +77,12 @@ def indexes_for(settings: Settings) -> list[IndexSpec]:
         *INDEXES,
         ("notifications", [("createdAt", 1)], {
             "name": "expire_after_ttl", "expireAfterSeconds": int(settings.notification_ttl_days * 86400),
+        }),
+        # A contribution outlives the latest growth of its group (its TTL clock) by the
+        # group's window and a day, so an erasure always finds the actors a group shows.
+        ("notification_contributions", [("at", 1)], {
+            "name": "expire_after_ttl",
+            "expireAfterSeconds": int(settings.notification_ttl_days * 86400
+                                      + settings.notification_group_seconds + 86400),
         }),
     ]

@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_preferences import ReadPreference, _ServerMode
 
 from storage.mongo.errors import mongo_boundary
+from storage.mongo.notification_groups import VISIBLE
 from storage.mongo.values import insert_new, keyset_page
 
 
@@ -48,10 +49,13 @@ class NotificationsRepo:
     ) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"userId": user_id}
         if unread_only:
-            query["read"] = False
+            query["read"] = False  # (a group is unread only once counted)
+        else:
+            query.update(VISIBLE)
         return await keyset_page(self.stale_ok, query, "createdAt", after, limit, newest_first=True)
 
     async def count_unread(self, user_id: str) -> int:
+        # A group is one notification here, and unread only once counted.
         return await self.collection.count_documents({"userId": user_id, "read": False})
 
     async def mark_read(self, user_id: str, notification_id: ObjectId) -> dict[str, Any] | None:
@@ -70,7 +74,8 @@ class NotificationsRepo:
     async def page_for_user(self, user_id: str, after: tuple[datetime, ObjectId] | None,
                             limit: int) -> list[dict[str, Any]]:
         """A page of a user's notifications, oldest first (keyset on createdAt, _id)."""
-        return await keyset_page(self.collection, {"userId": user_id}, "createdAt", after, limit, newest_first=False)
+        return await keyset_page(self.collection, {"userId": user_id, **VISIBLE}, "createdAt", after, limit,
+                                 newest_first=False)
 
     async def recipients_about(self, actor_id: str) -> list[str]:
         """Erasure: the users holding a notification about ``actor_id`` (each once)."""

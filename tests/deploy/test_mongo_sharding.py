@@ -69,6 +69,6 @@ def test_every_index_suits_the_shard_key(collection):
 
 
 def test_unsharded_collections_are_named_with_a_reason():
-    assert set(SHARD_KEYS) == {"messages", "notifications", "conversations"}
+    assert set(SHARD_KEYS) == {"messages", "notifications", "conversations", "notification_contributions"}
     assert SHARD_KEYS["conversations"] is None
     assert "conversations: not sharded" in SCRIPT.read_text().lower()

@@ -59,3 +59,19 @@ async def test_retired_indexes_are_dropped(settings):
     finally:
         await client.drop_database(db.name)
         await client.close()
+
+
+async def test_group_indexes_allow_one_open_group_and_count_each_actor_once(server, settings):
+    from server import appkeys
+
+    db = server.app[appkeys.MONGO_DB]
+    notifications = await db["notifications"].index_information()
+    assert notifications["user_open_group"]["unique"] is True
+    assert notifications["user_open_group"]["key"] == [("userId", 1), ("openKey", 1)]
+    contributions = await db["notification_contributions"].index_information()
+    assert contributions["user_source"]["unique"] is True
+    assert contributions["user_group_actor"]["unique"] is True
+    assert contributions["user_group_actor"]["key"] == [("userId", 1), ("groupId", 1), ("actorId", 1)]
+    assert contributions["actor"]["key"] == [("actorId", 1)]
+    assert contributions["expire_after_ttl"]["expireAfterSeconds"] == (
+        settings.notification_ttl_days * 86400 + settings.notification_group_seconds + 86400)
