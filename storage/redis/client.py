@@ -96,6 +96,14 @@ class Keys:
         """Sorted set: the user's sockets on every instance -> time until which each counts."""
         return f"{self.ns}:rt:slots:{user_id}"
 
+    def notification_push_window(self, user_id: str, group_id: str) -> str:
+        """Held for the coalescing window after a grouped notification was pushed."""
+        return f"{self.ns}:npush:{user_id}:{group_id}"
+
+    def notification_push_pending(self, user_id: str, group_id: str) -> str:
+        """Set when a grouped notification changed inside its window: a push is owed."""
+        return f"{self.ns}:npush:pending:{user_id}:{group_id}"
+
     def feed(self, user_id: str) -> str:
         """A user's home feed: sorted set of ``author_id:post_id`` by creation time."""
         return f"{self.ns}:feed:{user_id}"
