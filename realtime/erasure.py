@@ -41,5 +41,6 @@ class RedisRealtimeErasure:
             await self.presence.remove_user_everywhere(str(uid))
 
         return [ErasureStep("realtime.offset_logs", offset_logs,
-                            before=("messaging.membership", "notifications.for_and_about")),
+                            before=("messaging.membership", "notifications.groups",
+                                    "notifications.for_and_about")),
                 ErasureStep("realtime.presence_and_logs", presence)]

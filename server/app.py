@@ -41,6 +41,7 @@ from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
 from storage.redis.offset_log import OffsetLogStore
 from storage.redis.feeds import FeedCache
+from storage.redis.notification_push import PushWindows
 from storage.redis.popular import PopularPostsCache
 from storage.redis.presence import PresenceStore
 from storage.redis.privacy import RedisErasure
@@ -181,8 +182,12 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     events = EventsService(app[appkeys.DB], users, cursors=cursors)
     stale_reads = app[appkeys.MONGO_STALE_READS]
-    notifications = NotificationsService(app[appkeys.MONGO_DB], users, pusher=app[appkeys.PUSHER],
-                                         stale_reads=stale_reads, cursors=cursors)
+    notifications = NotificationsService(
+        app[appkeys.MONGO_DB], users, pusher=app[appkeys.PUSHER], stale_reads=stale_reads, cursors=cursors,
+        group_seconds=settings.notification_group_seconds,
+        push_windows=(PushWindows(redis, keys, settings.notification_push_coalesce_ms)
+                      if settings.notification_push_coalesce_ms > 0 else None),
+    )
     messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications, pusher=app[appkeys.PUSHER],
                                  presence=app[appkeys.PRESENCE], stale_reads=stale_reads, cursors=cursors,
                                  unread_count_max=settings.unread_count_max)
@@ -209,6 +214,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
                         presence=PresenceService(app[appkeys.PRESENCE], social, messaging))
     app[appkeys.SERVICES] = services
     yield
+    await notifications.stop()
     passwords.close()
 
 

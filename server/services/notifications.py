@@ -1,9 +1,16 @@
 """The notifications context: documents in MongoDB, created from domain events (and by
-messaging for offline recipients), pushed live to the user's sockets as they are stored."""
+messaging for offline recipients), pushed live to the user's sockets as they are stored.
+
+Likes of a post, comments on a post and new followers are grouped (API.md "Grouped
+notifications"): one notification per recipient and target within
+``notification_group_seconds``, counting distinct actors
+(``storage/mongo/notification_groups.py``), pushed at most once per
+``notification_push_coalesce_ms`` (``server/services/group_pushes.py``)."""
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator
 from uuid import UUID
 
@@ -20,11 +27,14 @@ from server.bus.catalogue import (COMMENT_CREATED, EVENT_CANCELLED, EVENT_RSVP, 
 from server.bus.types import Consumer, DomainEvent
 from server.read_models.messaging import Message
 from server.read_models.notifications import Notification, NotificationList
+from server.services.group_pushes import GroupPushes
 from server.services.ports import Pusher
 from server.services.privacy.contributions import ErasureStep, ExportSection, Page, keyset_pages
 from server.services.users import UsersService
+from storage.mongo.notification_groups import NotificationGroupsRepo
 from storage.mongo.notifications import NotificationsRepo
 from storage.mongo.values import mongo_now
+from storage.redis.notification_push import PushWindows
 
 log = logging.getLogger("pulse.notifications")
 
@@ -35,26 +45,66 @@ _METADATA_FIELDS = {"postId": "post_id", "actorId": "actor_id", "eventId": "even
                     "conversationId": "conversation_id"}
 
 
+# What a group's actors did, by notification type.
+_GROUP_VERBS = {"like": "liked your post", "comment": "commented on your post", "follow": "started following you"}
+
+
+def group_message(kind: str, count: int, names: list[str]) -> str:
+    """"Ann liked your post", "Ann and Bob liked your post", "Ann and 4 others liked your post"."""
+    verb = _GROUP_VERBS[kind]
+    first = names[0] if names else "Someone"
+    if count <= 1:
+        return f"{first} {verb}"
+    if count == 2 and len(names) == 2:
+        return f"{first} and {names[1]} {verb}"
+    others = count - 1
+    return f"{first} and {others} {'other' if others == 1 else 'others'} {verb}"
+
+
 def notification_dict(doc: dict[str, Any]) -> Notification:
     metadata = doc.get("metadata") or {}
-    return {
+    out: Notification = {
         "id": str(doc["_id"]),
         "type": doc["type"],
-        "message": doc["message"],
+        "message": doc.get("message", ""),
         "read": bool(doc.get("read")),
         "created_at": iso(doc["createdAt"]),
         "metadata": {api: metadata[field] for field, api in _METADATA_FIELDS.items() if metadata.get(field)},
     }
+    if "groupKey" in doc:
+        actors = doc.get("actors") or []
+        out["message"] = group_message(doc["type"], doc["count"], [a["name"] for a in actors])
+        if actors:  # the most recent one, as a single notification names its actor
+            out["metadata"]["actor_id"] = actors[0]["id"]
+        out.update(group_key=doc["groupKey"], count=doc["count"], actor_ids=[a["id"] for a in actors])
+    return out
+
+
+def event_time(event: DomainEvent) -> datetime:
+    """When the event happened (its outbox time), at MongoDB's millisecond precision."""
+    moment = datetime.fromisoformat(event.created_at.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class NotificationsService:
     def __init__(self, mongo: AsyncDatabase, users: UsersService, pusher: Pusher | None = None,
-                 stale_reads: _ServerMode = ReadPreference.PRIMARY, *, cursors: Cursors) -> None:
+                 stale_reads: _ServerMode = ReadPreference.PRIMARY, *, cursors: Cursors,
+                 group_seconds: float = 3600, push_windows: PushWindows | None = None) -> None:
         self.notifications_repo = NotificationsRepo(mongo, stale_reads)
+        self.groups_repo = NotificationGroupsRepo(mongo)
+        self.group_window = timedelta(seconds=group_seconds)
         self.cursors = cursors
         self.users = users
         # Set by the real-time layer; without one, notifications are stored but not pushed.
         self.pusher = pusher
+        # Without push windows every change of a group is pushed at once.
+        self.group_pushes = GroupPushes(push_windows, self._push_group)
+
+    async def stop(self) -> None:
+        """Pushes what the coalescing still owes (at shutdown)."""
+        await self.group_pushes.stop()
 
     # --- reading ----------------------------------------------------------------------
 
@@ -134,6 +184,36 @@ class NotificationsService:
         except Exception:  # noqa: BLE001 - stored is what matters; the client refetches over REST
             log.exception("pushing notification %s to %s failed", notification["id"], user_id)
 
+    async def notify_group(self, event: DomainEvent, user_id: str, kind: str, group_key: str, *, actor_id: str,
+                           post_id: str | None = None) -> dict[str, Any] | None:
+        """Counts the actor in the recipient's group for ``group_key`` and pushes the group
+        (coalesced); None when nothing changed (the event or the actor was counted)."""
+        added = await self.groups_repo.add(
+            user_id=user_id, kind=kind, group_key=group_key, metadata={"postId": post_id} if post_id else {},
+            actor_id=actor_id, actor_name=await self._name_of(actor_id), source_id=event.id,
+            occurred_at=event_time(event), window=self.group_window, now=mongo_now(),
+        )
+        if added is None:
+            return None
+        group, contribution = added
+        # As notify_many: nothing for or about someone pending erasure or purged, checked
+        # after the write (a purge's notification steps run after the account is hidden).
+        alive = await self.users.existing([user_id, actor_id])
+        if user_id not in alive:
+            await self.groups_repo.delete_group(user_id, group["_id"])
+            return None
+        if actor_id not in alive:
+            await self.groups_repo.retract(contribution)
+            return None
+        await self.group_pushes.changed(user_id, str(group["_id"]))
+        return notification_dict(group)
+
+    async def _push_group(self, user_id: str, group_id: str) -> None:
+        """Pushes the group as it is now (nothing when it is gone)."""
+        doc = await self.groups_repo.get(user_id, ObjectId(group_id))
+        if doc is not None:
+            await self._push(user_id, notification_dict(doc))
+
     async def _name_of(self, user_id: str) -> str:
         profiles = await self.users.get_public_many([user_id])
         profile = profiles.get(user_id)
@@ -162,23 +242,22 @@ class NotificationsService:
         p = event.payload
         if p["actor_id"] == p["post_author_id"]:
             return
-        await self.notify(p["post_author_id"], "like", f"{await self._name_of(p['actor_id'])} liked your post",
-                          source_id=event.id, post_id=p["post_id"], actor_id=p["actor_id"])
+        await self.notify_group(event, p["post_author_id"], "like", f"like:{p['post_id']}", actor_id=p["actor_id"],
+                                post_id=p["post_id"])
 
     async def on_comment_created(self, event: DomainEvent) -> None:
         p = event.payload
         if p["actor_id"] == p["post_author_id"]:
             return
-        await self.notify(p["post_author_id"], "comment",
-                          f"{await self._name_of(p['actor_id'])} commented on your post",
-                          source_id=event.id, post_id=p["post_id"], actor_id=p["actor_id"])
+        await self.notify_group(event, p["post_author_id"], "comment", f"comment:{p['post_id']}",
+                                actor_id=p["actor_id"], post_id=p["post_id"])
 
     async def on_user_followed(self, event: DomainEvent) -> None:
         p = event.payload
         if p["follower_id"] == p["followee_id"]:
             return
-        await self.notify(p["followee_id"], "follow", f"{await self._name_of(p['follower_id'])} started following you",
-                          source_id=event.id, actor_id=p["follower_id"])
+        await self.notify_group(event, p["followee_id"], "follow", f"follow:{p['followee_id']}",
+                                actor_id=p["follower_id"])
 
     async def on_event_rsvp(self, event: DomainEvent) -> None:
         p = event.payload
@@ -224,14 +303,23 @@ class NotificationsService:
 
     async def users_told_about(self, user_id: str) -> list[str]:
         """Whose replay logs can hold events about the user: the recipients of
-        notifications about them got those pushed."""
-        return await self.notifications_repo.recipients_about(user_id)
+        notifications about them, and of groups they are counted in, got those pushed."""
+        return [*await self.notifications_repo.recipients_about(user_id),
+                *await self.groups_repo.recipients_of_actor(user_id)]
 
     def erasure_steps(self) -> list[ErasureStep]:
+        async def groups(uid: UUID) -> None:
+            # Out of every group they are counted in (counts adjusted, recent actors
+            # refilled, a group left with no one deleted); the contributions to their own
+            # groups go (their groups are notifications: the next step deletes them).
+            await self.groups_repo.retract_actor(str(uid))
+            await self.groups_repo.delete_for_recipient(str(uid))
+
         async def for_and_about(uid: UUID) -> None:
             await self.notifications_repo.delete_for_or_about(str(uid))
 
-        return [ErasureStep("notifications.for_and_about", for_and_about)]
+        return [ErasureStep("notifications.groups", groups),
+                ErasureStep("notifications.for_and_about", for_and_about)]
 
     def export_sections(self) -> list[ExportSection]:
         def pages(uid: UUID) -> AsyncIterator[Page]:

@@ -25,6 +25,8 @@ EVENT = {"id", "host", "title", "description", "starts_at", "ends_at", "location
 CONVERSATION = {"id", "kind", "title", "member_ids", "created_at", "last_message", "unread_count"}
 MESSAGE = {"id", "conversation_id", "sender_id", "body", "client_id", "created_at"}
 NOTIFICATION = {"id", "type", "message", "read", "created_at", "metadata"}
+# v1.1 "Grouped notifications": a notification may also carry these (all three together).
+GROUPED = {"group_key", "count", "actor_ids"}
 METADATA = {"post_id", "actor_id", "event_id", "conversation_id"}
 
 
@@ -74,7 +76,12 @@ def check_conversation(conversation: dict) -> None:
 
 
 def check_notification(notification: dict) -> None:
-    assert set(notification) == NOTIFICATION, notification
+    assert set(notification) in (NOTIFICATION, NOTIFICATION | GROUPED), notification
+    if "group_key" in notification:
+        assert isinstance(notification["group_key"], str) and notification["group_key"]
+        assert isinstance(notification["count"], int) and notification["count"] >= 1
+        actor_ids = notification["actor_ids"]
+        assert isinstance(actor_ids, list) and len(actor_ids) <= 3 and all(isinstance(a, str) for a in actor_ids)
     assert set(notification["metadata"]) <= METADATA and is_iso_z(notification["created_at"])
     assert isinstance(notification["read"], bool)
 
@@ -424,6 +431,60 @@ async def test_notifications_contract_and_no_self_notify(api):
     (note,) = await eventually(cancelled, timeout=15)
     assert note["metadata"]["event_id"] == ev["id"]
     assert not [n for n in check_list(await ok(api, "GET", "/notifications", a)) if n["type"] == "event_cancelled"]
+
+
+async def test_grouped_notifications_contract(api):
+    """v1.1: likes of one post, comments on it and new followers are one notification per
+    target each; its count grows, it moves to the top, it is unread again."""
+    a = await api.register("cga")
+    fans = [await api.register(f"cgf{i}") for i in range(3)]
+
+    async def notifications(wanted):
+        items = check_list(await ok(api, "GET", "/notifications?limit=100", a))
+        return items if wanted(items) else None
+
+    def grouped(items, kind):
+        return [n for n in items if n["type"] == kind]
+
+    await eventually(lambda: notifications(lambda items: [n["type"] for n in items] == ["welcome"]), timeout=15)
+    post = await ok(api, "POST", "/posts", a, 201, json={"body": "group me"})
+    await ok(api, "PUT", f"/posts/{post['id']}/like", fans[0])
+    await eventually(lambda: notifications(lambda items: items[0]["type"] == "like"), timeout=15)
+    await ok(api, "POST", f"/posts/{post['id']}/comments", fans[0], 201, json={"body": "one"})
+    await ok(api, "POST", f"/posts/{post['id']}/comments", fans[1], 201, json={"body": "two"})
+    for fan in fans[:2]:
+        await ok(api, "PUT", f"/users/{a.id}/follow", fan)
+
+    items = await eventually(lambda: notifications(lambda items: len(grouped(items, "like")) == 1 and [
+        n["count"] for n in grouped(items, "comment") + grouped(items, "follow")] == [2, 2]), timeout=15)
+    for n in items:
+        check_notification(n)
+    [like] = grouped(items, "like")
+    assert like["count"] == 1 and like["actor_ids"] == [fans[0].id] and like["group_key"]
+    assert like["metadata"] == {"post_id": post["id"], "actor_id": fans[0].id}
+    [comment], [follow] = grouped(items, "comment"), grouped(items, "follow")
+    assert set(comment["actor_ids"]) == set(follow["actor_ids"]) == {fans[0].id, fans[1].id}
+    assert len({like["group_key"], comment["group_key"], follow["group_key"]}) == 3
+    # A group is one notification for the unread count and mark-read.
+    assert (await ok(api, "GET", "/notifications/unread-count", a)) == {"count": 4}
+    assert await ok(api, "POST", "/notifications/read-all", a) == {"updated": 4}
+    assert items[0]["id"] != like["id"]  # (the comments and follows came later)
+    # The like group grows: unread again, on top, counted once per person.
+    await ok(api, "PUT", f"/posts/{post['id']}/like", fans[1])
+    await ok(api, "PUT", f"/posts/{post['id']}/like", fans[2])
+    await ok(api, "DELETE", f"/posts/{post['id']}/like", fans[2])
+    await ok(api, "PUT", f"/posts/{post['id']}/like", fans[2])
+    items = await eventually(lambda: notifications(lambda items: grouped(items, "like")[0]["count"] == 3), timeout=15)
+    await asyncio.sleep(0.5)  # a like counted twice would have come by now too
+    items = check_list(await ok(api, "GET", "/notifications?limit=100", a))
+    assert items[0]["id"] == like["id"] and items[0]["count"] == 3 and items[0]["read"] is False
+    assert set(items[0]["actor_ids"]) == {f.id for f in fans} and len(grouped(items, "like")) == 1
+    assert (await ok(api, "GET", "/notifications/unread-count", a)) == {"count": 1}
+    unread = check_list(await ok(api, "GET", "/notifications?unread=true", a))
+    assert [n["id"] for n in unread] == [like["id"]]
+    marked = await ok(api, "POST", f"/notifications/{like['id']}/read", a)
+    check_notification(marked)
+    assert marked["read"] is True and marked["count"] == 3
 
 
 # --- conventions -----------------------------------------------------------------------------

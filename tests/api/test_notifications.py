@@ -39,16 +39,17 @@ async def liked(server, author, actor, post_id=None) -> None:
 
 async def test_list_unread_filter_count_and_mark_read(api, server):
     me, fan = await welcomed(api, "nl"), await api.register("nf")
-    post_id = str(uuid.uuid4())
+    # Three posts: likes of one post are one (grouped) notification (API.md v1.1).
+    post_ids = [str(uuid.uuid4()) for _ in range(3)]
     status, welcome, _ = await api.request("POST", "/notifications/read-all", token=me.token)
     assert status == 200 and welcome == {"updated": 1}
-    for _ in range(3):
+    for post_id in post_ids:
         await liked(server, me, fan, post_id)
     status, listed, _ = await api.request("GET", "/notifications?limit=3", token=me.token)
     assert status == 200 and len(listed["items"]) == 3 and listed["next_cursor"]
     first = listed["items"][0]
     assert first["type"] == "like" and first["read"] is False and first["created_at"].endswith("Z")
-    assert first["metadata"] == {"post_id": post_id, "actor_id": fan.id}
+    assert first["metadata"] == {"post_id": post_ids[-1], "actor_id": fan.id}
     assert fan.user["display_name"] in first["message"]
     status, count, _ = await api.request("GET", "/notifications/unread-count", token=me.token)
     assert count == {"count": 3}

@@ -124,6 +124,33 @@ async def test_notification_new_shape(api, instance_a, clients):
     assert data["notification"]["read"] is False
 
 
+async def test_grouped_notification_new_is_coalesced_and_ends_with_the_group_as_it_stands(api, instance_a, clients):
+    """v1.1: notification:new for a group at most once per PULSE_NOTIFICATION_PUSH_COALESCE_MS
+    (default 1000), carrying the grouped notification as it stands."""
+    alice, *fans = [await api.register(f"rcg{i}") for i in range(6)]
+    a = await clients(instance_a.url, alice.token)
+    status, post, _ = await api.request("POST", "/posts", token=alice.token, json={"body": "viral"})
+    assert status == 201
+    started = asyncio.get_running_loop().time()
+    statuses = await asyncio.gather(*(api.request("PUT", f"/posts/{post['id']}/like", token=f.token) for f in fans))
+    assert [s for s, _, _ in statuses] == [200] * len(fans)
+    pushes = []
+    while not pushes or pushes[-1]["count"] < len(fans):
+        data = await a.next_event("notification:new", timeout=15)
+        check_offset(data)
+        check_notification(data["notification"])
+        pushes.append(data["notification"])
+    elapsed = asyncio.get_running_loop().time() - started
+    pushes += [data["notification"] for event, data in await nothing_more(a, 1.5) if event == "notification:new"]
+    assert all(n["group_key"] == pushes[0]["group_key"] and n["id"] == pushes[0]["id"] for n in pushes)
+    assert len(pushes) <= elapsed + 2  # at most one per second (and the first at once)
+    counts = [n["count"] for n in pushes]
+    assert counts == sorted(counts) and counts[-1] == len(fans)
+    status, listed, _ = await api.request("GET", "/notifications?limit=100", token=alice.token)
+    [group] = [n for n in listed["items"] if n["type"] == "like"]
+    assert pushes[-1] == group and set(group["actor_ids"]) <= {f.id for f in fans} and len(group["actor_ids"]) == 3
+
+
 async def test_message_notification_only_while_the_recipient_has_no_socket(api, instance_a, clients):
     alice, bob = await api.register("rcpa"), await api.register("rcpb")
     conversation = await direct(api, alice, bob)

@@ -23,13 +23,14 @@ async def test_the_app_runs_every_contexts_steps_in_an_order_that_keeps_their_be
     assert [s.name for s in steps] == [
         "feed.entries", "posts.likes", "posts.comments", "posts.posts", "social.follows", "events.rsvps",
         "events.hosted", "realtime.offset_logs", "realtime.presence_and_logs", "messaging.messages",
-        "messaging.membership", "notifications.for_and_about", "users.sessions", "redis.user_keys",
+        "messaging.membership", "notifications.groups", "notifications.for_and_about", "users.sessions",
+        "redis.user_keys",
         "outbox.published",
     ]
     check_order(steps)
     assert dict((s.name, s.before) for s in steps if s.before) == {
         "feed.entries": ("social.follows",),
-        "realtime.offset_logs": ("messaging.membership", "notifications.for_and_about"),
+        "realtime.offset_logs": ("messaging.membership", "notifications.groups", "notifications.for_and_about"),
     }
 
 
