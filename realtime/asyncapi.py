@@ -52,7 +52,9 @@ SERVER_EVENTS = (
                 "A new message, to every member's sockets, the sender's included."),
     ServerEvent("message:read", contract.MessageReadEvent, "Another member read up to a message."),
     ServerEvent("typing", contract.TypingEvent, "Another member is typing, or stopped (not replayed)."),
-    ServerEvent("notification:new", contract.NotificationNewEvent, "A new (or regrouped) notification."),
+    ServerEvent("notification:new", contract.NotificationNewEvent,
+                "A new notification, or a grouped one that grew: a group is pushed at most once per "
+                "PULSE_NOTIFICATION_PUSH_COALESCE_MS (default 1000), as it stands then."),
     ServerEvent("resync", contract.ResyncEvent,
                 "A replay after the CONNECT `offset` is impossible: refetch over REST."),
 )
