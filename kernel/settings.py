@@ -153,6 +153,10 @@ class Settings:
     # notification:new for a group goes out at most once per this many ms, across
     # instances (the last change of a burst always goes out). 0: every change at once.
     notification_push_coalesce_ms: int = 1000
+    # A group pushed in consecutive windows doubles its window each time, up to this (a
+    # viral post's author gets a push every few seconds, not every second); quiet for
+    # twice its window, it is back to notification_push_coalesce_ms.
+    notification_push_coalesce_max_ms: int = 8000
     # A purge step failing this many times marks its saga stuck (reported; still retried).
     purge_max_attempts: int = 5
     # The privacy worker (purges, retention) runs this often when workers run.

@@ -79,11 +79,11 @@ class GroupPushes:
                     wait_ms = PUSH_NOW
                 if wait_ms == PUSH_NOW:
                     await self.push_latest(user_id, group_id)
-                    wait_ms = self.windows.window_ms  # changes during this window owe one more
+                    wait_ms = 0  # a change since then owes one more: ask again at once
                 elif wait_ms == NOTHING_OWED:
                     if not owed.again:
                         return
-                    wait_ms = 1
+                    wait_ms = 0
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the group stays right in MongoDB; clients refetch

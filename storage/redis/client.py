@@ -104,6 +104,10 @@ class Keys:
         """Set when a grouped notification changed inside its window: a push is owed."""
         return f"{self.ns}:npush:pending:{user_id}:{group_id}"
 
+    def notification_push_streak(self, user_id: str, group_id: str) -> str:
+        """How many push windows in a row a grouped notification changed in (they lengthen)."""
+        return f"{self.ns}:npush:streak:{user_id}:{group_id}"
+
     def feed(self, user_id: str) -> str:
         """A user's home feed: sorted set of ``author_id:post_id`` by creation time."""
         return f"{self.ns}:feed:{user_id}"

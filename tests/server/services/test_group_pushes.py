@@ -77,3 +77,23 @@ async def test_stopping_pushes_what_is_owed_at_once(redis, settings):
     await pushes.changed("author", "h")
     await pushes.stop()
     assert len(group.pushed) == 3
+
+
+async def test_a_long_burst_backs_off_to_the_largest_window(redis, settings):
+    keys = Keys(f"{settings.namespace}:{uuid.uuid4().hex[:6]}")
+    group = Group()
+    pushes = GroupPushes(PushWindows(redis, keys, 100, max_window_ms=400), group.push_latest)
+    started = time.monotonic()
+    for _ in range(80):  # about 1.6 s of changes
+        group.count += 1
+        await pushes.changed("author", "g")
+        await asyncio.sleep(0.02)
+    burst = time.monotonic() - started
+    await asyncio.sleep(1.0)
+    assert group.pushed[0][0] - started < 0.1  # the first change at once
+    assert group.pushed[-1][1] == 80
+    gaps = [b[0] - a[0] for a, b in zip(group.pushed, group.pushed[1:])]
+    # 100, 200, then 400 ms apart (never closer than the window they had).
+    assert all(gap >= 0.09 for gap in gaps[:1]) and all(gap >= 0.18 for gap in gaps[1:2])
+    assert all(gap >= 0.36 for gap in gaps[2:]), gaps
+    assert len(group.pushed) <= 3 + burst / 0.4 + 1

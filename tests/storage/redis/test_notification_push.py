@@ -44,3 +44,22 @@ async def test_an_owed_push_can_be_taken_over_once(windows):
     assert not await windows.take_owed("u", "g")
     await asyncio.sleep(0.35)
     assert await windows.request("u", "g", owed_only=True) == NOTHING_OWED
+
+
+async def test_a_group_pushed_in_consecutive_windows_backs_off_up_to_the_largest(settings):
+    redis = create_redis(settings)
+    try:
+        windows = PushWindows(redis, Keys(f"{settings.namespace}:{uuid.uuid4().hex[:6]}"), window_ms=100,
+                              max_window_ms=400)
+        held = []
+        for _ in range(4):  # a push, then changes inside the window: how long is it held?
+            assert await windows.request("u", "g") == PUSH_NOW
+            held.append(await windows.request("u", "g"))
+            await asyncio.sleep(held[-1] / 1000 + 0.02)
+        assert held[0] <= 100 and 100 < held[1] <= 200 and 200 < held[2] <= 400 and 200 < held[3] <= 400
+        # Quiet for twice its window: back to the base.
+        await asyncio.sleep(0.85)
+        assert await windows.request("u", "g") == PUSH_NOW
+        assert await windows.request("u", "g") <= 100
+    finally:
+        await redis.aclose()
