@@ -6,7 +6,7 @@ A group is a document of ``notifications`` (so the list, the unread count, mark-
 the export and the TTL treat it as one notification)::
 
     {_id, userId, type, groupKey, openKey?, windowStart, count, actors: [{id, name}],
-     applied: [contribution ids], read, createdAt, metadata: {postId?}}
+     unsettled: [{c: contribution id, t: token}], read, createdAt, metadata: {postId?}}
 
 ``openKey`` (the group key) is set while the group takes new events: a unique partial
 index on (userId, openKey) allows one open group per key, so concurrent events never open
@@ -17,7 +17,7 @@ a group that grows moves to the top). ``actors`` are the most recent three, newe
 
 Each actor counted in a group is a document of ``notification_contributions``::
 
-    {_id, userId, groupId, actorId, actorName, sourceId, at, applied}
+    {_id, userId, groupId, actorId, actorName, sourceId, at, applied, appliedBy?}
 
 unique on (userId, sourceId) (an event counts once, whichever group it would land in on a
 redelivery) and on (userId, groupId, actorId) (an actor counts once per group: a like,
@@ -25,20 +25,21 @@ unlike and like again is one). That collection is what keeps ``count`` exact whi
 group document stays small (a viral post's 100k likers are 100k small documents, not one
 huge array), and what erasure reads to take an actor out of the groups they are in.
 
-Counting an event is four single-document steps, none of which may run twice in effect:
+Counting is single-document steps (no transaction), exact however handlers of one event
+race, time out or stop half-way:
 
-1. find the open group, or open one (count 0, hidden: lists skip ``count: 0``);
+1. find the open group, or open one (count 0 and read: lists skip ``count: 0``);
 2. claim: insert the contribution (``applied: false``). A duplicate says the event or the
-   actor is counted already (``applied: true``: done) or being counted by a handler that
-   is running or crashed (``applied: false``: go on with that contribution);
-3. apply: ``$inc`` the count, ``$push`` the actor, only if the contribution's id is not in
-   the group's ``applied`` list (the last 64 applied ids): of two handlers applying one
-   contribution at once, one changes the group;
-4. settle: ``applied: true``. If the contribution is gone meanwhile (an erasure retracted
-   it), the handler undoes its own step 3 (guarded by ``applied`` again).
-
-The one inexact case: a handler crashes between steps 3 and 4 and its redelivery comes
-after 64 other contributions were applied to the same group; it is then counted twice.
+   actor is counted (``applied: true``: done) or being counted by a handler that is
+   running or stopped (``applied: false``: go on with that contribution);
+3. apply: ``$inc`` the count and ``$push`` a token of this application to ``unsettled``,
+   only if no token of the contribution is there. Found one: another handler applied it
+   (running, or stopped half-way), and this handler adopts that token instead;
+4. settle: ``applied: true, appliedBy: token`` on the contribution, then the token out of
+   ``unsettled``. A handler that applied but finds the contribution settled with another
+   token (or gone: an erasure retracted it) takes its own application back, guarded by
+   its token. So ``unsettled`` holds only applications not settled yet (a handful), and a
+   pending contribution is counted exactly when a token of it is there.
 
 Sharded by ``userId`` like ``notifications``; only the erasure of an actor's
 contributions (by ``actorId``) asks every shard.
@@ -55,8 +56,6 @@ from pymongo.errors import DuplicateKeyError
 
 SHARD_KEY: dict[str, int] = {"userId": 1}
 
-# Contribution ids a group remembers as applied (step 3's guard; about 1 KiB).
-APPLIED_IDS_MAX = 64
 # The most recent actors a group shows.
 RECENT_ACTORS_MAX = 3
 # Rounds of the open-or-create race (each round is lost only to a concurrent change).
@@ -65,6 +64,11 @@ _ATTEMPTS = 8
 # A group is opened with count 0 and read: lists and exports skip it until its first
 # count (unread ones always have a count: a group is unread only once counted).
 VISIBLE = {"count": {"$ne": 0}}
+
+
+def _token_of(group: dict[str, Any], contribution_id: ObjectId) -> ObjectId | None:
+    """The token of the (one) unsettled application of the contribution in the group."""
+    return next((u["t"] for u in group.get("unsettled", []) if u["c"] == contribution_id), None)
 
 
 class GroupsChanged(RuntimeError):
@@ -92,17 +96,26 @@ class NotificationGroupsRepo:
             contribution = await self._claim(user_id, group_id, actor_id, actor_name, source_id, now)
             if contribution is None:
                 return None
-            group = await self._apply(contribution)
+            token = ObjectId()
+            group, mine = await self._apply(contribution, token)
             if group is None:
                 # The group is gone (an erasure took its count to 0): count the event
                 # afresh, unless a concurrent handler took the contribution over.
                 if await self._drop_pending(contribution):
                     continue
                 return None
-            if not await self._settle(contribution):
-                await self._undo(contribution)  # retracted while being applied
+            counted = token if mine else _token_of(group, contribution["_id"])
+            if counted is None:
+                continue  # the application seen was settled or taken back meanwhile: look again
+            if await self._settle(contribution, counted):
+                return group, contribution
+            # Settled by another handler, or retracted by an erasure.
+            settled = await self.contributions.find_one({"_id": contribution["_id"], "userId": user_id},
+                                                        {"appliedBy": 1})
+            if mine and (settled is None or settled.get("appliedBy") != token):
+                await self._shrink(contribution, token=token)  # a second application: take it back
                 return None
-            return group, contribution
+            return (group, contribution) if settled is not None else None
         raise GroupsChanged(f"group {group_key} of {user_id} kept changing")
 
     async def _open_group(self, user_id: str, kind: str, group_key: str, metadata: dict[str, Any],
@@ -117,7 +130,7 @@ class NotificationGroupsRepo:
             try:
                 await self.groups.insert_one({
                     "_id": group_id, "userId": user_id, "type": kind, "groupKey": group_key, "openKey": group_key,
-                    "windowStart": occurred_at, "count": 0, "actors": [], "applied": [], "read": True,
+                    "windowStart": occurred_at, "count": 0, "actors": [], "unsettled": [], "read": True,
                     "createdAt": now, "metadata": metadata,
                 })
                 return group_id
@@ -142,42 +155,51 @@ class NotificationGroupsRepo:
             pass
         existing = (await self.contributions.find_one({"userId": user_id, "sourceId": source_id})
                     or await self.contributions.find_one({"userId": user_id, "groupId": group_id, "actorId": actor_id}))
-        if existing is None or existing["applied"]:
-            # Counted (or retracted by an erasure just now: nothing to count).
+        if existing is None:
+            return None  # retracted by an erasure just now: nothing to count
+        if existing["applied"]:
+            # Counted. (Its token may still be in the group, if its handler stopped right
+            # after settling: take it out.)
+            await self._forget_token(existing, existing.get("appliedBy"))
             return None
         return existing
 
-    async def _apply(self, c: dict[str, Any]) -> dict[str, Any] | None:
-        """The group after counting ``c`` (or as it is, when ``c`` was applied already);
-        None when the group is gone."""
+    async def _apply(self, c: dict[str, Any], token: ObjectId) -> tuple[dict[str, Any] | None, bool]:
+        """(The group after, True) when this application counted ``c``; (the group as it
+        is, False) when another application of ``c`` is there already; (None, False) when
+        the group is gone."""
         group = await self.groups.find_one_and_update(
-            {"_id": c["groupId"], "userId": c["userId"], "applied": {"$ne": c["_id"]}},
+            {"_id": c["groupId"], "userId": c["userId"], "unsettled.c": {"$ne": c["_id"]}},
             {"$inc": {"count": 1},
-             "$push": {"applied": {"$each": [c["_id"]], "$slice": -APPLIED_IDS_MAX},
+             "$push": {"unsettled": {"c": c["_id"], "t": token},
                        "actors": {"$each": [{"id": c["actorId"], "name": c["actorName"]}], "$position": 0,
                                   "$slice": RECENT_ACTORS_MAX}},
              "$set": {"read": False}, "$max": {"createdAt": c["at"]}},
             return_document=ReturnDocument.AFTER,
         )
         if group is not None:
-            return group
-        return await self.groups.find_one({"_id": c["groupId"], "userId": c["userId"]})
+            return group, True
+        return await self.groups.find_one({"_id": c["groupId"], "userId": c["userId"]}), False
 
-    async def _settle(self, c: dict[str, Any]) -> bool:
-        """Marks ``c`` applied; False when it is gone (retracted meanwhile)."""
-        result = await self.contributions.update_one({"_id": c["_id"], "userId": c["userId"], "applied": False},
-                                                     {"$set": {"applied": True}})
-        if result.matched_count:
-            return True
-        return await self.contributions.find_one({"_id": c["_id"], "userId": c["userId"]}, {"_id": 1}) is not None
+    async def _settle(self, c: dict[str, Any], token: ObjectId) -> bool:
+        """Marks ``c`` counted by the application ``token``, then forgets the token; False
+        when another handler settled it or an erasure retracted it."""
+        result = await self.contributions.update_one(
+            {"_id": c["_id"], "userId": c["userId"], "applied": False},
+            {"$set": {"applied": True, "appliedBy": token}})
+        if not result.matched_count:
+            return False
+        await self._forget_token(c, token)
+        return True
+
+    async def _forget_token(self, c: dict[str, Any], token: ObjectId | None) -> None:
+        if token is not None:
+            await self.groups.update_one({"_id": c["groupId"], "userId": c["userId"], "unsettled.t": token},
+                                         {"$pull": {"unsettled": {"t": token}}})
 
     async def _drop_pending(self, c: dict[str, Any]) -> bool:
         result = await self.contributions.delete_one({"_id": c["_id"], "userId": c["userId"], "applied": False})
         return result.deleted_count == 1
-
-    async def _undo(self, c: dict[str, Any]) -> None:
-        """Takes back this handler's own step 3 (only if it is still there)."""
-        await self._shrink(c, guarded=True)
 
     # --- taking actors out (erasure, and consumers that find an account gone) ---------
 
@@ -186,25 +208,39 @@ class NotificationGroupsRepo:
         ones (refilled from the group's other contributions), the group deleted when its
         count reaches 0. Idempotent: whoever deletes the contribution adjusts the group."""
         c = await self.contributions.find_one_and_delete({"_id": contribution["_id"], "userId": contribution["userId"]})
-        if c is not None:
-            # Applied and settled: counted for sure. Pending: counted only if its id is
-            # in the group's applied list (else the running handler undoes it itself).
-            await self._shrink(c, guarded=not c["applied"])
-
-    async def _shrink(self, c: dict[str, Any], *, guarded: bool) -> None:
-        query: dict[str, Any] = {"_id": c["groupId"], "userId": c["userId"]}
-        if guarded:
-            query["applied"] = c["_id"]
-        group = await self.groups.find_one_and_update(
-            query, {"$inc": {"count": -1}, "$pull": {"applied": c["_id"], "actors": {"id": c["actorId"]}}},
-            return_document=ReturnDocument.AFTER,
-        )
+        if c is None:
+            return
+        group = await self.groups.find_one({"_id": c["groupId"], "userId": c["userId"]}, {"unsettled": 1})
         if group is None:
             return
+        # Applications not settled yet, each taken back against its token (their handlers,
+        # finding the contribution gone and the token too, change nothing more), then the
+        # settled one, counted for sure and taken back by nobody else.
+        tokens = [u["t"] for u in group.get("unsettled", []) if u["c"] == c["_id"]]
+        settled = c.get("appliedBy") if c["applied"] else None
+        for token in tokens:
+            if not await self._shrink(c, token=token) and token == settled:
+                await self._shrink(c)  # its settling handler forgot the token just now
+        if settled is not None and settled not in tokens:
+            await self._shrink(c)
+
+    async def _shrink(self, c: dict[str, Any], *, token: ObjectId | None = None) -> bool:
+        """Count − 1 and the actor out of the recent ones; with ``token``, only if that
+        application is still there (it goes too). False when nothing changed."""
+        query: dict[str, Any] = {"_id": c["groupId"], "userId": c["userId"]}
+        pull: dict[str, Any] = {"actors": {"id": c["actorId"]}}
+        if token is not None:
+            query["unsettled.t"] = token
+            pull["unsettled"] = {"t": token}
+        group = await self.groups.find_one_and_update(query, {"$inc": {"count": -1}, "$pull": pull},
+                                                      return_document=ReturnDocument.AFTER)
+        if group is None:
+            return False
         if group["count"] <= 0:
             await self.groups.delete_one({"_id": group["_id"], "userId": group["userId"], "count": {"$lte": 0}})
-            return
-        await self._refill_actors(group)
+        else:
+            await self._refill_actors(group)
+        return True
 
     async def _refill_actors(self, group: dict[str, Any]) -> None:
         """Tops the recent actors up from the group's other applied contributions (older

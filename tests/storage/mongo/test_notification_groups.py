@@ -4,14 +4,16 @@ half-way, an actor taken out while being counted), and erasure's retraction."""
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from datetime import timedelta
 
 import pytest
+from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from storage.mongo.client import ensure_indexes
-from storage.mongo.notification_groups import APPLIED_IDS_MAX, NotificationGroupsRepo
+from storage.mongo.notification_groups import NotificationGroupsRepo
 from storage.mongo.notifications import NotificationsRepo
 from storage.mongo.values import mongo_now
 
@@ -111,6 +113,16 @@ async def test_a_redelivered_event_or_a_second_like_by_one_actor_counts_once(rep
     assert (await likes.group())["count"] == 2
 
 
+async def test_many_events_each_delivered_three_times_at_once_count_each_once(repo):
+    likes = Likes(repo)
+    deliveries = [likes.args(f"fan{i}") for i in range(30)] * 3
+    random.Random(7).shuffle(deliveries)
+    await asyncio.gather(*(repo.add(**args) for args in deliveries))
+    group = await likes.group()
+    assert group["count"] == 30 and group["unsettled"] == [] and len(group["actors"]) == 3
+    assert await repo.contributions.count_documents({"userId": "author", "applied": True}) == 30
+
+
 async def test_a_redelivery_after_the_window_moved_on_counts_nowhere_else(repo):
     likes = Likes(repo)
     source = uuid.uuid4().hex
@@ -130,25 +142,56 @@ async def test_a_handler_that_stopped_half_way_is_finished_by_the_redelivery(rep
     assert (await likes.group())["count"] == 0
     group, contribution = await repo.add(**args)
     assert group["count"] == 1 and contribution["actorId"] == "ann"
-    # Stopped after counting, before marking it: the redelivery does not count it again.
+    # Stopped (or timed out) after counting, before settling, and many likes came in
+    # between: the redelivery adopts that count instead of counting again.
     args = likes.args("bob")
     pending = await repo._claim(args["user_id"], group_id, "bob", "Bob", args["source_id"], args["now"])
-    await repo._apply(pending)
+    await repo._apply(pending, ObjectId())
+    await asyncio.gather(*(likes.like(f"fan{i}") for i in range(100)))
     group, _ = await repo.add(**args)
-    assert group["count"] == 2
+    assert group["count"] == 102
     assert await repo.add(**args) is None
-    assert (await likes.group())["count"] == 2
+    # Stopped after settling, before forgetting its token: nothing counted twice, and the
+    # token is forgotten by the redelivery.
+    args = likes.args("cyd")
+    pending = await repo._claim(args["user_id"], group_id, "cyd", "Cyd", args["source_id"], args["now"])
+    token = ObjectId()
+    await repo._apply(pending, token)
+    await repo.contributions.update_one({"_id": pending["_id"]}, {"$set": {"applied": True, "appliedBy": token}})
+    assert await repo.add(**args) is None
+    group = await likes.group()
+    assert group["count"] == 103 and group["unsettled"] == []
 
 
-async def test_recent_actors_are_the_last_three_newest_first_and_applied_ids_are_bounded(repo):
+async def test_a_second_application_of_one_contribution_is_taken_back(repo):
     likes = Likes(repo)
-    for i in range(APPLIED_IDS_MAX + 6):
+    await likes.like("ann")
+    args = likes.args("bob")
+    group_id = (await likes.group())["_id"]
+    pending = await repo._claim(args["user_id"], group_id, "bob", "Bob", args["source_id"], args["now"])
+    first, second = ObjectId(), ObjectId()
+    # Two handlers of one event: the first counts and settles; the second, with the
+    # contribution it read while pending, counts again, fails to settle, takes it back.
+    assert (await repo._apply(pending, first))[1] is True
+    assert await repo._settle(pending, first)
+    assert (await repo._apply(pending, second))[1] is True
+    assert not await repo._settle(pending, second)
+    assert await repo._shrink(pending, token=second)
+    group = await likes.group()
+    assert group["count"] == 2 and group["unsettled"] == []
+    # The take-back pulled both of bob's entries; the refill put him back, once.
+    assert [a["id"] for a in group["actors"]] == ["ann", "bob"]
+
+
+async def test_recent_actors_are_the_last_three_newest_first_and_nothing_is_left_unsettled(repo):
+    likes = Likes(repo)
+    n = 70
+    for i in range(n):
         await likes.like(f"a{i:03}")
     group = await likes.group()
-    n = APPLIED_IDS_MAX + 6
     assert [a["id"] for a in group["actors"]] == [f"a{n - 1:03}", f"a{n - 2:03}", f"a{n - 3:03}"]
     assert group["actors"][0]["name"] == f"A{n - 1:03}"
-    assert group["count"] == n and len(group["applied"]) == APPLIED_IDS_MAX
+    assert group["count"] == n and group["unsettled"] == []
 
 
 async def test_retracting_an_actor_adjusts_the_count_and_refills_the_recent_actors(repo):
@@ -172,26 +215,40 @@ async def test_retracting_an_actor_adjusts_the_count_and_refills_the_recent_acto
 async def test_an_actor_retracted_while_being_counted_is_not_counted(repo):
     likes = Likes(repo)
     await likes.like("ann")
-    # The handler claimed and counted, then the erasure ran, then the handler marks it.
-    args = likes.args("eve")
     group_id = (await likes.group())["_id"]
+    # The handler claimed and counted, then the erasure ran, then the handler settles:
+    # the erasure took the count back, and the handler's own take-back changes nothing.
+    args = likes.args("eve")
     pending = await repo._claim(args["user_id"], group_id, "eve", "Eve", args["source_id"], args["now"])
-    await repo._apply(pending)
+    token = ObjectId()
+    await repo._apply(pending, token)
     assert (await likes.group())["count"] == 2
     await repo.retract_actor("eve")
-    assert not await repo._settle(pending)
-    await repo._undo(pending)  # what add() does then: a no-op, the erasure took it back
+    assert not await repo._settle(pending, token)
+    assert not await repo._shrink(pending, token=token)
     group = await likes.group()
-    assert group["count"] == 1 and [a["id"] for a in group["actors"]] == ["ann"]
-    # Retracted after the claim, before counting: the handler counts, sees it gone, undoes.
+    assert group["count"] == 1 and [a["id"] for a in group["actors"]] == ["ann"] and group["unsettled"] == []
+    # Retracted after the claim, before counting: the handler counts, fails to settle,
+    # takes its count back.
     args = likes.args("fay")
     pending = await repo._claim(args["user_id"], group_id, "fay", "Fay", args["source_id"], args["now"])
     await repo.retract_actor("fay")
-    await repo._apply(pending)
-    assert not await repo._settle(pending)
-    await repo._undo(pending)
+    token = ObjectId()
+    await repo._apply(pending, token)
+    assert not await repo._settle(pending, token)
+    assert await repo._shrink(pending, token=token)
     group = await likes.group()
     assert group["count"] == 1 and [a["id"] for a in group["actors"]] == ["ann"]
+    # A settled contribution whose token its handler had not forgotten yet: once.
+    await likes.like("gus")
+    args = likes.args("hal")
+    pending = await repo._claim(args["user_id"], group_id, "hal", "Hal", args["source_id"], args["now"])
+    token = ObjectId()
+    await repo._apply(pending, token)
+    await repo.contributions.update_one({"_id": pending["_id"]}, {"$set": {"applied": True, "appliedBy": token}})
+    await repo.retract_actor("hal")
+    group = await likes.group()
+    assert group["count"] == 2 and group["unsettled"] == [] and {a["id"] for a in group["actors"]} == {"ann", "gus"}
 
 
 async def test_concurrent_erasure_and_likes_keep_the_count_exact(repo):
