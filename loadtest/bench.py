@@ -28,7 +28,7 @@ from pathlib import Path
 
 import aiohttp
 
-from loadtest import namespaces, report
+from loadtest import namespaces, report, viral
 from loadtest.monitoring import sample_cpu, scrape_metrics
 from loadtest.saturation import cli as saturation
 from storage.embedded.processes import free_port, secantus_argv, secantus_url, stop_process, wait_for_port
@@ -510,6 +510,22 @@ async def add_capacity(processes: Processes, stores: Stores, urls: dict[str, str
     add_baselines(capacity)
 
 
+async def add_viral_likes(urls: dict[str, str], likes: int) -> None:
+    """Issue 16, benchmark 2 (``loadtest.viral``): a burst of likes on one post reaches its
+    author as a few pushes and one notification counting them. After locust, before the
+    saturation part, whose chat runs leave a backlog in MongoDB. Its summary goes into
+    baselines.json, every push's count into viral-likes.json."""
+    try:
+        result = await viral.likes_scenario(list(urls.values()), likes)
+    except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        log(f"viral likes not measured: {exc!r}")
+        return
+    log(f"viral likes: {result['pushes']} pushes, notification count {result['notification_count']} "
+        f"({'PASS' if result['passed'] else 'FAIL'})")
+    (RESULTS / viral.LIKES_JSON).write_text(json.dumps(result, indent=2) + "\n")
+    add_baselines({"viral_likes": {k: result[k] for k in viral.SUMMARY}})
+
+
 def write_report(args, info: dict, started: float) -> int:
     """report.md from the results; each target's verdict logged. Returns the exit status."""
     (RESULTS / report.RUN_JSON).write_text(json.dumps(info, indent=2))
@@ -541,6 +557,8 @@ async def bench(args) -> int:
             add_baselines(await measure_baselines(processes, stores, args.broadcast_rates,
                                                   args.baseline_seconds, broadcast=args.skip_saturation))
         info.update(await step_load(processes, urls, args, seed_file))
+        if args.viral_likes > 0:
+            await add_viral_likes(urls, args.viral_likes)
         if not args.skip_saturation:
             await add_saturation(processes, stores, urls, seed_file, args)
         elif not args.skip_baselines:
@@ -577,6 +595,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--capacity-count", type=int,
                         default=int(env("PULSE_BENCH_CAPACITY", "20000")),
                         help="idle sockets opened on one instance (0: skip)")
+    parser.add_argument("--viral-likes", type=int, default=int(env("PULSE_BENCH_VIRAL_LIKES", "500")),
+                        help="likes on one post within 10 s, after the load (loadtest/viral.py; 0: skip)")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--locustfile", default="loadtest/locustfile.py",
                         help="scenarios, relative to the repository (loadtest/hot_rows.py: "
