@@ -114,3 +114,59 @@ async def test_chat_and_notification_commands_carry_their_shard_key(start_app, m
     # The paths did reach both collections with reads and writes.
     assert {"insert", "find", "update", "aggregate"} <= checked["messages"] | checked["notifications"]
     assert {"insert", "find"} <= checked["messages"] and {"insert", "find", "findAndModify", "update"} <= checked["notifications"]
+
+
+async def test_grouped_notification_commands_carry_their_shard_key(start_app, make_amqp_vhost):
+    """Counting into groups (concurrently, redelivered, across a window), listing, marking,
+    and taking an account out after the write: every command names the recipient. Only
+    the erasure of an actor's contributions (by actorId) may ask every shard."""
+    import asyncio
+    import uuid
+    from datetime import timedelta
+
+    from kernel.timefmt import iso, utcnow
+    from server import appkeys
+    from server.bus.types import DomainEvent
+
+    overrides = own_namespaces(make_amqp_vhost, "shardgroups")
+    recorder = CommandRecorder.installed(overrides["mongo_db"])
+    async with start_app(**overrides) as api:
+        author, *fans = [await api.register(f"skg{i}") for i in range(5)]
+        notifications = api.app[appkeys.SERVICES].notifications
+        post = str(uuid.uuid4())
+
+        def like(fan, at=None, event_id=None):
+            return DomainEvent(id=event_id or str(uuid.uuid4()), type="post.liked", created_at=iso(at or utcnow()),
+                               payload={"post_id": post, "post_author_id": author.id, "actor_id": fan.id})
+
+        recorder.recording = True
+        await asyncio.gather(*(notifications.handle(like(fan)) for fan in fans[:3]))
+        again = like(fans[3])
+        await asyncio.gather(notifications.handle(again), notifications.handle(again))
+        await notifications.handle(like(fans[0]))  # counted already
+        await notifications.handle(like(fans[0], at=utcnow() + timedelta(hours=2)))  # the next window
+        gone = DomainEvent(id=str(uuid.uuid4()), type="post.liked", created_at=iso(utcnow()),
+                           payload={"post_id": post, "post_author_id": author.id, "actor_id": str(uuid.uuid4())})
+        await notifications.handle(gone)  # no such account: taken back
+        status, listed, _ = await api.request("GET", "/notifications", token=author.token)
+        assert status == 200 and [n.get("count") for n in listed["items"] if n["type"] == "like"] == [1, 4]
+        status, _, _ = await api.request("POST", f"/notifications/{listed['items'][1]['id']}/read", token=author.token)
+        assert status == 200
+        await api.request("GET", "/notifications/unread-count", token=author.token)
+        retract_from = len(recorder.commands)
+        await notifications.groups_repo.retract_actor(fans[1].id)
+        recorder.recording = False
+        await notifications.stop()
+
+    scattered = []
+    for i, (name, command) in enumerate(recorder.commands):
+        for collection, where in filters(name, command):
+            if collection not in SHARDED:
+                continue
+            if not all(field in where and targets(where[field]) for field in SHARDED[collection]):
+                scattered.append((i, name, collection, where))
+    # Only the erasure's look-up of the actor's contributions goes to every shard.
+    assert all(i >= retract_from and collection == "notification_contributions" and "actorId" in where
+               for i, _, collection, where in scattered), scattered
+    touched = {collection for name, command in recorder.commands for collection, _ in filters(name, command)}
+    assert {"notifications", "notification_contributions"} <= touched
