@@ -41,7 +41,7 @@ from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
 from storage.redis.offset_log import OffsetLogStore
 from storage.redis.feeds import FeedCache
-from storage.redis.notification_push import PushWindows
+from storage.redis.notification_push import PushWindowStore
 from storage.redis.popular import PopularPostsCache
 from storage.redis.presence import PresenceStore
 from storage.redis.privacy import RedisErasure
@@ -185,7 +185,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     notifications = NotificationsService(
         app[appkeys.MONGO_DB], users, pusher=app[appkeys.PUSHER], stale_reads=stale_reads, cursors=cursors,
         group_seconds=settings.notification_group_seconds,
-        push_windows=(PushWindows(redis, keys, settings.notification_push_coalesce_ms,
+        push_windows=(PushWindowStore(redis, keys, settings.notification_push_coalesce_ms,
                                   settings.notification_push_coalesce_max_ms)
                       if settings.notification_push_coalesce_ms > 0 else None),
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from kernel.tasks import cancel_and_wait
-from storage.redis.notification_push import NOTHING_OWED, PUSH_NOW, PushWindows
+from storage.redis.notification_push import NOTHING_OWED, PUSH_NOW, PushWindowStore
 
 log = logging.getLogger("pulse.notifications")
 
@@ -35,7 +35,7 @@ class _Owed:
 
 
 class GroupPushes:
-    def __init__(self, windows: PushWindows | None, push_latest: PushLatest) -> None:
+    def __init__(self, windows: PushWindowStore | None, push_latest: PushLatest) -> None:
         # None: no coalescing (PULSE_NOTIFICATION_PUSH_COALESCE_MS=0): every change pushes.
         self.windows = windows
         self.push_latest = push_latest

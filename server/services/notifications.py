@@ -34,7 +34,7 @@ from server.services.users import UsersService
 from storage.mongo.notification_groups import NotificationGroupsRepo
 from storage.mongo.notifications import NotificationsRepo
 from storage.mongo.values import mongo_now
-from storage.redis.notification_push import PushWindows
+from storage.redis.notification_push import PushWindowStore
 
 log = logging.getLogger("pulse.notifications")
 
@@ -91,7 +91,7 @@ def event_time(event: DomainEvent) -> datetime:
 class NotificationsService:
     def __init__(self, mongo: AsyncDatabase, users: UsersService, pusher: Pusher | None = None,
                  stale_reads: _ServerMode = ReadPreference.PRIMARY, *, cursors: Cursors,
-                 group_seconds: float = 3600, push_windows: PushWindows | None = None) -> None:
+                 group_seconds: float = 3600, push_windows: PushWindowStore | None = None) -> None:
         self.notifications_repo = NotificationsRepo(mongo, stale_reads)
         self.groups_repo = NotificationGroupsRepo(mongo)
         self.group_window = timedelta(seconds=group_seconds)

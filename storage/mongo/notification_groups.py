@@ -54,6 +54,8 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from storage.mongo.errors import mongo_boundary
+
 SHARD_KEY: dict[str, int] = {"userId": 1}
 
 # The most recent actors a group shows.
@@ -75,6 +77,7 @@ class GroupsChanged(RuntimeError):
     """The group kept changing under one event (retry it)."""
 
 
+@mongo_boundary
 class NotificationGroupsRepo:
     def __init__(self, db: AsyncDatabase) -> None:
         self.groups = db["notifications"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from storage.redis.client import Keys
+from storage.redis.client import Keys, redis_boundary
 
 # KEYS: the window, the pending mark, the streak. ARGV: the base window in ms, '1' for the
 # check at the end of a window, the largest window in ms. Returns -1: push now (the window
@@ -41,7 +41,8 @@ PUSH_NOW = -1
 NOTHING_OWED = 0
 
 
-class PushWindows:
+@redis_boundary
+class PushWindowStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys, window_ms: int, max_window_ms: int | None = None) -> None:
         self.redis = redis
         self.keys = keys

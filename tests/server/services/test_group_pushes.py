@@ -10,7 +10,7 @@ import pytest
 
 from server.services.group_pushes import GroupPushes
 from storage.redis.client import Keys, create_redis
-from storage.redis.notification_push import PushWindows
+from storage.redis.notification_push import PushWindowStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -38,7 +38,7 @@ async def redis(settings):
 async def test_a_burst_on_two_instances_is_pushed_once_per_window_ending_with_the_last_state(redis, settings):
     keys = Keys(f"{settings.namespace}:{uuid.uuid4().hex[:6]}")
     group = Group()
-    instances = [GroupPushes(PushWindows(redis, keys, WINDOW_MS), group.push_latest) for _ in range(2)]
+    instances = [GroupPushes(PushWindowStore(redis, keys, WINDOW_MS), group.push_latest) for _ in range(2)]
     started = time.monotonic()
     for i in range(60):  # 60 changes over about 1.2 s, alternately on each instance
         group.count += 1
@@ -66,7 +66,7 @@ async def test_without_a_window_every_change_is_pushed(redis):
 async def test_stopping_pushes_what_is_owed_at_once(redis, settings):
     keys = Keys(f"{settings.namespace}:{uuid.uuid4().hex[:6]}")
     group = Group()
-    pushes = GroupPushes(PushWindows(redis, keys, 10_000), group.push_latest)
+    pushes = GroupPushes(PushWindowStore(redis, keys, 10_000), group.push_latest)
     group.count = 1
     await pushes.changed("author", "g")
     group.count = 2
@@ -82,7 +82,7 @@ async def test_stopping_pushes_what_is_owed_at_once(redis, settings):
 async def test_a_long_burst_backs_off_to_the_largest_window(redis, settings):
     keys = Keys(f"{settings.namespace}:{uuid.uuid4().hex[:6]}")
     group = Group()
-    pushes = GroupPushes(PushWindows(redis, keys, 100, max_window_ms=400), group.push_latest)
+    pushes = GroupPushes(PushWindowStore(redis, keys, 100, max_window_ms=400), group.push_latest)
     started = time.monotonic()
     for _ in range(80):  # about 1.6 s of changes
         group.count += 1

@@ -18,7 +18,7 @@ from server import appkeys
 from server.bus.types import DomainEvent
 from server.services.notifications import NotificationsService
 from storage.redis.client import Keys
-from storage.redis.notification_push import PushWindows
+from storage.redis.notification_push import PushWindowStore
 from tests.helpers.waiting import eventually
 from tests.privacy_helpers import mongo_traces, privacy_of
 from tests.server.services.ports import RecordingPusher
@@ -132,7 +132,7 @@ async def test_a_redelivered_event_counts_once_and_a_relike_adds_nobody(api, not
 
 async def test_a_burst_is_pushed_coalesced_and_the_last_push_has_the_final_count(api, server, settings, pusher):
     author, *fans = await accounts(api, "gp", 31)
-    windows = PushWindows(server.app[appkeys.REDIS], Keys(f"{settings.namespace}:gp{uuid.uuid4().hex[:6]}"),
+    windows = PushWindowStore(server.app[appkeys.REDIS], Keys(f"{settings.namespace}:gp{uuid.uuid4().hex[:6]}"),
                           window_ms=300)
     notifications = service(server, pusher, windows)
     post = str(uuid.uuid4())

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from storage.redis.client import Keys, create_redis
-from storage.redis.notification_push import NOTHING_OWED, PUSH_NOW, PushWindows
+from storage.redis.notification_push import NOTHING_OWED, PUSH_NOW, PushWindowStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.fixture
 async def windows(settings):
     redis = create_redis(settings)
-    yield PushWindows(redis, Keys(f"{settings.namespace}:{uuid.uuid4().hex[:6]}"), window_ms=300)
+    yield PushWindowStore(redis, Keys(f"{settings.namespace}:{uuid.uuid4().hex[:6]}"), window_ms=300)
     await redis.aclose()
 
 
@@ -49,7 +49,7 @@ async def test_an_owed_push_can_be_taken_over_once(windows):
 async def test_a_group_pushed_in_consecutive_windows_backs_off_up_to_the_largest(settings):
     redis = create_redis(settings)
     try:
-        windows = PushWindows(redis, Keys(f"{settings.namespace}:{uuid.uuid4().hex[:6]}"), window_ms=100,
+        windows = PushWindowStore(redis, Keys(f"{settings.namespace}:{uuid.uuid4().hex[:6]}"), window_ms=100,
                               max_window_ms=400)
         held = []
         for _ in range(4):  # a push, then changes inside the window: how long is it held?
