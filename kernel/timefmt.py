@@ -18,3 +18,12 @@ def iso(moment: datetime | None) -> str | None:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def parse_iso(text: str) -> datetime:
+    """A timestamp ``iso`` wrote (or any ISO 8601 one) as an aware datetime in UTC; a naive
+    one is taken as UTC."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)

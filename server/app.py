@@ -186,7 +186,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.MONGO_DB], users, pusher=app[appkeys.PUSHER], stale_reads=stale_reads, cursors=cursors,
         group_seconds=settings.notification_group_seconds,
         push_windows=(PushWindowStore(redis, keys, settings.notification_push_coalesce_ms,
-                                  settings.notification_push_coalesce_max_ms)
+                                      settings.notification_push_coalesce_max_ms)
                       if settings.notification_push_coalesce_ms > 0 else None),
     )
     messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications, pusher=app[appkeys.PUSHER],

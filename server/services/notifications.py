@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, AsyncIterator
 from uuid import UUID
 
@@ -21,7 +21,7 @@ from pymongo.read_preferences import ReadPreference, _ServerMode
 from kernel.cursors import Cursors, decode_keyset, keyset_cursor, page
 from kernel.errors import NotFound
 from kernel.ids import parse_object_id
-from kernel.timefmt import iso
+from kernel.timefmt import iso, parse_iso
 from server.bus.catalogue import (COMMENT_CREATED, EVENT_CANCELLED, EVENT_RSVP, POST_LIKED, USER_FOLLOWED,
                                   USER_REGISTERED)
 from server.bus.types import Consumer, DomainEvent
@@ -82,9 +82,7 @@ def notification_dict(doc: dict[str, Any]) -> Notification:
 
 def event_time(event: DomainEvent) -> datetime:
     """When the event happened (its outbox time), at MongoDB's millisecond precision."""
-    moment = datetime.fromisoformat(event.created_at.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+    moment = parse_iso(event.created_at)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
@@ -185,7 +183,7 @@ class NotificationsService:
             log.exception("pushing notification %s to %s failed", notification["id"], user_id)
 
     async def notify_group(self, event: DomainEvent, user_id: str, kind: str, group_key: str, *, actor_id: str,
-                           post_id: str | None = None) -> dict[str, Any] | None:
+                           post_id: str | None = None) -> Notification | None:
         """Counts the actor in the recipient's group for ``group_key`` and pushes the group
         (coalesced); None when nothing changed (the event or the actor was counted)."""
         added = await self.groups_repo.add(

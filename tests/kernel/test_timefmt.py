@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from kernel.timefmt import iso
+from kernel.timefmt import iso, parse_iso
 
 
 def test_utc_moment():
@@ -25,3 +25,10 @@ def test_naive_moments_are_taken_as_utc():
 
 def test_none_stays_none():
     assert iso(None) is None
+
+
+def test_parse_iso_reads_back_what_iso_writes_in_utc():
+    moment = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
+    assert parse_iso(iso(moment)) == moment and parse_iso(iso(moment)).tzinfo is not None
+    assert parse_iso("2026-01-02T06:04:05.123456+03:00") == moment
+    assert parse_iso("2026-01-02T03:04:05.123456") == moment  # naive: UTC
