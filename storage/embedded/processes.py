@@ -53,10 +53,17 @@ def wait_for_port(port: int, timeout: float = 20.0, host: str = LOOPBACK, *,
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> bool:
-    """SIGTERM (unless it was already sent), then SIGKILL if the child is still there after
-    ``timeout`` seconds; returns whether it had to be killed."""
+    """SIGTERM, then SIGKILL if the child is still there after ``timeout`` seconds; returns
+    whether it had to be killed."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
+    return wait_or_kill(process, timeout)
+
+
+def wait_or_kill(process: subprocess.Popen, timeout: float) -> bool:
+    """Waits for a child already told to stop, SIGKILL after ``timeout`` seconds; returns
+    whether it had to be killed. Never a second SIGTERM: a server may take it for "stop
+    now" and cut its own shutdown short (SecantusDB's handler exits mid-stop)."""
     try:
         process.wait(timeout)
         return False
