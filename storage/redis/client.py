@@ -111,3 +111,14 @@ class Keys:
     def feed(self, user_id: str) -> str:
         """A user's home feed: sorted set of ``author_id:post_id`` by creation time."""
         return f"{self.ns}:feed:{user_id}"
+
+    def author_feed(self, author_id: str) -> str:
+        """A large account's recent posts (hybrid fan-out): sorted set like a feed's."""
+        return self.author_feed_prefix() + author_id
+
+    def author_feed_prefix(self) -> str:
+        return f"{self.ns}:authorfeed:"
+
+    def merged_authors(self, user_id: str) -> str:
+        """Set: the large accounts a user follows, whose author feeds their feed reads merge."""
+        return f"{self.ns}:feedmerge:{user_id}"

@@ -74,6 +74,14 @@ class FollowsRepo:
         )
         return [r["followee_id"] for r in rows]
 
+    async def followers_among(self, conn: asyncpg.Connection, followee_id: UUID, user_ids: list[UUID]) -> list[UUID]:
+        """Those of ``user_ids`` who follow ``followee_id``."""
+        rows = await conn.fetch(
+            "SELECT follower_id FROM follows WHERE followee_id = $1 AND follower_id = ANY($2::uuid[])",
+            followee_id, user_ids,
+        )
+        return [r["follower_id"] for r in rows]
+
     async def delete_all_of_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[asyncpg.Record]:
         """Removes both directions (erasure); returns the removed (follower_id, followee_id)
         pairs so the caller can fix the others' counters."""

@@ -105,6 +105,9 @@ class UsersRepo:
              for user_id, c in sorted(changes, key=lambda change: change[0])],
         )
 
+    async def followers_count(self, conn: asyncpg.Connection, user_id: UUID) -> int | None:
+        return await conn.fetchval("SELECT followers_count FROM profiles WHERE user_id = $1", user_id)
+
     async def mark_pending_erasure(self, conn: asyncpg.Connection, user_id: UUID, purge_after: datetime) -> None:
         await conn.execute(
             "UPDATE users SET status = 'pending_erasure', erasure_requested_at = now(), purge_after = $2 WHERE id = $1",
