@@ -166,6 +166,13 @@ class Settings:
     feed_max_items: int = 800
     # A feed nobody reads or writes for this long is evicted (rebuilt on the next read).
     feed_ttl_seconds: int = 7 * 24 * 3600
+    # Hybrid fan-out: an author with more followers than this is no longer fanned out on
+    # write; followers' feed reads merge their recent posts (kept per author in Redis).
+    fanout_push_max_followers: int = 10000
+    # ... and is fanned out on write again once down to this many followers (hysteresis:
+    # an author hovering around the threshold crosses it once, not on every follow).
+    # None: 90 % of fanout_push_max_followers.
+    fanout_push_resume_followers: int | None = None
     popular_window_hours: int = 48
     # How many posts /posts/popular ranks, and how long the Redis set is trusted before
     # it is rebuilt from PostgreSQL (likes keep it current in between).
@@ -206,6 +213,13 @@ class Settings:
     # Each instance re-checks the sessions of its sockets this often: a logged-out, expired
     # or erased session's sockets are disconnected even if the fan-out message was lost.
     socket_session_check_seconds: float = 2.0
+
+    @property
+    def fanout_resume_followers(self) -> int:
+        """The follower count at or below which a large author is fanned out on write again."""
+        if self.fanout_push_resume_followers is not None:
+            return min(self.fanout_push_resume_followers, self.fanout_push_max_followers)
+        return self.fanout_push_max_followers * 9 // 10
 
     @property
     def embedded(self) -> bool:

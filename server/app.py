@@ -178,7 +178,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     social = SocialService(app[appkeys.DB], users, cursors=cursors)
     feed = FeedService(
         FeedCache(redis, keys, max_items=settings.feed_max_items, ttl_seconds=settings.feed_ttl_seconds),
-        social, posts, max_items=settings.feed_max_items, cursors=cursors,
+        social, posts, db=app[appkeys.DB], max_items=settings.feed_max_items, cursors=cursors,
+        push_max_followers=settings.fanout_push_max_followers, resume_followers=settings.fanout_resume_followers,
     )
     events = EventsService(app[appkeys.DB], users, cursors=cursors)
     stale_reads = app[appkeys.MONGO_STALE_READS]
@@ -195,11 +196,13 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     realtime_erasure = app[appkeys.REALTIME_ERASURE]
     # Each context's erasure steps, in the order the purge saga runs them (before the
     # users row goes, its final step): the feed before the follows (the followers say
-    # whose feeds hold the user's posts); the replay logs before messaging and
-    # notifications (their members and recipients say whose logs hold events about the
-    # user); the account's own traces last. A step's ``before`` is checked at start.
+    # whose feeds hold the user's posts), the large accounts' fan-out modes after them
+    # (their counts are final); the replay logs before messaging and notifications (their
+    # members and recipients say whose logs hold events about the user); the account's
+    # own traces last. A step's ``before`` is checked at start.
     erasure_steps = [
-        *feed.erasure_steps(), *posts.erasure_steps(), *social.erasure_steps(), *events.erasure_steps(),
+        *feed.erasure_steps(), *posts.erasure_steps(), *social.erasure_steps(), *feed.erasure_steps_after_follows(),
+        *events.erasure_steps(),
         *realtime_erasure.erasure_steps(told_about=[messaging.users_told_about, notifications.users_told_about]),
         *messaging.erasure_steps(), *notifications.erasure_steps(), *users.erasure_steps(),
     ]
@@ -246,7 +249,7 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[appkeys.SERVICES]
     # Each context's consumers (a name that never changes, the event types, an idempotent
     # handler); the bus knows none of the services.
-    consumers = [*services.posts.consumers(), services.feed.consumer(), *services.notifications.consumers()]
+    consumers = [*services.posts.consumers(), *services.feed.consumers(), *services.notifications.consumers()]
     bus = EventBus(app[appkeys.DB], settings, consumers, app[appkeys.METRICS])
     app[appkeys.EVENT_BUS] = bus
     if bus.broker is not None:

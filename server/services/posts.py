@@ -114,13 +114,15 @@ class PostsService:
         by_id = {str(r["id"]): post_dict(r) for r in rows}
         return [by_id[str(i)] for i in ids if str(i) in by_id]
 
-    async def recent_ids_by_authors(self, author_ids: list[str], limit: int) -> list[tuple[str, str, datetime]]:
+    async def recent_ids_by_authors(self, author_ids: list[str], limit: int, *,
+                                    fresh: bool = False) -> list[tuple[str, str, datetime]]:
         """(post id, author id, created_at) of the newest visible posts of these authors,
-        newest first: for rebuilding a cold feed."""
+        newest first: for rebuilding a cold feed. ``fresh``: from the primary (every
+        committed post), not a replica that may lag."""
         ids = [u for u in (parse_uuid(a) for a in author_ids) if u is not None]
         if not ids:
             return []
-        async with self.db.read(lag_ok=True) as conn:
+        async with self.db.read(lag_ok=not fresh) as conn:
             rows = await self.posts_repo.list_recent_ids_by_authors(conn, ids, limit)
         return [(str(r["id"]), str(r["author_id"]), r["created_at"]) for r in rows]
 

@@ -100,6 +100,19 @@ class SocialService:
         async with self.db.read() as conn:
             return [str(u) for u in await self.follows_repo.followee_ids(conn, UUID(user_id))]
 
+    async def followers_among(self, followee_id: str, user_ids: list[str]) -> set[str]:
+        """Those of ``user_ids`` who follow ``followee_id`` now (one query, on the primary)."""
+        wanted = [u for u in (parse_uuid(x) for x in user_ids) if u is not None]
+        if not wanted:
+            return set()
+        async with self.db.read() as conn:
+            return {str(u) for u in await self.follows_repo.followers_among(conn, UUID(followee_id), wanted)}
+
+    async def follower_count(self, user_id: str) -> int:
+        """The user's followers counter (kept exact with every follow, unfollow and erasure)."""
+        async with self.db.read() as conn:
+            return await self.users_repo.followers_count(conn, UUID(user_id)) or 0
+
     # --- erasure and export (for the privacy context) ----------------------------------
 
     def erasure_steps(self) -> list[ErasureStep]:

@@ -21,8 +21,8 @@ async def test_the_app_runs_every_contexts_steps_in_an_order_that_keeps_their_be
     steps = privacy_of(server).steps
     # Recorded with every saga, which resumes by them: renaming one strands open sagas.
     assert [s.name for s in steps] == [
-        "feed.entries", "posts.likes", "posts.comments", "posts.posts", "social.follows", "events.rsvps",
-        "events.hosted", "realtime.offset_logs", "realtime.presence_and_logs", "messaging.messages",
+        "feed.entries", "posts.likes", "posts.comments", "posts.posts", "social.follows", "feed.fanout_modes",
+        "events.rsvps", "events.hosted", "realtime.offset_logs", "realtime.presence_and_logs", "messaging.messages",
         "messaging.membership", "notifications.groups", "notifications.for_and_about", "users.sessions",
         "redis.user_keys",
         "outbox.published",
