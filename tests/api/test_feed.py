@@ -199,8 +199,10 @@ PUSH_MAX, RESUME = 3, 1
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def hybrid(start_app, make_amqp_vhost):
+async def hybrid(start_app, make_amqp_vhost, make_pg_database):
+    # A database of its own too: another app's relay must not publish this app's outbox.
     async with start_app(fanout_push_max_followers=PUSH_MAX, fanout_push_resume_followers=RESUME,
+                         postgres_dsn=make_pg_database(f"_hybrid_{uuid.uuid4().hex[:6]}"),
                          **own_namespaces(make_amqp_vhost, "hybrid")) as app_api:
         yield app_api
 
@@ -208,10 +210,10 @@ async def hybrid(start_app, make_amqp_vhost):
 class Inspect:
     """What the stores hold, read directly: the order PostgreSQL gives, modes, Redis sets."""
 
-    def __init__(self, app_api, settings, redis_url):
+    def __init__(self, app_api, redis_url):
         self.api = app_api
-        self.settings = settings
-        self.keys = Keys(app_api.app[appkeys.SETTINGS].namespace)
+        self.settings = app_api.app[appkeys.SETTINGS]
+        self.keys = Keys(self.settings.namespace)
         self.redis = aioredis.from_url(redis_url)
 
     @property
@@ -254,8 +256,8 @@ class Inspect:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def inspect(hybrid, settings, redis_url):
-    probe = Inspect(hybrid, settings, redis_url)
+async def inspect(hybrid, redis_url):
+    probe = Inspect(hybrid, redis_url)
     yield probe
     await probe.redis.aclose()
 
