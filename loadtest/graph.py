@@ -80,6 +80,50 @@ def follow_graph(n_users: int, *, mean_following: float = 20.0, exponent: float 
     return FollowGraph(n_users, follower, followee)
 
 
+@dataclass(frozen=True)
+class LargeAccounts:
+    """Accounts followed by very many (hybrid fan-out), added beside a graph of ``n_users``:
+    ``accounts`` new users (indexes ``n_users`` on), each followed by ``followers`` users —
+    the regular users in ``regular_followers``, then ``audience`` extra users (indexes after
+    the accounts) who follow nothing else."""
+
+    n_users: int
+    accounts: int
+    followers: int
+    regular_followers: list[int]
+
+    @property
+    def audience(self) -> int:
+        return max(0, self.followers - len(self.regular_followers)) if self.accounts else 0
+
+    def account_indexes(self) -> range:
+        return range(self.n_users, self.n_users + self.accounts)
+
+    def audience_indexes(self) -> range:
+        start = self.n_users + self.accounts
+        return range(start, start + self.audience)
+
+    def pairs(self):
+        """(follower, followee) for every follow of a large account."""
+        for account in self.account_indexes():
+            for follower in self.regular_followers:
+                yield follower, account
+            for follower in self.audience_indexes():
+                yield follower, account
+
+    def __len__(self) -> int:
+        return self.accounts * (len(self.regular_followers) + self.audience)
+
+
+def large_accounts(n_users: int, accounts: int, followers: int, *, seed: int = 5) -> LargeAccounts:
+    """Every regular user follows the large accounts (a random sample of them when fewer
+    followers are wanted); the rest of the followers are an audience of their own."""
+    regular = list(range(n_users))
+    if followers < n_users:
+        regular = sorted(random.Random(seed).sample(regular, followers))
+    return LargeAccounts(n_users, accounts, followers, regular if accounts else [])
+
+
 def posts_per_user(n_users: int, *, mean_posts: float = 5.0, seed: int = 2,
                    cap: int = 500) -> list[int]:
     """How many posts each user has written: heavy-tailed (most write little, a few a lot)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from loadtest.graph import chat_groups, follow_graph, posts_per_user, sentences
+from loadtest.graph import chat_groups, follow_graph, large_accounts, posts_per_user, sentences
 from loadtest.seeddata import API, DEFAULT_SEED_FILE, pool_index
 
 PASSWORD = "pulse-load-test-1"
@@ -40,6 +40,14 @@ def username_of(index: int) -> str:
 
 def email_of(index: int) -> str:
     return f"lt{index:06d}@loadtest.pulse.test"
+
+
+def large_username_of(number: int) -> str:
+    return f"ltbig{number:02d}"
+
+
+def audience_username_of(number: int) -> str:
+    return f"ltaud{number:06d}"
 
 
 def hash_password(password: str) -> str:
@@ -58,7 +66,8 @@ class Dataset:
     """Everything the seed will create, in memory, before touching a store."""
 
     def __init__(self, n_users: int, *, mean_following: float, mean_posts: float,
-                 chat_members: int, group_size: int, seed: int = 1):
+                 chat_members: int, group_size: int, seed: int = 1, large: int = 0,
+                 large_followers: int = 100_000, large_posts: int = 40):
         self.n_users = n_users
         rng = random.Random(seed)
         self.user_ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -86,6 +95,18 @@ class Dataset:
         self.followers_count = self.graph.in_degree()
         self.following_count = self.graph.out_degree()
         self.posts_count = counts
+        # Large accounts (hybrid fan-out): new users followed by every regular user and an
+        # audience of their own, to ``large_followers`` each.
+        self.large = large_accounts(n_users, large, large_followers, seed=seed + 3)
+        self.large_ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(large)]
+        self.audience_ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4))
+                             for _ in range(self.large.audience)]
+        for follower in self.large.regular_followers:
+            self.following_count[follower] += large
+        self.large_post_ids = [[str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(large_posts)]
+                               for _ in range(large)]
+        self.large_post_created = [now - timedelta(seconds=span - (k + 0.5) * span / max(large_posts, 1))
+                                   for k in range(large_posts)]
 
     def popular(self, top: int = 500) -> list[int]:
         degree = self.followers_count
@@ -182,9 +203,78 @@ async def seed_postgres(dsn: str, data: Dataset) -> dict[str, int]:
                 })
             else:
                 log("no posts table yet: posts skipped")
+        if data.large.accounts:
+            t = time.perf_counter()
+            async with conn.transaction():
+                counts.update(await seed_large_accounts(conn, data, password_hash, users_cols, profiles_cols,
+                                                        follows_cols, posts_cols))
+            log(f"large accounts: {data.large.accounts} × {data.large.followers} followers "
+                f"({len(data.large)} follows, {data.large.audience} audience accounts) "
+                f"in {time.perf_counter() - t:.1f}s")
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
+    return counts
+
+
+async def seed_large_accounts(conn, data: Dataset, password_hash: str, users_cols: dict, profiles_cols: dict,
+                              follows_cols: dict, posts_cols: dict) -> dict[str, int]:
+    """The large accounts, their audience, their follows (``len(data.large)`` rows in one
+    COPY: 300k take seconds) and posts; and, when the server keeps fan-out modes, the
+    accounts above its threshold marked as not pushed (what crossing it by follows would
+    have done; PULSE_FANOUT_PUSH_MAX_FOLLOWERS as the servers get it)."""
+    large, n_large, n_audience = data.large, data.large.accounts, data.large.audience
+    import asyncpg
+
+    try:
+        # The rows are consistent by construction: skip the per-row foreign-key checks
+        # (a third of the time for 300k follows) when allowed to (a superuser, as in make bench).
+        async with conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+    except asyncpg.InsufficientPrivilegeError:
+        pass
+    ids = [uuid.UUID(u) for u in data.large_ids] + [uuid.UUID(u) for u in data.audience_ids]
+    names = ([large_username_of(i) for i in range(n_large)]
+             + [audience_username_of(i) for i in range(n_audience)])
+    created = [data.now - timedelta(days=91)] * len(ids)
+    counts = {"large_accounts": await copy_table(conn, "users", users_cols, {
+        "id": ids, "email": [f"{n}@loadtest.pulse.test" for n in names], "username": names,
+        "password_hash": [password_hash] * len(ids), "status": ["active"] * len(ids), "created_at": created,
+    }) - n_audience, "audience": n_audience}
+    posts_each = len(data.large_post_created)
+    await copy_table(conn, "profiles", profiles_cols, {
+        "user_id": ids,
+        "display_name": [f"Large Account {i}" for i in range(n_large)] + [f"Audience {i}" for i in range(n_audience)],
+        "bio": [""] * len(ids),
+        "followers_count": [large.followers] * n_large + [0] * n_audience,
+        "following_count": [0] * n_large + [n_large] * n_audience,
+        "posts_count": [posts_each] * n_large + [0] * n_audience,
+        "updated_at": created,
+    })
+    index_ids = {i: uuid.UUID(u) for i, u in enumerate(data.user_ids)}
+    index_ids.update({large.n_users + i: ids[i] for i in range(n_large)})
+    index_ids.update({large.n_users + n_large + i: ids[n_large + i] for i in range(n_audience)})
+    follower, followee = pick(follows_cols, "follower_id"), pick(follows_cols, "followee_id")
+    # In primary-key order: two of the three indexes then grow at their end (a third faster).
+    pairs = sorted((index_ids[a], index_ids[b]) for a, b in large.pairs())
+    counts["large_follows"] = await copy_table(conn, "follows", follows_cols, {
+        follower: [a for a, _ in pairs], followee: [b for _, b in pairs],
+        "created_at": [data.now - timedelta(days=1)] * len(pairs),
+    })
+    post_ids = [uuid.UUID(p) for account in data.large_post_ids for p in account]
+    counts["large_posts"] = await copy_table(conn, "posts", posts_cols, {
+        "id": post_ids,
+        pick(posts_cols, "author_id"): [ids[a] for a in range(n_large) for _ in range(posts_each)],
+        "body": [data.post_bodies[k % len(data.post_bodies)] if data.post_bodies else "Hello."
+                 for k in range(len(post_ids))],
+        "created_at": data.large_post_created * n_large, "updated_at": data.large_post_created * n_large,
+        "like_count": [0] * len(post_ids), "comment_count": [0] * len(post_ids),
+    })
+    threshold = int(os.environ.get("PULSE_FANOUT_PUSH_MAX_FOLLOWERS", "10000"))
+    if large.followers > threshold and await table_columns(conn, "feed_fanout_modes"):
+        await conn.executemany("INSERT INTO feed_fanout_modes (author_id, mode) VALUES ($1, 'pull') "
+                               "ON CONFLICT (author_id) DO UPDATE SET mode = 'pull'", [(i,) for i in ids[:n_large]])
+        counts["large_not_pushed"] = n_large
     return counts
 
 
@@ -311,7 +401,11 @@ async def issue_tokens(rest: Rest, data: Dataset, per_pool: int, concurrency: in
 async def run(args) -> dict:
     started = time.perf_counter()
     data = Dataset(args.users, mean_following=args.mean_following, mean_posts=args.mean_posts,
-                   chat_members=args.chat_members, group_size=args.group_size, seed=args.seed)
+                   chat_members=args.chat_members, group_size=args.group_size, seed=args.seed,
+                   large=args.large_accounts if args.dsn else 0, large_followers=args.large_followers,
+                   large_posts=args.large_posts)
+    if args.large_accounts and not args.dsn:
+        log("large accounts need --dsn (their follows are seeded with COPY): skipped")
     log(f"generated {data.n_users} users, {len(data.graph)} follows, "
         f"{len(data.post_ids)} posts, {len(data.groups)} conversations "
         f"in {time.perf_counter() - started:.1f}s")
@@ -356,6 +450,9 @@ async def run(args) -> dict:
         "post_ids": post_ids[-20000:],
         "event_ids": event_ids,
         "popular": data.popular(),
+        "large_accounts": [{"id": data.large_ids[i], "username": large_username_of(i)}
+                           for i in range(data.large.accounts)],
+        "large_followers": data.large.followers if data.large.accounts else 0,
         "tokens": {str(k): v for k, v in tokens.items()},
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -384,6 +481,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--login-per-pool", type=int, default=0,
                    help="log in this many accounts of each locust pool now and store their "
                         "tokens, so the run does not start with a burst of logins")
+    p.add_argument("--large-accounts", type=int, default=0,
+                   help="accounts followed by --large-followers users each (every regular user, "
+                        "then an audience of their own); needs --dsn")
+    p.add_argument("--large-followers", type=int, default=100_000)
+    p.add_argument("--large-posts", type=int, default=40, help="seeded posts of each large account")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--seed", type=int, default=1, help="random seed (reproducible data)")
     p.add_argument("--skip-rest", action="store_true",

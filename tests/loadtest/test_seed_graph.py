@@ -77,3 +77,19 @@ def test_sentences_fit_post_limits():
     bodies = sentences(200, seed=1)
     assert len(bodies) == 200
     assert all(1 <= len(b) <= 5000 for b in bodies)
+
+
+def test_large_accounts_have_the_followers_asked_for_once_each():
+    from loadtest.graph import large_accounts
+
+    many = large_accounts(1000, 3, 5000)
+    assert many.audience == 4000 and len(many) == 3 * 5000
+    pairs = list(many.pairs())
+    assert len(set(pairs)) == len(pairs) == 15000
+    assert {b for _, b in pairs} == {1000, 1001, 1002}
+    assert all(a != b and a not in many.account_indexes() for a, b in pairs)
+    assert max(a for a, _ in pairs) == 1000 + 3 + 4000 - 1
+    few = large_accounts(1000, 2, 300)
+    assert few.audience == 0 and len(set(few.pairs())) == 600
+    assert len(set(few.regular_followers)) == 300 and max(few.regular_followers) < 1000
+    assert len(large_accounts(1000, 0, 5000)) == 0 and large_accounts(1000, 0, 5000).audience == 0
