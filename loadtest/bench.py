@@ -432,7 +432,9 @@ def seed_users(stores: Stores, urls: dict[str, str], args, seed_file: Path) -> s
     done = subprocess.run([sys.executable, "-m", "loadtest.seed", "--users", str(args.users),
                            "--dsn", stores.postgres_dsn, "--base-url",
                            next(iter(urls.values())), "--out", str(seed_file),
-                           "--login-per-pool", str(args.steps * args.step_users)],
+                           "--login-per-pool", str(args.steps * args.step_users),
+                           "--large-accounts", str(args.large_accounts),
+                           "--large-followers", str(args.large_followers)],
                           cwd=ROOT, env={**os.environ, **server_env(stores, "seed")},
                           timeout=300)
     if done.returncode != 0:
@@ -477,6 +479,25 @@ async def step_load(processes: Processes, urls: dict[str, str], args, seed_file:
         info["locust CPU"] = ("locust warned that its CPU was saturated: figures include "
                               "load generator delay")
     return info
+
+
+async def add_viral_fanout(urls: dict[str, str], seed_file: Path, args) -> None:
+    """Issue 16, benchmark 1 (``loadtest.viral_fanout``), after locust: the large accounts
+    post ten times each while others read their feeds; one baseline and one viral phase.
+    Its summary goes into baselines.json, the whole of it beside."""
+    from loadtest import viral_fanout
+
+    try:
+        fanout = await viral_fanout.fanout_scenario(list(urls.values()), json.loads(seed_file.read_text()),
+                                                    rounds=1, phase_seconds=args.viral_fanout_seconds)
+    except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        log(f"viral fan-out not measured: {exc!r}")
+        return
+    log(f"viral fan-out: feed p99 ×{fanout['readers_p99_ratio']}, fan-out lag p99 ×{fanout['probe_lag_p99_ratio']}, "
+        f"large posts visible within {fanout['large_post_visible_max_ms']} ms "
+        f"({'PASS' if fanout['passed'] else 'FAIL'})")
+    (RESULTS / viral_fanout.FANOUT_JSON).write_text(json.dumps(fanout, indent=2) + "\n")
+    add_baselines({"viral_fanout": {k: fanout[k] for k in viral_fanout.SUMMARY}})
 
 
 async def add_saturation(processes: Processes, stores: Stores, urls: dict[str, str], seed_file: Path,
@@ -559,6 +580,8 @@ async def bench(args) -> int:
         info.update(await step_load(processes, urls, args, seed_file))
         if args.viral_likes > 0:
             await add_viral_likes(urls, args.viral_likes)
+        if args.viral_fanout_seconds > 0 and args.large_accounts > 0:
+            await add_viral_fanout(urls, seed_file, args)
         if not args.skip_saturation:
             await add_saturation(processes, stores, urls, seed_file, args)
         elif not args.skip_baselines:
@@ -597,6 +620,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="idle sockets opened on one instance (0: skip)")
     parser.add_argument("--viral-likes", type=int, default=int(env("PULSE_BENCH_VIRAL_LIKES", "500")),
                         help="likes on one post within 10 s, after the load (loadtest/viral.py; 0: skip)")
+    parser.add_argument("--large-accounts", type=int, default=int(env("PULSE_BENCH_LARGE_ACCOUNTS", "3")),
+                        help="seeded accounts with --large-followers followers each (hybrid fan-out; 0: none)")
+    parser.add_argument("--large-followers", type=int, default=int(env("PULSE_BENCH_LARGE_FOLLOWERS", "100000")))
+    parser.add_argument("--viral-fanout-seconds", type=float, default=float(env("PULSE_BENCH_VIRAL_FANOUT", "10")),
+                        help="length of the viral fan-out benchmark's baseline and viral phases, after the "
+                             "load (loadtest/viral_fanout.py; 0: skip)")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--locustfile", default="loadtest/locustfile.py",
                         help="scenarios, relative to the repository (loadtest/hot_rows.py: "

@@ -1,4 +1,9 @@
-"""Viral scale benchmarks (issue 16). ``likes``: benchmark 2.
+"""Viral scale benchmarks (issue 16). ``likes``: benchmark 2; ``fanout``: benchmark 1
+(``loadtest/viral_fanout.py``).
+
+    python -m loadtest.viral fanout                      # fresh stores, 2 instances, own seed
+    python -m loadtest.viral fanout --url http://127.0.0.1:8080 --url http://127.0.0.1:8081 \\
+        --seed-file loadtest/results/seed.json
 
     python -m loadtest.viral likes                      # fresh stores and 2 instances
     python -m loadtest.viral likes --url http://127.0.0.1:8080 --url http://127.0.0.1:8081
@@ -23,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from loadtest import viral_fanout
 from loadtest.sioclient import SocketIOClient
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -160,24 +166,30 @@ async def _with_fresh_instances(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.viral", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=["likes"])
+    parser.add_argument("scenario", choices=["likes", "fanout"])
     parser.add_argument("--url", action="append", default=[],
                         help="a Pulse instance (repeat for several); none: fresh stores and instances")
     parser.add_argument("--instances", type=int, default=2, help="instances started when no --url is given")
-    parser.add_argument("--likes", type=int, default=500)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--out", default=str(RESULTS / LIKES_JSON))
+    parser.add_argument("--likes", type=int, default=500, help="likes: how many")
+    parser.add_argument("--seconds", type=float, default=10.0, help="likes: within how many seconds")
+    parser.add_argument("--out", default=None,
+                        help=f"default: loadtest/results/{LIKES_JSON} or {viral_fanout.FANOUT_JSON}")
+    viral_fanout.add_options(parser)
     args = parser.parse_args(argv)
-    if args.url:
-        result = asyncio.run(likes_scenario([u.rstrip("/") for u in args.url], args.likes, args.seconds))
+    if args.scenario == "fanout":
+        result = asyncio.run(viral_fanout.run(args))
+        out = Path(args.out or RESULTS / viral_fanout.FANOUT_JSON)
     else:
-        result = asyncio.run(_with_fresh_instances(args))
+        if args.url:
+            result = asyncio.run(likes_scenario([u.rstrip("/") for u in args.url], args.likes, args.seconds))
+        else:
+            result = asyncio.run(_with_fresh_instances(args))
+        out = Path(args.out or RESULTS / LIKES_JSON)
     text = json.dumps(result, indent=2)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
     print(text)
     sys.exit(0 if result["passed"] else 1)
-
 
 if __name__ == "__main__":
     main()
