@@ -260,6 +260,9 @@ class FeedService:
     async def settle_fanout_mode(self, author_id: str) -> str | None:
         """Crosses the threshold if the author's follower count says so (or finishes a
         crossing that stopped half-way); returns the mode (None: pushed on write)."""
+        mode = await self._mode_of(author_id)
+        if self._wanted_mode(mode, await self.social.follower_count(author_id)) == mode:
+            return mode  # the common case, after any follow: two small queries, no lock
         async with self.db.session() as conn:
             if not await self.modes_repo.try_lock_crossing(conn, UUID(author_id)):
                 # Another worker is crossing it; it checks the count again when done.
