@@ -1,12 +1,19 @@
 """The home feed end to end: fan-out through the event bus, unfollow, deletes,
-cold-feed rebuilds, pagination and bad input."""
+cold-feed rebuilds, pagination and bad input; the hybrid fan-out of large accounts
+(threshold crossings, merged pages and cursors, removals, lost Redis structures)."""
 from __future__ import annotations
 
+import uuid
+
+import asyncpg
 import pytest
+import pytest_asyncio
 import redis.asyncio as aioredis
 
+from server import appkeys
 from storage.redis.client import Keys
 from tests.helpers.api import is_problem
+from tests.helpers.app import own_namespaces
 from tests.helpers.stores import RedisServer
 from tests.helpers.waiting import eventually
 
@@ -186,14 +193,6 @@ async def test_feed_is_served_from_postgres_while_redis_is_down(start_app, tmp_p
 #
 # An instance of its own (events in their own vhost, keys in their own namespace) whose
 # threshold is 3 followers, back to push at 1: a fourth follower makes an author large.
-
-import uuid  # noqa: E402
-
-import asyncpg  # noqa: E402
-import pytest_asyncio  # noqa: E402
-
-from server import appkeys  # noqa: E402
-from tests.conftest import own_namespaces  # noqa: E402
 
 PUSH_MAX, RESUME = 3, 1
 
