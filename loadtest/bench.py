@@ -483,13 +483,13 @@ async def step_load(processes: Processes, urls: dict[str, str], args, seed_file:
 
 async def add_viral_fanout(urls: dict[str, str], seed_file: Path, args) -> None:
     """Issue 16, benchmark 1 (``loadtest.viral_fanout``), after locust: the large accounts
-    post ten times each while others read their feeds; one baseline and one viral phase.
+    post ten times each while others read their feeds; baseline and viral phases twice.
     Its summary goes into baselines.json, the whole of it beside."""
     from loadtest import viral_fanout
 
     try:
         fanout = await viral_fanout.fanout_scenario(list(urls.values()), json.loads(seed_file.read_text()),
-                                                    rounds=1, phase_seconds=args.viral_fanout_seconds)
+                                                    rounds=2, phase_seconds=args.viral_fanout_seconds)
     except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
         log(f"viral fan-out not measured: {exc!r}")
         return
@@ -623,9 +623,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--large-accounts", type=int, default=int(env("PULSE_BENCH_LARGE_ACCOUNTS", "3")),
                         help="seeded accounts with --large-followers followers each (hybrid fan-out; 0: none)")
     parser.add_argument("--large-followers", type=int, default=int(env("PULSE_BENCH_LARGE_FOLLOWERS", "100000")))
-    parser.add_argument("--viral-fanout-seconds", type=float, default=float(env("PULSE_BENCH_VIRAL_FANOUT", "10")),
-                        help="length of the viral fan-out benchmark's baseline and viral phases, after the "
-                             "load (loadtest/viral_fanout.py; 0: skip)")
+    parser.add_argument("--viral-fanout-seconds", type=float, default=float(env("PULSE_BENCH_VIRAL_FANOUT", "8")),
+                        help="length of each of the viral fan-out benchmark's 2 baseline and 2 viral phases, "
+                             "after the load (loadtest/viral_fanout.py; 0: skip)")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--locustfile", default="loadtest/locustfile.py",
                         help="scenarios, relative to the repository (loadtest/hot_rows.py: "

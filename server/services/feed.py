@@ -34,6 +34,7 @@ unfollow removed.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Protocol
@@ -102,6 +103,7 @@ class FeedService:
         self.push_max_followers = push_max_followers
         self.resume_followers = min(resume_followers, push_max_followers)
         self.modes_repo = FanoutModesRepo()
+        self._author_feed_builds: dict[str, asyncio.Future] = {}
 
     # --- reading --------------------------------------------------------------------
 
@@ -169,6 +171,17 @@ class FeedService:
         await self.store.finish_merged_authors_build(user_id, token, [str(a) for a in authors])
 
     async def _build_author_feed(self, author_id: str) -> None:
+        """Builds a large account's author feed; the readers of one instance that find it
+        missing at once (an eviction, a Redis restart: thousands of followers) share one
+        build, so PostgreSQL gets one query per instance, not one per reader."""
+        running = self._author_feed_builds.get(author_id)
+        if running is None:
+            running = asyncio.ensure_future(self._build_author_feed_once(author_id))
+            self._author_feed_builds[author_id] = running
+            running.add_done_callback(lambda _: self._author_feed_builds.pop(author_id, None))
+        await asyncio.shield(running)
+
+    async def _build_author_feed_once(self, author_id: str) -> None:
         token = await self.store.begin_author_feed_build(author_id)
         if token is None:
             return
