@@ -17,7 +17,9 @@ times, so that the shared machine's drift falls on both alike; in both:
 
 In *viral* phases each large account also posts (``--posts`` times over all viral phases),
 and ``--watchers`` of its followers poll their feeds until the post is there: its
-visibility. Goals: the readers' feed p99 and the probes' lag p99 of the viral phases within
+visibility. In *baseline* phases a small control account the watchers follow posts as
+often, watched the same way: both phases make the same requests, only who posts differs
+(the same run without the large accounts posting). Goals: the readers' feed p99 and the probes' lag p99 of the viral phases within
 10 % of the baseline phases', every large post in a follower's feed within 2 s. Prints JSON
 (and writes ``loadtest/results/viral-fanout.json``), with the 1/5/15-minute load averages
 at the start and the end: the machine is shared.
@@ -148,10 +150,10 @@ def summary(phases: list[Phase], kind: str) -> dict[str, Any]:
         "machine_busy_percent": [p.machine_busy_percent for p in mine],
     }
     visible = [v for p in mine for v in p.visible]
-    if kind != "baseline":
-        out["large_posts_seen"] = len(visible)
-        out["large_posts_not_seen"] = sum(p.not_visible for p in mine)
-        out["large_post_visible"] = percentiles(visible, (50, 99))
+    watched = "control" if kind == "baseline" else "large"
+    out[f"{watched}_posts_seen"] = len(visible)
+    out[f"{watched}_posts_not_seen"] = sum(p.not_visible for p in mine)
+    out[f"{watched}_post_visible"] = percentiles(visible, (50, 99))
     return out
 
 
@@ -180,6 +182,13 @@ async def fanout_scenario(urls: list[str], seed: dict[str, Any], *, readers: int
         reader_tokens = [tokens[i] for i in chosen[:readers]]
         watcher_tokens = [tokens[i] for i in chosen[readers:]]
         large_tokens = [await rest.login(urls[0], a["username"], password) for a in large]
+        # The baselines' watched posts come from a small account the watchers follow: the
+        # same requests as in the viral phases (the posts, the watchers' polling), so that
+        # what differs is only who posts.
+        control = await rest.register(urls[0], "vcontrol")
+        control_tokens = [control["token"]]
+        for token in watcher_tokens:
+            await rest.must("PUT", f"{urls[0]}/api/v1/users/{control['id']}/follow", token)
         # Probe pairs: fresh accounts, so that the follow and the feed are theirs alone.
         pairs = []
         for i in range(probes):
@@ -220,11 +229,10 @@ async def fanout_scenario(urls: list[str], seed: dict[str, Any], *, readers: int
                         phase.probe_lags.append(lag)
                 await asyncio.sleep(max(0.0, probe_seconds - (time.monotonic() - t)))
 
-        async def large_post(phase: Phase, k: int, when: float) -> None:
+        async def watched_post(phase: Phase, k: int, when: float, authors: list[str]) -> None:
             await asyncio.sleep(max(0.0, when - time.monotonic()))
-            account = k % len(large)
-            status, created = await rest.call("POST", f"{urls[k % len(urls)]}/api/v1/posts", large_tokens[account],
-                                              {"body": f"viral post {k}"})
+            status, created = await rest.call("POST", f"{urls[k % len(urls)]}/api/v1/posts", authors[k % len(authors)],
+                                              {"body": f"watched post {k}"})
             if status != 201:
                 phase.not_visible += len(watcher_tokens)
                 return
@@ -235,13 +243,14 @@ async def fanout_scenario(urls: list[str], seed: dict[str, Any], *, readers: int
             phase.visible += [v for v in seen if v is not None]
             phase.not_visible += sum(v is None for v in seen)
 
-        async def run_phase(kind: str, posts_now: int) -> None:
+        async def run_phase(kind: str, posts_now: int, authors: list[str]) -> None:
             phase = Phase(kind)
             phases.append(phase)
-            log(f"{kind} phase ({phase_seconds:.0f} s, {posts_now} large posts)")
+            log(f"{kind} phase ({phase_seconds:.0f} s, {posts_now} posts of {len(authors)} "
+                f"{'control' if authors is control_tokens else 'large'} account(s) watched)")
             start = time.monotonic() + SETTLE_SECONDS
             span = phase_seconds - SETTLE_SECONDS
-            jobs = [asyncio.create_task(large_post(phase, k, start + span * (k + 0.5) / posts_now))
+            jobs = [asyncio.create_task(watched_post(phase, k, start + span * (k + 0.5) / posts_now, authors))
                     for k in range(posts_now)]
             await asyncio.sleep(phase_seconds)
             phase.ended = time.monotonic()
@@ -260,11 +269,11 @@ async def fanout_scenario(urls: list[str], seed: dict[str, Any], *, readers: int
         per_round = [len(r) for r in _split(range(total_posts), rounds)]
         try:
             for posts_now in per_round:
-                await run_phase("baseline", 0)
-                await run_phase("viral", posts_now)
+                await run_phase("baseline", posts_now, control_tokens)
+                await run_phase("viral", posts_now, large_tokens)
             if push_comparison and dsn:
                 await set_pushed(dsn, [a["id"] for a in large])
-                await run_phase("viral_pushed", len(large))
+                await run_phase("viral_pushed", len(large), large_tokens)
         finally:
             stop.set()
             for task in tasks:

@@ -32,5 +32,7 @@ async def test_fanout_scenario_measures_both_phases_and_sees_every_large_post(ap
         assert result[kind]["phases"] == 1 and result[kind]["reads"] > 0 and result[kind]["read_errors"] == 0
         assert result[kind]["probe_posts"] > 0 and result[kind]["probe_lag"]["p99_ms"] is not None
     assert result["viral"]["large_posts_seen"] == 2 * 2 and result["viral"]["large_posts_not_seen"] == 0
+    # The baseline watches as many posts of a small control account: the same requests.
+    assert result["baseline"]["control_posts_seen"] == 2 * 2 and result["baseline"]["control_posts_not_seen"] == 0
     assert result["large_post_visible_max_ms"] == result["viral"]["large_post_visible"]["max_ms"] > 0
     assert len(result["load_averages_start"]) == 3
