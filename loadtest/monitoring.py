@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import os
 import re
 import subprocess
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from loadtest.saturation.cpu import CLOCK_TICKS, machine_ticks, process_ticks
+from loadtest.saturation.cpu import CLOCK_TICKS, machine_ticks, process_ticks, running_processes
 
 POOL_LINE = re.compile(r"^pulse_pg_pool_(size|in_use|max|in_use_peak|exhausted_total)\s+([0-9.eE+-]+)$", re.M)
 MONGO_LINE = re.compile(r'^pulse_mongo_command_duration_seconds_(sum|count)\{command="[^"]*",kind="(read|write)"\}'
@@ -75,17 +74,10 @@ STORE_PROCESSES = {"postgres": "postgresql", "redis-server": "redis", "beam.smp"
 def _store_ticks() -> dict[str, int]:
     """CPU ticks of the local store servers, summed by store (read-only look at /proc)."""
     totals: dict[str, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/comm") as handle:
-                comm = handle.read().strip()
-        except OSError:
-            continue
+    for pid, comm, _cmdline in running_processes():
         store = STORE_PROCESSES.get(comm)
         if store:
-            ticks = process_ticks(int(entry.name))
+            ticks = process_ticks(pid)
             if ticks is not None:
                 totals[store] = totals.get(store, 0) + ticks
     return totals

@@ -37,7 +37,7 @@ def machine_ticks() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def _processes() -> Iterable[tuple[int, str, str]]:
+def running_processes() -> Iterable[tuple[int, str, str]]:
     """(pid, comm, cmdline with spaces) of every process we may read."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -59,19 +59,19 @@ def fixed(*pids: int) -> PidFinder:
 def postgres_backends(database: str) -> PidFinder:
     """Backends connected to ``database`` (their title names it: "postgres: ... user db host")."""
     needle = f" {database} "
-    return lambda: [pid for pid, comm, cmd in _processes()
+    return lambda: [pid for pid, comm, cmd in running_processes()
                     if comm == "postgres" and needle in cmd + " "]
 
 
 def redis_server(port: int) -> PidFinder:
     needle = f":{port}"
-    return lambda: [pid for pid, comm, cmd in _processes()
+    return lambda: [pid for pid, comm, cmd in running_processes()
                     if comm == "redis-server" and needle in cmd]
 
 
 def rabbitmq_node() -> PidFinder:
     # The broker's beam.smp boots "rabbit"; rabbitmqctl runs a beam.smp of its own.
-    return lambda: [pid for pid, comm, cmd in _processes()
+    return lambda: [pid for pid, comm, cmd in running_processes()
                     if comm == "beam.smp" and "-s rabbit boot" in cmd]
 
 
