@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from storage.mongo.errors import mongo_boundary
@@ -52,6 +53,11 @@ class ConversationsRepo:
 
     async def get_for_member(self, conversation_id: ObjectId, user_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": conversation_id, "memberIds": user_id})
+
+    async def get_member_ids(self, conversation_id: ObjectId) -> list[str] | None:
+        """The members (None: no such conversation)."""
+        doc = await self.collection.find_one({"_id": conversation_id}, {"memberIds": 1})
+        return list(doc["memberIds"]) if doc is not None else None
 
     async def get_direct(self, direct_key: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"directKey": direct_key})
@@ -92,6 +98,32 @@ class ConversationsRepo:
             {**last_changes, "$set": {**last_changes["$set"], **read_set}},
         )
         return result.matched_count > 0
+
+    async def record_new_messages(self, messages: dict[ObjectId, list[dict[str, Any]]]) -> None:
+        """What ``record_sent_message`` does, for many just-stored messages (conversation id
+        → its messages) in one round trip: one update per conversation, however many of its
+        messages and senders there are, that applies whatever else was recorded meanwhile
+        (by another instance, say): the last message is the newest of its own and the new
+        ones, each sender's read position moves forward only, the recent messages are merged
+        in key order. Its one condition is that none of the messages is among the recent
+        ones yet; when a retried send recorded one of them meanwhile, a second round trip
+        adds them one by one, each only if it is not there."""
+        if not messages:
+            return
+        batch = [(conversation_id, sorted(docs, key=_key)) for conversation_id, docs in messages.items() if docs]
+        merged = [UpdateOne({"_id": cid, "recent.key": {"$nin": [_key(m) for m in docs]}},
+                            _recorded(docs, self.recent_max, with_recent=True)) for cid, docs in batch]
+        if (await self.collection.bulk_write(merged, ordered=False)).matched_count == len(merged):
+            return
+        one_by_one = []
+        for cid, docs in batch:
+            one_by_one.append(UpdateOne({"_id": cid}, _recorded(docs, self.recent_max, with_recent=False)))
+            for message in docs:
+                key = _key(message)
+                one_by_one.append(UpdateOne({"_id": cid, "recent.key": {"$ne": key}}, {"$push": {"recent": {
+                    "$each": [{"key": key, "senderId": message["senderId"]}], "$sort": {"key": 1},
+                    "$slice": -self.recent_max}}}))
+        await self.collection.bulk_write(one_by_one, ordered=False)
 
     async def advance_read(self, conversation_id: ObjectId, user_id: str, message_id: ObjectId, at: datetime) -> bool:
         """Move the member's read position to the message, never backwards. True if it moved."""
@@ -146,6 +178,43 @@ def _last_message_change(message: dict[str, Any], recent_max: int) -> tuple[dict
                                   "$sort": {"key": 1}, "$slice": -recent_max}},
              # Never moves back, even past a conversation stored before lastMessageKey existed.
              "$max": {"lastActivityAt": message["createdAt"]}})
+
+
+def _key(message: dict[str, Any]) -> str:
+    return order_key(message["createdAt"], message["_id"])
+
+
+def _recorded(messages: list[dict[str, Any]], recent_max: int, *, with_recent: bool) -> list[dict[str, Any]]:
+    """An update pipeline recording ``messages`` (oldest first) whatever the conversation
+    holds: the newest is the last message if it is newer than the one there, each sender's
+    newest their read position if it is further than theirs (and they are a member), and
+    (``with_recent``) all of them are merged into the recent ones in key order, the newest
+    ``recent_max`` kept. Values go in as ``$literal``: a body may start with "$"."""
+    newest = messages[-1]
+    newest_key = _key(newest)
+    newer = {"$lt": [{"$ifNull": ["$lastMessageKey", ""]}, newest_key]}
+    fields: dict[str, Any] = {
+        "lastMessage": {"$cond": [newer, {"$literal": newest}, "$lastMessage"]},
+        "lastMessageKey": {"$cond": [newer, newest_key, "$lastMessageKey"]},
+        # Never moves back, even past a conversation stored before lastMessageKey existed.
+        "lastActivityAt": {"$max": ["$lastActivityAt", newest["createdAt"]]},
+    }
+    if with_recent:
+        entries = [{"key": _key(m), "senderId": m["senderId"]} for m in messages]
+        fields["recent"] = {"$slice": [{"$sortArray": {
+            "input": {"$concatArrays": [{"$ifNull": ["$recent", []]}, {"$literal": entries}]},
+            "sortBy": {"key": 1}}}, -recent_max]}
+    for sender_id, message in {m["senderId"]: m for m in messages}.items():  # each sender's newest
+        key, field = _key(message), f"reads.{sender_id}"
+        further = {"$and": [
+            {"$in": [sender_id, {"$ifNull": ["$memberIds", []]}]},
+            {"$lt": [{"$ifNull": [f"${field}.key", ""]}, key]},
+            # A position stored before keys existed is never moved back past its moment.
+            {"$not": [{"$gt": [f"${field}.at", message["createdAt"]]}]},
+        ]}
+        position = {"messageId": message["_id"], "at": message["createdAt"], "key": key}
+        fields[field] = {"$cond": [further, {"$literal": position}, f"${field}"]}
+    return [{"$set": fields}]
 
 
 def _read_position_change(user_id: str, message_id: ObjectId, at: datetime) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -33,8 +33,7 @@ INDEXES: list[IndexSpec] = [
     ("messages", [("conversationId", 1), ("createdAt", -1), ("_id", -1)], {"name": "conversation_history_order"}),
     # Idempotent sends: a retried (sender, client id) to a conversation finds the stored
     # message. Led by the shard key: a sharded cluster enforces no other uniqueness.
-    ("messages", [("conversationId", 1), ("senderId", 1), ("clientId", 1)], {
-        "name": "conversation_sender_client_id", "unique": True}),
+    ("messages", [(key, 1) for key in messages.CLIENT_ID_KEYS], {"name": messages.CLIENT_ID_INDEX, "unique": True}),
     ("notifications", [("userId", 1), ("createdAt", -1), ("_id", -1)], {"name": "user_recent_order"}),
     ("notifications", [("userId", 1), ("read", 1)], {"name": "user_read"}),
     # One notification per (recipient, cause): consumers run at least once.

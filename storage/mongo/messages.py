@@ -1,5 +1,6 @@
 """Chat messages: ``{_id: ObjectId, conversationId, senderId, body, clientId, createdAt,
-pushPending?}`` (``pushPending`` until the message reached its members' replay logs).
+pushPending?}`` (``pushPending``: its push to the members' replay logs failed, and a retry
+of the send pushes it; older messages carry it from their insert until their push).
 
 Sharded by ``conversationId`` (a string; ranged: the send-idempotency index is unique,
 which MongoDB allows only on a ranged key it starts with). Every query of the chat paths
@@ -17,10 +18,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_preferences import ReadPreference, _ServerMode
 
 from storage.mongo.errors import mongo_boundary
-from storage.mongo.values import count_after, insert_unique, keyset_page
+from storage.mongo.values import BatchInsert, count_after, insert_batch, insert_unique, keyset_page
 
 
 SHARD_KEY: dict[str, int] = {"conversationId": 1}
+# The unique index that tells a retried send apart (indexes.py creates it).
+CLIENT_ID_INDEX = "conversation_sender_client_id"
+CLIENT_ID_KEYS = ("conversationId", "senderId", "clientId")
 
 
 @mongo_boundary
@@ -35,13 +39,29 @@ class MessagesRepo:
         """False when the sender already stored a message with this client id."""
         return await insert_unique(self.collection, doc)
 
+    async def insert_batch(self, docs: list[dict[str, Any]]) -> BatchInsert:
+        """One round trip for many sends; which were retries (their client id is stored
+        already) and which were refused, by position."""
+        return await insert_batch(self.collection, docs, CLIENT_ID_INDEX, CLIENT_ID_KEYS)
+
     async def mark_pushed(self, conversation_id: str, message_id: ObjectId) -> None:
         await self.collection.update_one({"_id": message_id, "conversationId": conversation_id},
                                          {"$unset": {"pushPending": ""}})
 
+    async def mark_push_pending(self, message_ids: list[ObjectId]) -> None:
+        await self.collection.update_many({"_id": {"$in": message_ids}}, {"$set": {"pushPending": True}})
+
     async def get_by_client_id(self, conversation_id: str, sender_id: str, client_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"conversationId": conversation_id, "senderId": sender_id,
                                                "clientId": client_id})
+
+    async def get_by_client_ids(self, conversation_id: str, sender_id: str,
+                                client_ids: list[str]) -> list[dict[str, Any]]:
+        """The sender's stored messages of the conversation with those client ids: one
+        indexed query (an ``$in`` on the index's last key; none on the others, and no
+        ``$or``, which some engines answer with a scan)."""
+        return await self.collection.find({"conversationId": conversation_id, "senderId": sender_id,
+                                           "clientId": {"$in": client_ids}}).to_list(None)
 
     async def get_in_conversation(self, conversation_id: str, message_id: ObjectId) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": message_id, "conversationId": conversation_id})

@@ -3,6 +3,7 @@ keyset pages of (createdAt, _id) (their cursors: ``kernel.cursors.keyset_cursor`
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -75,6 +76,50 @@ async def count_after(collection: AsyncCollection, query: dict[str, Any], field:
 
 # DuplicateKey: a unique index already holds an equal document.
 DUPLICATE_KEY = 11000
+
+
+class DocumentRefused(Exception):
+    """MongoDB refused one document of a batch (not for a duplicate key of the index the
+    caller tells retries apart by): the server's message."""
+
+
+@dataclass(frozen=True)
+class BatchInsert:
+    """What one ``insert_many(ordered=False)`` did with each document, by position."""
+
+    duplicates: frozenset[int]  # an equal one is stored: the unique index named said so
+    refused: dict[int, DocumentRefused]  # any other write error of that document
+
+
+async def insert_batch(collection: AsyncCollection, docs: list[dict[str, Any]], unique_index: str,
+                       unique_keys: tuple[str, ...]) -> BatchInsert:
+    """Insert ``docs`` in one round trip, each on its own (one refused document does not
+    stop the others). A duplicate key counts as a duplicate only on ``unique_index``
+    (``unique_keys``, as MongoDB reports its key pattern): on another one (e.g. ``_id``)
+    the document is refused. A failure of the whole command (the store down, a write
+    concern error) raises."""
+    if not docs:
+        return BatchInsert(frozenset(), {})
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        if exc.details.get("writeConcernErrors"):
+            raise
+        duplicates, refused = set(), {}
+        for error in exc.details.get("writeErrors", []):
+            if error.get("code") == DUPLICATE_KEY and _names_index(error, unique_index, unique_keys):
+                duplicates.add(error["index"])
+            else:
+                refused[error["index"]] = DocumentRefused(error.get("errmsg") or f"code {error.get('code')}")
+        return BatchInsert(frozenset(duplicates), refused)
+    return BatchInsert(frozenset(), {})
+
+
+def _names_index(error: dict[str, Any], name: str, keys: tuple[str, ...]) -> bool:
+    pattern = error.get("keyPattern")
+    if pattern is not None:
+        return tuple(pattern) == keys
+    return f"index: {name} " in (error.get("errmsg") or "")  # servers that report no key pattern
 
 
 async def insert_new(collection: AsyncCollection, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
