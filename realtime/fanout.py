@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from kernel.errors import StoreUnavailable
 from kernel.settings import Settings
 from kernel.tasks import cancel_and_wait
+from server.services.ports import Push
 from storage.redis.client import REDIS_UNAVAILABLE, Keys, RedisUnavailable
 from storage.redis.offset_log import OffsetLogStore
 
@@ -65,6 +66,20 @@ class RedisPusher:
                 await self.offset_log.append_and_publish(recipients, event, data_json, once_key)
             else:
                 await self.offset_log.publish_ephemeral(recipients, event, data_json)
+        except RedisUnavailable as exc:
+            raise StoreUnavailable("redis", "Real-time delivery is unavailable for a moment.") from exc
+
+    async def push_many(self, pushes: list[Push]) -> None:
+        events = []
+        for push in pushes:
+            recipients = list(dict.fromkeys(str(u) for u in push.user_ids))
+            if recipients:
+                data = {k: v for k, v in push.data.items() if k != "offset"}
+                events.append((recipients, push.event, orjson.dumps(data), push.once_key))
+        if not events:
+            return
+        try:
+            await self.offset_log.append_and_publish_many(events)
         except RedisUnavailable as exc:
             raise StoreUnavailable("redis", "Real-time delivery is unavailable for a moment.") from exc
 

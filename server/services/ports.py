@@ -2,6 +2,7 @@
 (services never import Socket.IO). ``realtime/`` provides the implementation."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, Sequence
 
 if TYPE_CHECKING:
@@ -12,6 +13,19 @@ if TYPE_CHECKING:
 DISCONNECT_USER = "pulse:disconnect"
 # The same for the sockets opened with given sessions only: data ``{"token_hashes": [hex]}``.
 DISCONNECT_SESSIONS = "pulse:disconnect-sessions"
+# Never sent to clients either: every instance forgets the conversations named in the data
+# (``{"conversation_ids": [hex]}``) from its membership cache (their members changed).
+CONVERSATIONS_CHANGED = "pulse:conversations-changed"
+
+
+@dataclass(frozen=True)
+class Push:
+    """One replayed event for ``Pusher.push_many``: as ``push``'s arguments."""
+
+    user_ids: list[str]
+    event: str
+    data: dict[str, Any]
+    once_key: str | None = None
 
 
 class Pusher(Protocol):
@@ -22,6 +36,11 @@ class Pusher(Protocol):
         data) so a reconnecting client gets it; ``False`` for ephemeral events (typing).
         ``once_key`` (replayed events): pushing again with the same key and recipients
         delivers nothing more, so a push whose outcome is unknown can be retried."""
+
+    async def push_many(self, pushes: list[Push]) -> None:
+        """Several replayed pushes in one round trip, delivered in this order (each
+        recipient's sockets get them in it). Raises when they did not all get through;
+        which did is then unknown (a ``once_key`` makes pushing them again safe)."""
 
 
 class Presence(Protocol):

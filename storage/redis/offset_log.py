@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from storage.redis.client import Keys, redis_boundary
 
@@ -167,6 +168,35 @@ class OffsetLogStore:
                 args=[channel, event, data_json, self.max_events, self.max_age_seconds,
                       "1" if once_key is not None else "", *chunk],
             )
+
+    async def append_and_publish_many(self, events: list[tuple[list[str], str, bytes, str | None]]) -> None:
+        """``append_and_publish`` of each (user ids, event, data, once key), in this order, in
+        one pipelined round trip (Redis runs them in order: every log and the channel see
+        that order). Raises if any did not run."""
+        calls = []
+        for user_ids, event, data_json, once_key in events:
+            for start in range(0, len(user_ids), USERS_PER_CALL):
+                chunk = user_ids[start:start + USERS_PER_CALL]
+                keys = [self.keys.offset_log(u) for u in chunk]
+                if once_key is not None:
+                    keys.append(self.keys.appended_once(f"{once_key}:{start // USERS_PER_CALL}"))
+                calls.append((keys, [self.keys.fanout_channel(), event, data_json, self.max_events,
+                                     self.max_age_seconds, "1" if once_key is not None else "", *chunk]))
+        while calls:
+            # EVALSHA without redis-py's script bookkeeping (a SCRIPT EXISTS round trip per
+            # pipeline); a Redis that lost its scripts (restarted) gets it loaded, and what
+            # it refused for that runs again, still in order (the refused ones are the last).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+            unscripted = [call for call, result in zip(calls, results) if isinstance(result, NoScriptError)]
+            failed = [r for r in results if isinstance(r, Exception) and not isinstance(r, NoScriptError)]
+            if failed:
+                raise failed[0]
+            if unscripted:
+                await self.redis.script_load(_APPEND_AND_PUBLISH)
+            calls = unscripted
 
     async def publish_ephemeral(self, user_ids: list[str], event: str, data_json: bytes) -> None:
         header = orjson.dumps({"e": event, "u": user_ids})

@@ -21,10 +21,14 @@ class RecordingPusher:
             self.once_keys.add(once_key)
         self.pushed.append((list(user_ids), event, data))
 
+    async def push_many(self, pushes) -> None:
+        for p in pushes:
+            await self.push(p.user_ids, p.event, p.data, once_key=p.once_key)
+
 
 class FailingOncePusher:
-    """The real pusher, except that its next ``push`` of ``event`` raises (what a Redis
-    outage makes RedisPusher raise), once."""
+    """The real pusher, except that its next ``push`` of ``event`` (or ``push_many`` with
+    one) raises (what a Redis outage makes RedisPusher raise), once."""
 
     def __init__(self, pusher, event: str) -> None:
         self.pusher = pusher
@@ -36,6 +40,12 @@ class FailingOncePusher:
             self.armed = False
             raise StoreUnavailable("redis", "Real-time delivery is unavailable for a moment.")
         await self.pusher.push(user_ids, event, data, replay=replay, once_key=once_key)
+
+    async def push_many(self, pushes) -> None:
+        if self.armed and any(p.event == self.event for p in pushes):
+            self.armed = False
+            raise StoreUnavailable("redis", "Real-time delivery is unavailable for a moment.")
+        await self.pusher.push_many(pushes)
 
 
 class FixedPresence:
