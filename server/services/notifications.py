@@ -28,7 +28,7 @@ from server.bus.types import Consumer, DomainEvent
 from server.read_models.messaging import Message
 from server.read_models.notifications import Notification, NotificationList
 from server.services.group_pushes import GroupPushes
-from server.services.ports import Pusher
+from server.services.ports import Push, Pusher
 from server.services.privacy.contributions import ErasureStep, ExportSection, Page, keyset_pages
 from server.services.users import UsersService
 from storage.mongo.notification_groups import NotificationGroupsRepo
@@ -220,14 +220,39 @@ class NotificationsService:
     async def notify_message(self, recipient_ids: list[str], message: Message) -> None:
         """A ``message`` notification for recipients with no connected socket (messaging
         calls this after storing a message); one per (recipient, message)."""
-        sender_id = message["sender_id"]
-        recipients = [r for r in recipient_ids if r != sender_id]
-        if not recipients:
+        await self.notify_messages([(recipient_ids, message)])
+
+    async def notify_messages(self, messages: list[tuple[list[str], Message]]) -> None:
+        """``notify_message`` for several messages at once (messaging's sends written
+        together): one look-up of the senders' names, one insert, one check of who still
+        exists (as ``notify_many``), one push round trip."""
+        wanted = [(r, m) for recipients, m in messages for r in dict.fromkeys(recipients) if r != m["sender_id"]]
+        if not wanted:
             return
-        name = await self._name_of(sender_id)
-        await self.notify_many(recipients, "message", f"New message from {name}",
-                               source_id=f"message:{message['id']}", actor_id=sender_id,
-                               conversation_id=message["conversation_id"])
+        senders = list(dict.fromkeys(m["sender_id"] for _, m in wanted))
+        profiles = await self.users.get_public_many(senders)
+        names = {s: profiles[s]["display_name"] if s in profiles else "Someone" for s in senders}
+        now = mongo_now()
+        docs = [{"_id": ObjectId(), "userId": user_id, "type": "message",
+                 "message": f"New message from {names[m['sender_id']]}", "read": False, "createdAt": now,
+                 "metadata": {"actorId": m["sender_id"], "conversationId": m["conversation_id"]},
+                 "sourceId": f"message:{m['id']}"} for user_id, m in wanted]
+        stored_docs = await self.notifications_repo.insert_new(docs)
+        if not stored_docs:
+            return
+        # As notify_many: nothing for or from someone pending erasure or purged.
+        alive = await self.users.existing([*{d["userId"] for d in stored_docs}, *senders])
+        gone = {d["_id"] for d in stored_docs if d["userId"] not in alive or d["metadata"]["actorId"] not in alive}
+        if gone:
+            await self.notifications_repo.delete_ids(list(gone))
+            stored_docs = [d for d in stored_docs if d["_id"] not in gone]
+        if self.pusher is None or not stored_docs:
+            return
+        try:
+            await self.pusher.push_many([Push([d["userId"]], "notification:new", {"notification": notification_dict(d)})
+                                         for d in stored_docs])
+        except Exception:  # noqa: BLE001 - stored is what matters; the clients refetch over REST
+            log.exception("pushing %d message notifications failed", len(stored_docs))
 
     # --- domain event handlers (at least once: idempotent on the event id) -------------
 
