@@ -182,6 +182,10 @@ class Settings:
     # Messaging: a conversation's unread count looks at most this many of its newest
     # messages (kept on the conversation, so listing conversations runs no count).
     unread_count_max: int = 100
+    # Conversation members kept in each instance for sends and typing (invalidated over the
+    # fan-out channel when they change; these bound it whatever happens). 0 entries: off.
+    membership_cache_entries: int = 10_000
+    membership_cache_seconds: float = 60.0
 
     # Real time.
     offset_log_max_events: int = 1000

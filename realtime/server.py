@@ -45,7 +45,7 @@ from realtime.socket_cap import SocketCap
 from realtime.transport import ClientErrorsAtDebug, DirectSocket, DirectSocketServer, packet_frame
 from server.metrics import Metrics
 from server.services import Services
-from server.services.ports import DISCONNECT_SESSIONS, DISCONNECT_USER
+from server.services.ports import CONVERSATIONS_CHANGED, DISCONNECT_SESSIONS, DISCONNECT_USER
 from storage.redis.client import RedisUnavailable
 from storage.redis.offset_log import OffsetLogStore, parse_offset
 
@@ -70,6 +70,9 @@ class SocketState:
     # Newest offset this socket has been sent (or, at start, where it stands).
     last_offset: str | None = None
     starter: asyncio.Task | None = None
+    # The socket's latest ``message:send`` until it reaches the messaging service: the next
+    # one waits for it there, so a socket's sends keep their order.
+    send_turn: asyncio.Future | None = None
 
 
 def _after(offset: str, than: str | None) -> bool:
@@ -143,7 +146,8 @@ class RealtimeServer:
         sio = self.sio
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
-        sio.on("message:send", self._ack_handler("message:send", MessageSend, self.message_send, recheck=True))
+        sio.on("message:send", self._ack_handler("message:send", MessageSend, self.message_send, recheck=True,
+                                                 ordered=True))
         sio.on("message:read", self._ack_handler("message:read", MessageRead, self.message_read))
         sio.on("typing", self._ack_handler("typing", Typing, self.typing, recheck=True))
         sio.on("presence:query", self._ack_handler("presence:query", PresenceQuery, self.presence_query))
@@ -296,6 +300,9 @@ class RealtimeServer:
         if message.event == DISCONNECT_SESSIONS:
             await self._disconnect_sessions(message.user_ids, message.data_json)
             return
+        if message.event == CONVERSATIONS_CHANGED:
+            self._forget_conversations(message.data_json)
+            return
         # Encoded and framed once per event (once per recipient user when it carries
         # that user's offset), then the same bytes go to each socket.
         shared: tuple[eio_packet.Packet, bytes] | None = None
@@ -351,6 +358,15 @@ class RealtimeServer:
                 if state is not None and state.token_hash in revoked:
                     await self._disconnect(sid)
 
+    def _forget_conversations(self, data_json: bytes) -> None:
+        try:
+            ids = [str(i) for i in orjson.loads(data_json)["conversation_ids"]]
+        except (ValueError, KeyError, TypeError):
+            log.error("fan-out: dropped a malformed conversations-changed message")
+            return
+        if self.services is not None:
+            self.services.messaging.forget_conversations(ids)
+
     async def _disconnect(self, sid: str) -> None:
         try:
             await self.sio.disconnect(sid)
@@ -387,6 +403,10 @@ class RealtimeServer:
     async def catch_up(self) -> None:
         """After the fan-out subscription was interrupted: every live socket is held
         now and catches up from the log (in one background task, not one per socket)."""
+        if self.services is not None:
+            # Changes announced meanwhile were missed too (the cache would not trust its
+            # entries any more anyway: they belong to the lost subscription).
+            self.services.messaging.forget_all_conversations()
         for state in self.sockets.values():
             if state.held is None:
                 state.held = []
@@ -437,9 +457,12 @@ class RealtimeServer:
     def _ack_handler(
         self, event: str, model: type[BaseModel],
         handler: Callable[[str, SocketState, Any], Awaitable[dict[str, Any]]], *, recheck: bool = False,
+        ordered: bool = False,
     ) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
         """``recheck``: the socket's session must still be live (the account active) for
-        the event to run; if not, the socket is disconnected."""
+        the event to run; if not, the socket is disconnected. ``ordered``: the socket's
+        events reach ``handler`` in the order they came, whatever the checks before took
+        (the handler must take its place synchronously, before its first wait)."""
         async def handle(sid: str, data: Any = None) -> dict[str, Any]:
             state = self.sockets.get(sid)
             if state is None:
@@ -449,6 +472,10 @@ class RealtimeServer:
             except ValidationError as exc:
                 return _error(400, "Bad Request", _describe(exc))
             services = self.services
+            previous = turn = None
+            if ordered:
+                previous, turn = state.send_turn, asyncio.get_running_loop().create_future()
+                state.send_turn = turn
             try:
                 limited = services.rate_limits.check_socket_event(event, state.user_id)
                 if recheck:  # both Redis round trips at once: one's latency, not two
@@ -458,6 +485,11 @@ class RealtimeServer:
                         return _error(401, "Unauthorized", "The session has ended.")
                 else:
                     await limited
+                if turn is not None:
+                    if previous is not None and not previous.done():
+                        await asyncio.wait([previous])  # not cancelled with this handler
+                    # The next event resumes only once this handler waits: after it took its place.
+                    turn.set_result(None)
                 return await handler(sid, state, payload)
             except RateLimited as exc:
                 return {**_error(exc.status, exc.title, exc.detail), "retry_after": exc.retry_after}
@@ -466,6 +498,12 @@ class RealtimeServer:
             except Exception:  # noqa: BLE001 - one bad event must not drop the socket
                 log.exception("socket event failed")
                 return _error(500, "Internal Server Error", "Internal Server Error")
+            finally:
+                if turn is not None:
+                    if not turn.done():
+                        turn.set_result(None)
+                    if state.send_turn is turn:
+                        state.send_turn = None
 
         return handle
 

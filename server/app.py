@@ -26,6 +26,7 @@ from server.security import Passwords
 from server.services import Services
 from server.services.events import EventsService
 from server.services.feed import FeedService
+from server.services.membership_cache import MembershipCache
 from server.services.messaging import MessagingService
 from server.services.notifications import NotificationsService
 from server.services.posts import PostsService
@@ -190,9 +191,17 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
                                       settings.notification_push_coalesce_max_ms)
                       if settings.notification_push_coalesce_ms > 0 else None),
     )
+    listener = app[appkeys.REALTIME].listener
+    membership = None
+    if listener is not None and settings.membership_cache_entries > 0:
+        # Trusted while the channel that announces membership changes is up (see the cache).
+        membership = MembershipCache(lambda: listener.subscriptions if listener.subscribed.is_set() else None,
+                                     max_entries=settings.membership_cache_entries,
+                                     ttl_seconds=settings.membership_cache_seconds)
     messaging = MessagingService(app[appkeys.MONGO_DB], users, notifications, pusher=app[appkeys.PUSHER],
                                  presence=app[appkeys.PRESENCE], stale_reads=stale_reads, cursors=cursors,
-                                 unread_count_max=settings.unread_count_max)
+                                 unread_count_max=settings.unread_count_max, membership=membership,
+                                 push_retry_seconds=settings.offset_log_max_age_seconds)
     realtime_erasure = app[appkeys.REALTIME_ERASURE]
     # Each context's erasure steps, in the order the purge saga runs them (before the
     # users row goes, its final step): the feed before the follows (the followers say
@@ -218,6 +227,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
                         presence=PresenceService(app[appkeys.PRESENCE], social, messaging))
     app[appkeys.SERVICES] = services
     yield
+    await messaging.close()  # sends in flight finish their writes
     await notifications.stop()
     passwords.close()
 

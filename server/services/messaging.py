@@ -3,14 +3,17 @@
 Messages are stored first, then pushed to every member's sockets (the sender's too);
 recipients with no connected socket get a ``message`` notification. REST and the
 socket layer share these methods, so both behave the same; every live event of the
-context (``message:new``, ``message:read``, ``typing``) is pushed from here.
+context (``message:new``, ``message:read``, ``typing``) is pushed from here. Sends are
+written in groups (``message_writes``: what arrives while a write is in flight goes in the
+next one) and find the conversation's members in this process's ``MembershipCache``.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
-from typing import Any, AsyncIterator
+from datetime import timedelta
+from typing import Any, AsyncIterator, Awaitable
 from uuid import UUID
 
 from bson import ObjectId
@@ -19,11 +22,14 @@ from pymongo.read_preferences import ReadPreference, _ServerMode
 
 from kernel.cursors import Cursors, decode_keyset, keyset_cursor, page
 from kernel.errors import FieldError, NotFound, ValidationFailed
+from kernel.group_commit import GroupCommit
 from kernel.ids import parse_object_id, parse_uuid
 from kernel.timefmt import iso
 from server.read_models.messaging import Conversation, ConversationList, Message, MessageList, ReadPosition
+from server.services.membership_cache import Members, MembershipCache
+from server.services.message_writes import MAX_BATCH, MessageWriter, NewMessage
 from server.services.notifications import NotificationsService
-from server.services.ports import Presence, Pusher
+from server.services.ports import CONVERSATIONS_CHANGED, Presence, Pusher
 from server.services.privacy.contributions import ErasureStep, ExportSection, Page, keyset_pages
 from server.services.users import UsersService
 from storage.mongo.conversations import RECENT_MESSAGES, ConversationsRepo
@@ -36,7 +42,8 @@ MAX_BODY_CHARS = 4000
 MAX_CLIENT_ID_CHARS = 128
 MAX_TITLE_CHARS = 200
 MAX_MEMBERS = 256
-# Set on a message document until its push has reached the members' offset logs.
+# Set on a message document whose push failed (documents stored before group commit
+# carry it from their insert until their push).
 PUSH_PENDING = "pushPending"
 
 
@@ -76,7 +83,8 @@ class MessagingService:
         self, mongo: AsyncDatabase, users: UsersService, notifications: NotificationsService,
         pusher: Pusher | None = None, presence: Presence | None = None,
         stale_reads: _ServerMode = ReadPreference.PRIMARY, *, cursors: Cursors,
-        unread_count_max: int = RECENT_MESSAGES,
+        unread_count_max: int = RECENT_MESSAGES, membership: MembershipCache | None = None,
+        push_retry_seconds: float = 24 * 3600,
     ) -> None:
         self.conversations_repo = ConversationsRepo(mongo, recent_max=unread_count_max)
         self.cursors = cursors
@@ -87,6 +95,77 @@ class MessagingService:
         # presence every recipient counts as offline (and gets a notification).
         self.pusher = pusher
         self.presence = presence
+        self.writer = MessageWriter(self.messages_repo, self.conversations_repo, pusher)
+        self._offline_notices: GroupCommit[tuple[Message, list[str]], None] = GroupCommit(
+            self._notify_offline_batch, max_items=MAX_BATCH, name="message-notices")
+        # Without one (no fan-out channel to hear changes on), every send reads the members.
+        self.membership = membership
+        self._member_loads: dict[str, asyncio.Task[Members | None]] = {}
+        self._send_turns = _Turns()
+        # A retry within this long of its message pushes it again, keyed on the message
+        # id (the pusher's once key lives as long as the offset logs keep events): a send
+        # whose first attempt stopped between its insert and its push gets pushed.
+        self.push_retry_seconds = push_retry_seconds
+
+    async def close(self) -> None:
+        """Lets the writes in flight finish (the app's shutdown, after the sockets closed)."""
+        await self.writer.drain()
+        await self._offline_notices.drain()
+
+    # --- conversation membership (cached) --------------------------------------------------
+
+    async def _members(self, conversation_id: str, user_id: str) -> Members:
+        """The conversation's members, from the cache when it has them; NotFound unless
+        ``user_id`` is one (the same answer as for a conversation that does not exist)."""
+        oid = parse_object_id(conversation_id)
+        members = None
+        if oid is not None:
+            key = str(oid)
+            members = self.membership.get(key) if self.membership is not None else None
+            if members is None:
+                members = await self._load_members(key, oid)
+        if members is None or user_id not in members.member_ids:
+            raise NotFound("No such conversation.")
+        return members
+
+    async def _load_members(self, key: str, oid: ObjectId) -> Members | None:
+        # One read per conversation however many sends wait for it (they resume in order).
+        load = self._member_loads.get(key)
+        if load is None:
+            load = asyncio.ensure_future(self._read_members(key, oid))
+            load.add_done_callback(_retrieved)
+            self._member_loads[key] = load
+            load.add_done_callback(lambda _: self._member_loads.pop(key, None))
+        return await asyncio.shield(load)
+
+    async def _read_members(self, key: str, oid: ObjectId) -> Members | None:
+        ticket = self.membership.ticket() if self.membership is not None else None
+        member_ids = await self.conversations_repo.get_member_ids(oid)
+        if member_ids is None:
+            return None
+        members = Members(oid, tuple(member_ids))
+        if self.membership is not None and ticket is not None:
+            self.membership.put(key, members, ticket)
+        return members
+
+    def forget_conversations(self, conversation_ids: list[str]) -> None:
+        """Their members changed (announced on the fan-out channel, or here)."""
+        if self.membership is not None:
+            self.membership.forget(conversation_ids)
+
+    def forget_all_conversations(self) -> None:
+        if self.membership is not None:
+            self.membership.clear()
+
+    async def conversations_changed(self, conversation_ids: list[str], user_ids: list[str]) -> None:
+        """After members left or joined ``conversation_ids`` or they were deleted: every
+        instance forgets them (this one at once, the others through the fan-out channel;
+        ``user_ids``: those whose conversations they are, the recipients the channel
+        names). Raises if the announcement could not be published."""
+        self.forget_conversations(conversation_ids)
+        if self.pusher is not None and conversation_ids and user_ids:
+            await self.pusher.push(user_ids, CONVERSATIONS_CHANGED, {"conversation_ids": conversation_ids},
+                                   replay=False)
 
     # --- conversations ------------------------------------------------------------------
 
@@ -176,7 +255,7 @@ class MessagingService:
 
     async def member_ids(self, conversation_id: str, user_id: str) -> list[str]:
         """Every member of the conversation; NotFound unless ``user_id`` is one of them."""
-        return list((await self._member_conversation(user_id, conversation_id))["memberIds"])
+        return list((await self._members(conversation_id, user_id)).member_ids)
 
     # --- messages -----------------------------------------------------------------------
 
@@ -203,7 +282,8 @@ class MessagingService:
     ) -> tuple[Message, bool]:
         """Store and fan out a message: (message, created). A retry with the same
         ``client_id`` returns the stored message with created False; it pushes the
-        message only if no push of it has succeeded yet (and notifies no one again)."""
+        message only if no push of it has succeeded yet (and notifies no one again).
+        Sends of one conversation are stored and pushed in the order of the calls."""
         errors = []
         if not isinstance(body, str) or not body.strip() or len(body) > MAX_BODY_CHARS:
             errors.append(FieldError("body", f"1 to {MAX_BODY_CHARS} characters, not only spaces"))
@@ -211,47 +291,53 @@ class MessagingService:
             errors.append(FieldError("client_id", f"1 to {MAX_CLIENT_ID_CHARS} characters"))
         if errors:
             raise ValidationFailed("The message is not valid.", errors)
-        conversation = await self._member_conversation(user_id, conversation_id)
-        # No look-up of client_id first: the unique (conversationId, senderId, clientId) index tells a retry
-        # apart on insert, which saves a round trip on every first attempt.
-        doc = {
-            "_id": ObjectId(), "conversationId": str(conversation["_id"]), "senderId": user_id, "body": body,
-            "clientId": client_id or uuid.uuid4().hex, "createdAt": mongo_now(),
-            # Until a push reached the members' offset logs (see _push_message).
-            PUSH_PENDING: True,
-        }
-        if not await self.messages_repo.insert(doc):
-            # A retry, or a concurrent one stored it first.
-            existing = await self.messages_repo.get_by_client_id(doc["conversationId"], user_id, doc["clientId"])
-            if existing is None:  # pragma: no cover - the index said it exists
-                raise NotFound("No such message.")
-            return await self._retried(existing, conversation)
-        message = message_dict(doc)
-        member_ids = list(conversation["memberIds"])
+        # The message gets its place (id and time) and joins a write in the order of the
+        # calls, also when an earlier one waits for the members to be read.
+        turn = self._send_turns.take(conversation_id)
+        try:
+            members = await self._members(conversation_id, user_id)
+            await turn.reached()
+            doc = {
+                "_id": ObjectId(), "conversationId": str(members.conversation_id), "senderId": user_id,
+                "body": body, "clientId": client_id or uuid.uuid4().hex, "createdAt": mongo_now(),
+            }
+            # No look-up of client_id first: the unique (conversationId, senderId, clientId)
+            # index tells a retry apart on insert.
+            stored_future = self.writer.store(NewMessage(doc, members.conversation_id, members.member_ids,
+                                                         {"message": message_dict(doc)}))
+        finally:
+            turn.done()
+        stored = await stored_future
+        if stored.recorded is None:  # a retry, or a concurrent one stored it first
+            return await self._retried(stored.doc, members)
+        message = message_dict(stored.doc)
         # Stored is what counts: members get it, and those offline a notification, while the
         # conversation's last message and the sender's read position are updated (a failure
-        # there is repaired by a retry, which runs _after_store again, and pushes again only
-        # if this push failed).
-        await asyncio.gather(
-            self._after_store(doc, conversation),
-            self._push_message(doc, member_ids),
-            self._notify_offline(message, member_ids),
-        )
-        return message, True
+        # there is repaired by a retry, which records it again, and pushes again only if
+        # this push failed).
+        waits: list[Awaitable[Any]] = [stored.recorded]
+        if stored.pushed is not None:
+            waits.append(stored.pushed)
+        if stored.created:
+            waits.append(self._notify_offline(message, list(members.member_ids)))
+        await asyncio.gather(*waits)
+        return message, stored.created
 
-    async def _retried(self, existing: dict[str, Any], conversation: dict[str, Any]) -> tuple[Message, bool]:
+    async def _retried(self, existing: dict[str, Any], members: Members) -> tuple[Message, bool]:
         # Found in this conversation (the client id is scoped to it). The first attempt may
         # have died between storing and updating the conversation, or its push failed
-        # (Redis away): both are done again.
-        await self._after_store(existing, conversation)
-        if existing.get(PUSH_PENDING):
-            await self._push_message(existing, list(conversation["memberIds"]))
+        # (Redis away) or may not have happened: both are done again (the push keyed on
+        # the message id, so once).
+        await self._after_store(existing, members.conversation_id)
+        if existing.get(PUSH_PENDING) or existing["createdAt"] > mongo_now() - timedelta(
+                seconds=self.push_retry_seconds):
+            await self._push_message(existing, list(members.member_ids))
         return message_dict(existing), False
 
     async def _push_message(self, doc: dict[str, Any], member_ids: list[str]) -> None:
         """``message:new`` to the members, once per message whoever calls it (keyed on
-        the message id, so a first attempt and a retry racing append one entry), then
-        the message is marked pushed. A failure leaves it pending for the next retry."""
+        the message id, so a first attempt and a retry racing append one entry); a
+        message marked as not pushed is unmarked. A failure leaves it for the next retry."""
         if self.pusher is None or not member_ids:
             return
         try:
@@ -259,37 +345,49 @@ class MessagingService:
                                    once_key=f"message:{doc['_id']}")
         except Exception:  # noqa: BLE001 - stored is what matters; a retry pushes it
             log.exception("pushing message %s failed; a retry of the send pushes it", doc["_id"])
+            if not doc.get(PUSH_PENDING):
+                try:
+                    await self.messages_repo.mark_push_pending([doc["_id"]])
+                except Exception:  # noqa: BLE001 - a retry within the push window pushes it anyway
+                    log.exception("could not mark message %s as not pushed", doc["_id"])
+            return
+        if not doc.get(PUSH_PENDING):
             return
         try:
             await self.messages_repo.mark_pushed(doc["conversationId"], doc["_id"])
         except Exception:  # noqa: BLE001 - a retry pushes again, and appends nothing
             log.exception("could not mark message %s pushed", doc["_id"])
 
-    async def _after_store(self, doc: dict[str, Any], conversation: dict[str, Any]) -> None:
-        # The conversation's last message and the sender's read position (sending means the
-        # sender has seen the conversation up to here): one write when the message is the
-        # newest for both, which it nearly always is; each on its own condition otherwise.
-        if await self.conversations_repo.record_sent_message(conversation["_id"], doc):
+    async def _after_store(self, doc: dict[str, Any], conversation_id: ObjectId) -> None:
+        # A retried message's conversation (last message, the sender's read position,
+        # recent messages), each part only where it is not recorded yet.
+        if await self.conversations_repo.record_sent_message(conversation_id, doc):
             return
-        await self.conversations_repo.record_message(conversation["_id"], doc)
-        await self.conversations_repo.advance_read(conversation["_id"], doc["senderId"], doc["_id"], doc["createdAt"])
+        await self.conversations_repo.record_message(conversation_id, doc)
+        await self.conversations_repo.advance_read(conversation_id, doc["senderId"], doc["_id"], doc["createdAt"])
 
-    async def _notify_offline(self, message: Message, member_ids: list[str]) -> None:
-        recipients = [m for m in member_ids if m != message["sender_id"]]
-        if not recipients:
-            return
+    def _notify_offline(self, message: Message, member_ids: list[str]) -> asyncio.Future[None]:
+        """Members with no connected socket get a notification; sends written together are
+        looked up together (one presence query, one notifications write)."""
+        return self._offline_notices.submit((message, member_ids))
+
+    async def _notify_offline_batch(self, batch: list[tuple[Message, list[str]]]) -> list[None]:
+        wanted = [(message, [r for r in members if r != message["sender_id"]]) for message, members in batch]
+        everyone = list(dict.fromkeys(r for _, rs in wanted for r in rs))
         online: set[str] = set()
-        if self.presence is not None:
+        if self.presence is not None and everyone:
             try:
-                online = set(await self.presence.online(recipients))
+                online = set(await self.presence.online(everyone))
             except Exception:  # noqa: BLE001 - unknown presence: notify rather than lose it
                 log.exception("presence lookup failed; notifying every recipient")
-        offline = [r for r in recipients if r not in online]
+        offline = [([r for r in rs if r not in online], message) for message, rs in wanted]
+        offline = [(rs, message) for rs, message in offline if rs]
         if offline:
             try:
-                await self.notifications.notify_message(offline, message)
-            except Exception:  # noqa: BLE001 - the message is stored; a missed notice is not a failed send
-                log.exception("message notifications for %s failed", message["id"])
+                await self.notifications.notify_messages(offline)
+            except Exception:  # noqa: BLE001 - the messages are stored; a missed notice is not a failed send
+                log.exception("message notifications for %s failed", ", ".join(m["id"] for _, m in offline))
+        return [None] * len(batch)
 
     async def typing(self, user_id: str, conversation_id: str, typing: bool) -> None:
         """Tells the other members that ``user_id`` is typing (or stopped): live only, never
@@ -381,3 +479,42 @@ class MessagingService:
                                 lambda doc: doc["_id"], message_dict)
 
         return [ExportSection("conversations", conversation_pages), ExportSection("messages", message_pages)]
+
+
+class _Turns:
+    """Per key (a conversation id), callers go on in the order they took their turn."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, asyncio.Future[None]] = {}
+
+    def take(self, key: str) -> "_Turn":
+        mine = asyncio.get_running_loop().create_future()
+        previous = self._last.get(key)
+        self._last[key] = mine
+        return _Turn(self, key, previous, mine)
+
+    def _release(self, key: str, mine: asyncio.Future[None]) -> None:
+        if not mine.done():
+            mine.set_result(None)
+        if self._last.get(key) is mine:
+            del self._last[key]
+
+
+class _Turn:
+    def __init__(self, turns: _Turns, key: str, previous: asyncio.Future[None] | None,
+                 mine: asyncio.Future[None]) -> None:
+        self.turns, self.key, self.previous, self.mine = turns, key, previous, mine
+
+    async def reached(self) -> None:
+        """Returns once every earlier turn of the key is done (at once if they are)."""
+        if self.previous is not None and not self.previous.done():
+            await asyncio.wait([self.previous])  # not cancelled with this caller
+
+    def done(self) -> None:
+        self.turns._release(self.key, self.mine)
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    # A shared read that failed while nobody waited any more: its error is not lost noise.
+    if not task.cancelled():
+        task.exception()
