@@ -21,7 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_preferences import ReadPreference, _ServerMode
 
 from kernel.cursors import Cursors, decode_keyset, keyset_cursor, page
-from kernel.errors import FieldError, NotFound, ValidationFailed
+from kernel.errors import FieldError, NotFound, StoreUnavailable, ValidationFailed
 from kernel.group_commit import GroupCommit
 from kernel.ids import parse_object_id, parse_uuid
 from kernel.timefmt import iso
@@ -458,10 +458,19 @@ class MessagingService:
                 await self.conversations_repo.replace_last_message(conversation_id, user_id, latest)
 
         async def membership(uid: UUID) -> None:
-            for doc in await self.conversations_repo.remove_member(str(uid)):
+            docs = await self.conversations_repo.remove_member(str(uid))
+            for doc in docs:
                 if not doc.get("memberIds"):  # nobody left to read it
                     await self.messages_repo.delete_in_conversation(str(doc["_id"]))
                     await self.conversations_repo.delete(doc["_id"])
+            # Every instance's membership cache forgets them. Not announced (Redis away):
+            # the instances whose subscription broke too stop trusting their caches, the
+            # others' entries expire within membership_cache_seconds.
+            told = list(dict.fromkeys([str(uid), *(m for d in docs for m in d["memberIds"])]))
+            try:
+                await self.conversations_changed([str(d["_id"]) for d in docs], told)
+            except StoreUnavailable:
+                log.warning("membership change of %d conversations not announced; caches expire it", len(docs))
 
         return [ErasureStep("messaging.messages", own_messages), ErasureStep("messaging.membership", membership)]
 
