@@ -1,7 +1,7 @@
 """Conversations: members, kind, title, last message and each member's read position.
 
 Document: ``{_id: ObjectId, kind, title, memberIds: [user id], directKey?: "a:b",
-createdAt, lastActivityAt, lastMessage: message document | null, lastMessageKey,
+createdAt, lastActivityAt, lastMessage: message document (createdAt, _id first) | null, lastMessageKey,
 reads: {<user id>: {messageId: ObjectId, at: datetime, key}},
 recent: [{key, senderId}] (the newest messages, oldest first), recentFromStart: true}``.
 
@@ -102,27 +102,30 @@ class ConversationsRepo:
     async def record_new_messages(self, messages: dict[ObjectId, list[dict[str, Any]]]) -> None:
         """What ``record_sent_message`` does, for many just-stored messages (conversation id
         → its messages) in one round trip: one update per conversation, however many of its
-        messages and senders there are, that applies whatever else was recorded meanwhile
-        (by another instance, say): the last message is the newest of its own and the new
-        ones, each sender's read position moves forward only, the recent messages are merged
-        in key order. Its one condition is that none of the messages is among the recent
-        ones yet; when a retried send recorded one of them meanwhile, a second round trip
-        adds them one by one, each only if it is not there."""
+        messages and senders there are. The last message moves by ``$max`` on its key (see
+        ``last_message_value``), so whatever was recorded meanwhile (by another instance,
+        say) needs no condition; the update's conditions are that none of the messages is
+        among the recent ones yet and that each sender's read position is behind their
+        newest one (both nearly always hold). When one did not hold somewhere, a second round
+        trip does each part on its own condition, as ``record_message`` and ``advance_read``
+        do (the parts already done are not done twice)."""
         if not messages:
             return
         batch = [(conversation_id, sorted(docs, key=_key)) for conversation_id, docs in messages.items() if docs]
-        merged = [UpdateOne({"_id": cid, "recent.key": {"$nin": [_key(m) for m in docs]}},
-                            _recorded(docs, self.recent_max, with_recent=True)) for cid, docs in batch]
+        merged = [UpdateOne(*_new_messages_change(cid, docs, self.recent_max)) for cid, docs in batch]
         if (await self.collection.bulk_write(merged, ordered=False)).matched_count == len(merged):
             return
         one_by_one = []
         for cid, docs in batch:
-            one_by_one.append(UpdateOne({"_id": cid}, _recorded(docs, self.recent_max, with_recent=False)))
+            one_by_one.append(UpdateOne({"_id": cid}, {"$max": _newest_changes(docs[-1])}))
             for message in docs:
                 key = _key(message)
                 one_by_one.append(UpdateOne({"_id": cid, "recent.key": {"$ne": key}}, {"$push": {"recent": {
                     "$each": [{"key": key, "senderId": message["senderId"]}], "$sort": {"key": 1},
                     "$slice": -self.recent_max}}}))
+            for sender_id, message in _newest_by_sender(docs).items():
+                when, position = _read_position_change(sender_id, message["_id"], message["createdAt"])
+                one_by_one.append(UpdateOne({"_id": cid, **when}, {"$set": position}))
         await self.collection.bulk_write(one_by_one, ordered=False)
 
     async def advance_read(self, conversation_id: ObjectId, user_id: str, message_id: ObjectId, at: datetime) -> bool:
@@ -148,8 +151,8 @@ class ConversationsRepo:
                                    message: dict[str, Any] | None) -> None:
         """After the sender's messages were erased: the newest remaining one (or none)."""
         key = order_key(message["createdAt"], message["_id"]) if message else None
-        await self.collection.update_one({"_id": conversation_id, "lastMessage.senderId": sender_id},
-                                         {"$set": {"lastMessage": message, "lastMessageKey": key}})
+        await self.collection.update_one({"_id": conversation_id, "lastMessage.senderId": sender_id}, {"$set": {
+            "lastMessage": last_message_value(message) if message else None, "lastMessageKey": key}})
 
     async def remove_member(self, user_id: str) -> list[dict[str, Any]]:
         """Takes the user out of every conversation (membership, read position, the
@@ -173,7 +176,7 @@ def _last_message_change(message: dict[str, Any], recent_max: int) -> tuple[dict
     and adding it to the recent ones (a message newer than the last is not there yet)."""
     key = order_key(message["createdAt"], message["_id"])
     return ({"lastMessageKey": {"$not": {"$gte": key}}},
-            {"$set": {"lastMessage": message, "lastMessageKey": key},
+            {"$set": {"lastMessage": last_message_value(message), "lastMessageKey": key},
              "$push": {"recent": {"$each": [{"key": key, "senderId": message["senderId"]}],
                                   "$sort": {"key": 1}, "$slice": -recent_max}},
              # Never moves back, even past a conversation stored before lastMessageKey existed.
@@ -184,37 +187,44 @@ def _key(message: dict[str, Any]) -> str:
     return order_key(message["createdAt"], message["_id"])
 
 
-def _recorded(messages: list[dict[str, Any]], recent_max: int, *, with_recent: bool) -> list[dict[str, Any]]:
-    """An update pipeline recording ``messages`` (oldest first) whatever the conversation
-    holds: the newest is the last message if it is newer than the one there, each sender's
-    newest their read position if it is further than theirs (and they are a member), and
-    (``with_recent``) all of them are merged into the recent ones in key order, the newest
-    ``recent_max`` kept. Values go in as ``$literal``: a body may start with "$"."""
-    newest = messages[-1]
-    newest_key = _key(newest)
-    newer = {"$lt": [{"$ifNull": ["$lastMessageKey", ""]}, newest_key]}
-    fields: dict[str, Any] = {
-        "lastMessage": {"$cond": [newer, {"$literal": newest}, "$lastMessage"]},
-        "lastMessageKey": {"$cond": [newer, newest_key, "$lastMessageKey"]},
-        # Never moves back, even past a conversation stored before lastMessageKey existed.
-        "lastActivityAt": {"$max": ["$lastActivityAt", newest["createdAt"]]},
+def last_message_value(message: dict[str, Any]) -> dict[str, Any]:
+    """The message as the conversation's ``lastMessage``: ``createdAt`` then ``_id`` first,
+    so that ``$max`` keeps the newer of two in (createdAt, _id) order — documents compare
+    pair by pair, each by type, then name, then value. One stored before this form starts
+    with ``_id``: an ObjectId, which sorts below a date, so any message replaces it."""
+    return {"createdAt": message["createdAt"], "_id": message["_id"], **message}
+
+
+def _newest_changes(newest: dict[str, Any]) -> dict[str, Any]:
+    """``$max`` operands making ``newest`` the last message unless a newer one is there."""
+    return {"lastMessage": last_message_value(newest), "lastMessageKey": _key(newest),
+            # Never moves back, even past a conversation stored before lastMessageKey existed.
+            "lastActivityAt": newest["createdAt"]}
+
+
+def _newest_by_sender(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {m["senderId"]: m for m in messages}  # oldest first: each sender's last one wins
+
+
+def _new_messages_change(conversation_id: ObjectId, messages: list[dict[str, Any]],
+                         recent_max: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(filter, update) recording ``messages`` (oldest first, just stored) in one write."""
+    keys = [_key(m) for m in messages]
+    query: dict[str, Any] = {"_id": conversation_id, "recent.key": {"$nin": keys}}
+    update: dict[str, Any] = {
+        "$max": _newest_changes(messages[-1]),
+        "$push": {"recent": {"$each": [{"key": k, "senderId": m["senderId"]} for k, m in zip(keys, messages)],
+                             "$sort": {"key": 1}, "$slice": -recent_max}},
+        "$set": {},
     }
-    if with_recent:
-        entries = [{"key": _key(m), "senderId": m["senderId"]} for m in messages]
-        fields["recent"] = {"$slice": [{"$sortArray": {
-            "input": {"$concatArrays": [{"$ifNull": ["$recent", []]}, {"$literal": entries}]},
-            "sortBy": {"key": 1}}}, -recent_max]}
-    for sender_id, message in {m["senderId"]: m for m in messages}.items():  # each sender's newest
-        key, field = _key(message), f"reads.{sender_id}"
-        further = {"$and": [
-            {"$in": [sender_id, {"$ifNull": ["$memberIds", []]}]},
-            {"$lt": [{"$ifNull": [f"${field}.key", ""]}, key]},
-            # A position stored before keys existed is never moved back past its moment.
-            {"$not": [{"$gt": [f"${field}.at", message["createdAt"]]}]},
-        ]}
-        position = {"messageId": message["_id"], "at": message["createdAt"], "key": key}
-        fields[field] = {"$cond": [further, {"$literal": position}, f"${field}"]}
-    return [{"$set": fields}]
+    senders = _newest_by_sender(messages)
+    for sender_id, message in senders.items():
+        when, position = _read_position_change(sender_id, message["_id"], message["createdAt"])
+        when.pop("memberIds")
+        query.update(when)
+        update["$set"].update(position)
+    query["memberIds"] = next(iter(senders)) if len(senders) == 1 else {"$all": list(senders)}
+    return query, update
 
 
 def _read_position_change(user_id: str, message_id: ObjectId, at: datetime) -> tuple[dict[str, Any], dict[str, Any]]:

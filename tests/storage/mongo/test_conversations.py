@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from bson import ObjectId
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from storage.mongo.conversations import ConversationsRepo
 from storage.mongo.values import mongo_now, order_key
@@ -128,3 +128,139 @@ async def test_recent_messages_hold_the_newest_once_each_whatever_the_order(sett
     finally:
         await client.drop_database(db.name)
         await client.close()
+
+
+class UpdateCommands(monitoring.CommandListener):
+    """How many ``update`` commands a client sent (one per bulk_write)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "update":
+            self.count += 1
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+@pytest.fixture
+async def counted(settings):
+    """A repo whose client counts its update commands."""
+    updates = UpdateCommands()
+    client = AsyncMongoClient(settings.mongo_url, tz_aware=True, event_listeners=[updates])
+    db = client[f"conversations_{uuid.uuid4().hex[:8]}"]
+    yield ConversationsRepo(db, recent_max=6), updates
+    await client.drop_database(db.name)
+    await client.close()
+
+
+async def group(repo, at, members=("a", "b", "c")) -> ObjectId:
+    oid = ObjectId()
+    await repo.insert({"_id": oid, "kind": "group", "memberIds": list(members), "createdAt": at,
+                       "lastActivityAt": at, "lastMessage": None, "reads": {}, "recent": [], "recentFromStart": True})
+    return oid
+
+
+def sent(at, ms, sender):
+    return {**message(at + timedelta(milliseconds=ms)), "senderId": sender}
+
+
+def keys(messages):
+    return [order_key(m["createdAt"], m["_id"]) for m in messages]
+
+
+async def test_a_batch_of_new_messages_is_recorded_with_one_update_per_conversation(counted):
+    repo, updates = counted
+    at = mongo_now()
+    first, second = await group(repo, at), await group(repo, at)
+    ones = [sent(at, 1, "a"), sent(at, 2, "b"), sent(at, 3, "a"), sent(at, 4, "b")]
+    twos = [sent(at, 5, "c")]
+    await repo.record_new_messages({first: ones[::-1], second: twos})  # any order within a conversation
+    assert updates.count == 1
+    doc = await repo.collection.find_one({"_id": first})
+    assert doc["lastMessage"]["_id"] == ones[-1]["_id"] and doc["lastMessageKey"] == keys(ones)[-1]
+    assert doc["lastActivityAt"] == ones[-1]["createdAt"]
+    assert doc["reads"]["a"]["messageId"] == ones[2]["_id"] and doc["reads"]["b"]["messageId"] == ones[3]["_id"]
+    assert [e["key"] for e in doc["recent"]] == keys(ones) and "c" not in doc["reads"]
+    doc = await repo.collection.find_one({"_id": second})
+    assert doc["lastMessage"]["_id"] == twos[0]["_id"] and [e["key"] for e in doc["recent"]] == keys(twos)
+
+
+async def test_batches_of_two_instances_interleave_without_a_second_round_trip(counted):
+    """Instance B's batch holds the newest message and lands first; instance A's, older but
+    overlapping in time, lands after it: the last message stays B's newest, and every
+    message is among the recent ones once, in key order."""
+    repo, updates = counted
+    at = mongo_now()
+    cid = await group(repo, at)
+    from_a = [sent(at, 1, "a"), sent(at, 4, "a")]
+    from_b = [sent(at, 2, "b"), sent(at, 5, "b")]
+    await repo.record_new_messages({cid: from_b})
+    await repo.record_new_messages({cid: from_a})
+    assert updates.count == 2
+    doc = await repo.collection.find_one({"_id": cid})
+    assert doc["lastMessage"]["_id"] == from_b[-1]["_id"] and doc["lastActivityAt"] == from_b[-1]["createdAt"]
+    assert [e["key"] for e in doc["recent"]] == keys(sorted(from_a + from_b, key=lambda m: m["createdAt"]))
+    assert doc["reads"]["a"]["messageId"] == from_a[-1]["_id"] and doc["reads"]["b"]["messageId"] == from_b[-1]["_id"]
+    # The newest ``recent_max`` are kept.
+    more = [sent(at, 10 + i, "c") for i in range(5)]
+    await repo.record_new_messages({cid: more})
+    doc = await repo.collection.find_one({"_id": cid})
+    assert [e["key"] for e in doc["recent"]] == keys([from_b[-1], *more])
+
+
+async def test_a_message_a_retry_recorded_meanwhile_is_recorded_once(counted):
+    """A retried send recorded one of the batch's messages on its own (the first attempt's
+    batch was still on its way): the batch's update does not match, and the second round
+    trip adds the others, each once."""
+    repo, updates = counted
+    at = mongo_now()
+    cid = await group(repo, at)
+    batch = [sent(at, 1, "a"), sent(at, 2, "b"), sent(at, 3, "a")]
+    assert await repo.record_sent_message(cid, batch[1])  # the retry of the middle one
+    updates.count = 0
+    await repo.record_new_messages({cid: batch})
+    assert updates.count == 2
+    doc = await repo.collection.find_one({"_id": cid})
+    assert [e["key"] for e in doc["recent"]] == keys(batch)
+    assert doc["lastMessage"]["_id"] == batch[-1]["_id"]
+    assert doc["reads"]["a"]["messageId"] == batch[-1]["_id"] and doc["reads"]["b"]["messageId"] == batch[1]["_id"]
+
+
+async def test_a_read_position_further_on_is_not_moved_back_by_a_batch(counted):
+    repo, _ = counted
+    at = mongo_now()
+    cid = await group(repo, at)
+    later = sent(at, 50, "b")
+    assert await repo.advance_read(cid, "a", later["_id"], later["createdAt"])  # "a" read on further
+    batch = [sent(at, 1, "a"), sent(at, 2, "c")]
+    await repo.record_new_messages({cid: batch})
+    doc = await repo.collection.find_one({"_id": cid})
+    assert doc["reads"]["a"]["messageId"] == later["_id"] and doc["reads"]["c"]["messageId"] == batch[1]["_id"]
+    assert [e["key"] for e in doc["recent"]] == keys(batch) and doc["lastMessage"]["_id"] == batch[-1]["_id"]
+
+
+async def test_a_last_message_stored_before_its_time_led_is_replaced_by_a_newer_one(counted):
+    repo, _ = counted
+    at = mongo_now()
+    cid = await group(repo, at)
+    old = sent(at, 1, "a")
+    await repo.collection.update_one({"_id": cid}, {"$set": {"lastMessage": old, "lastMessageKey": keys([old])[0]}})
+    new = sent(at, 2, "b")
+    await repo.record_new_messages({cid: [new]})
+    doc = await repo.collection.find_one({"_id": cid})
+    assert doc["lastMessage"]["_id"] == new["_id"] and doc["lastMessageKey"] == keys([new])[0]
+    # And an older message never replaces a newer keyed one.
+    await repo.record_new_messages({cid: [sent(at, -5, "c")]})
+    assert (await repo.collection.find_one({"_id": cid}))["lastMessage"]["_id"] == new["_id"]
+    # Same millisecond: the larger id is the later one, whichever batch lands first.
+    same_high = {**message(new["createdAt"] + timedelta(milliseconds=1), ObjectId("f" * 24)), "senderId": "a"}
+    same_low = {**message(same_high["createdAt"], ObjectId("0" * 24)), "senderId": "b"}
+    await repo.record_new_messages({cid: [same_high]})
+    await repo.record_new_messages({cid: [same_low]})
+    doc = await repo.collection.find_one({"_id": cid})
+    assert doc["lastMessage"]["_id"] == same_high["_id"] and doc["lastMessageKey"] == keys([same_high])[0]
