@@ -9,7 +9,7 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from storage.mongo.values import count_after, insert_new, keyset_page, mongo_now
+from storage.mongo.values import DocumentRefused, count_after, insert_batch, insert_new, keyset_page, mongo_now
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -69,3 +69,24 @@ async def test_insert_new_stores_in_one_go_and_leaves_out_duplicates(collection)
     with pytest.raises(Exception):
         await insert_new(collection, [{"_id": ObjectId(), "owner": "d", "source": "s2"},
                                       {"_id": {"$bad": 1}, "owner": "e", "source": "s2"}])
+
+
+async def test_insert_batch_tells_retries_from_refused_documents_by_position(collection):
+    """One round trip: a duplicate on the named unique index is a retry, a duplicate key on
+    any other index (here ``_id``) refuses that document only, the others are stored."""
+    await collection.create_index([("owner", 1), ("key", 1)], unique=True, name="owner_key")
+    stored = {"_id": ObjectId(), "owner": "a", "key": "k1"}
+    await collection.insert_one(stored)
+    docs = [{"_id": ObjectId(), "owner": "a", "key": "k0"},
+            {"_id": ObjectId(), "owner": "a", "key": "k1"},  # a retry of the stored one
+            {"_id": stored["_id"], "owner": "a", "key": "k2"},  # its _id is taken
+            {"_id": ObjectId(), "owner": "b", "key": "k1"}]
+    result = await insert_batch(collection, docs, "owner_key", ("owner", "key"))
+    assert result.duplicates == {1}
+    assert set(result.refused) == {2} and isinstance(result.refused[2], DocumentRefused)
+    assert "duplicate key" in str(result.refused[2])
+    held = {(d["owner"], d["key"]) for d in await collection.find({}).to_list(None)}
+    assert held == {("a", "k0"), ("a", "k1"), ("b", "k1")}
+    clean = await insert_batch(collection, [{"_id": ObjectId(), "owner": "c", "key": "k"}], "owner_key",
+                               ("owner", "key"))
+    assert clean.duplicates == frozenset() and clean.refused == {}
