@@ -105,6 +105,13 @@ class Settings:
     session_ttl_seconds: int = 30 * 24 * 3600
     session_cache_ttl_seconds: int = 300
     profile_cache_ttl_seconds: int = 300
+    # In-process near-caches of sessions and profiles (storage/near_cache.py), per cache:
+    # at most this many entries (0: none), each kept at most this long. An entry is used
+    # only while the invalidation channel was confirmed within the lease, so a session
+    # revoked or a profile changed on any instance is never served from here for longer.
+    near_cache_entries: int = 10_000
+    near_cache_ttl_seconds: float = 60.0
+    near_cache_lease_seconds: float = 0.5
     # argon2id cost; defaults are argon2-cffi's RFC 9106 "low memory" profile.
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536

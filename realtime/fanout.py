@@ -6,6 +6,11 @@ library): any error or a missed pong ends the subscription, it reconnects with b
 and resubscribes, and tells the server that events may have been missed meanwhile so
 the sockets catch up from the offset log. python-socketio's AsyncRedisManager is not
 used: its listener is known to die silently after a Redis restart.
+
+The same channel invalidates the instance's near-caches (``storage.near_cache``): the
+listener applies their messages, confirms the channel with a ping every third of their
+lease (a pong answers everything published before its ping), and flushes them whenever
+the subscription is lost or made anew.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from kernel.errors import StoreUnavailable
 from kernel.settings import Settings
 from kernel.tasks import cancel_and_wait
 from server.services.ports import Push
+from storage.near_cache import FORGET_EVENT, NearCaches
 from storage.redis.client import REDIS_UNAVAILABLE, Keys, RedisUnavailable
 from storage.redis.offset_log import OffsetLogStore
 
@@ -91,7 +97,7 @@ class FanoutListener:
         self, settings: Settings, keys: Keys,
         deliver: Callable[[FanoutMessage], Awaitable[None]],
         on_resubscribed: Callable[[], Awaitable[None]],
-        *, ping_interval: float = 2.0, max_backoff: float = 2.0,
+        *, ping_interval: float = 2.0, max_backoff: float = 2.0, near_caches: NearCaches | None = None,
     ) -> None:
         self.settings = settings
         self.channel = keys.fanout_channel().encode()
@@ -99,6 +105,7 @@ class FanoutListener:
         self.on_resubscribed = on_resubscribed
         self.ping_interval = ping_interval
         self.max_backoff = max_backoff
+        self.near_caches = near_caches if near_caches is not None and near_caches.enabled else None
         self.subscribed = asyncio.Event()
         self.subscriptions = 0  # how many times a subscription was established
         self._task: asyncio.Task | None = None
@@ -132,8 +139,9 @@ class FanoutListener:
             client = self._client()
             pubsub = client.pubsub()
             try:
+                asked_at = time.monotonic()
                 await pubsub.subscribe(self.channel)
-                await self._listen(pubsub)
+                await self._listen(pubsub, asked_at)
             except asyncio.CancelledError:
                 raise
             except REDIS_UNAVAILABLE as exc:
@@ -145,14 +153,21 @@ class FanoutListener:
                 log.exception("fan-out listener failed; resubscribing")
             finally:
                 self.subscribed.clear()
+                if self.near_caches is not None:
+                    self.near_caches.lost()
                 await _close_quietly(pubsub, client)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
 
-    async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
+    async def _listen(self, pubsub: aioredis.client.PubSub, subscribe_asked_at: float) -> None:
+        near = self.near_caches
+        # With near-caches, pinged on a timetable whatever the traffic: each pong confirms
+        # the channel up to its ping (carried in the ping's message).
+        ping_every = min(self.ping_interval, near.confirm_interval) if near is not None else self.ping_interval
         last_heard = last_ping = time.monotonic()
         while True:
-            message = await pubsub.get_message(timeout=min(1.0, self.ping_interval))
+            wait = min(1.0, self.ping_interval) if near is None else max(0.0, last_ping + ping_every - time.monotonic())
+            message = await pubsub.get_message(timeout=wait)
             now = time.monotonic()
             if message is not None:
                 last_heard = now
@@ -162,22 +177,37 @@ class FanoutListener:
                         decoded = decode_message(message["data"])
                     except (ValueError, KeyError, TypeError):
                         log.error("fan-out: dropped a malformed message")
+                        if near is not None:
+                            near.flush()  # it may have been an invalidation
+                        continue
+                    if decoded.event == FORGET_EVENT:
+                        if near is not None:
+                            near.apply(decoded.data_json)
                         continue
                     await self.deliver(decoded)
+                elif kind == "pong":
+                    if near is not None:
+                        try:
+                            near.confirmed(float(message["data"]))
+                        except (TypeError, ValueError):
+                            pass  # not one of ours
                 elif kind == "subscribe":
                     self.subscriptions += 1
+                    if near is not None:
+                        near.subscribed(subscribe_asked_at)
                     self.subscribed.set()
                     log.info("fan-out subscribed to %s", self.channel.decode())
                     if self.subscriptions > 1:
                         # Events published while we were away reached no socket here.
                         await self.on_resubscribed()
-                continue
+                if near is None or now - last_ping < ping_every:
+                    continue
             # A half-open connection never errors: ping when idle, give up when the pong is late.
             if now - last_heard > 3 * self.ping_interval:
                 raise redis.exceptions.ConnectionError("no answer to ping")
-            if now - last_ping >= self.ping_interval:
+            if now - last_ping >= ping_every:
                 last_ping = now
-                await pubsub.ping()
+                await pubsub.ping(repr(now))
 
 
 async def _close_quietly(pubsub: aioredis.client.PubSub, client: aioredis.Redis) -> None:

@@ -37,6 +37,7 @@ from server.services.social import SocialService
 from server.services.users import UsersService
 from storage.mongo.client import (CommandTimer, ReplicaSetLag, create_mongo, ensure_indexes,
                                   ensure_indexes_until_done, stale_read_preference)
+from storage.near_cache import PROFILES, SESSIONS, NearCaches
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
@@ -128,7 +129,8 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     offset_log = OffsetLogStore(redis, keys, settings.offset_log_max_events, settings.offset_log_max_age_seconds)
     presence_store = PresenceStore(redis, keys, settings.presence_ttl_seconds)
     presence = InstancePresence(presence_store, settings.instance_id)
-    listener = FanoutListener(settings, keys, realtime.deliver, realtime.catch_up)
+    listener = FanoutListener(settings, keys, realtime.deliver, realtime.catch_up,
+                              near_caches=app[appkeys.NEAR_CACHES])
     cap = SocketCap(SocketSlotStore(redis, keys, settings.presence_ttl_seconds), presence.instance,
                     settings.sockets_per_user)
     realtime.start(offset_log, presence, listener, cap)
@@ -166,10 +168,13 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     keys = Keys(settings.namespace)
     passwords = await asyncio.get_running_loop().run_in_executor(None, Passwords, settings)
     rate_limits = RateLimits(RateLimitStore(redis, keys), settings)
+    near = app[appkeys.NEAR_CACHES]
     app[appkeys.DB].track_writes(WriteMarkStore(redis, keys))
     audit = AuditTrail(app[appkeys.DB], settings)
     users = UsersService(
-        app[appkeys.DB], SessionsCache(redis, keys), ProfileCache(redis, keys, settings.profile_cache_ttl_seconds),
+        app[appkeys.DB], SessionsCache(redis, keys, near=near.cache(SESSIONS, key_of=bytes.fromhex)),
+        ProfileCache(redis, keys, settings.profile_cache_ttl_seconds, near=near.cache(PROFILES),
+                     near_own=near.cache(PROFILES)),
         rate_limits, passwords, settings, redis_erasure=RedisErasure(redis, keys), pusher=app[appkeys.PUSHER],
         audit=audit,
     )
@@ -278,6 +283,9 @@ def create_app(settings: Settings) -> web.Application:
     install_log_filters()
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics()
+    app[appkeys.NEAR_CACHES] = NearCaches(max_entries=settings.near_cache_entries,
+                                          ttl_seconds=settings.near_cache_ttl_seconds,
+                                          lease_seconds=settings.near_cache_lease_seconds)
     app[appkeys.READINESS_CHECKS] = {}
     app[appkeys.OPTIONAL_READINESS_CHECKS] = {}
     app.cleanup_ctx.extend([postgres_ctx, mongo_ctx, redis_ctx, realtime_ctx, services_ctx, sockets_ctx,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from server.metrics import Metrics
     from server.services import Services
     from server.services.ports import Presence, Pusher, RealtimeErasure
+    from storage.near_cache import NearCaches
     from storage.postgres.pool import Database
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -29,6 +30,9 @@ MONGO_DB: web.AppKey["AsyncDatabase"] = web.AppKey("mongo_db")
 # The read preference of MongoDB reads that tolerate staleness (PULSE_MONGO_READ_PREFERENCE).
 MONGO_STALE_READS: web.AppKey["_ServerMode"] = web.AppKey("mongo_stale_reads")
 REDIS: web.AppKey["aioredis.Redis"] = web.AppKey("redis")
+# The instance's near-caches (sessions, profiles): filled by the Redis caches, invalidated
+# through the fan-out listener.
+NEAR_CACHES: web.AppKey["NearCaches"] = web.AppKey("near_caches")
 SERVICES: web.AppKey["Services"] = web.AppKey("services")
 EVENT_BUS: web.AppKey["EventBus"] = web.AppKey("event_bus")
 # Store name -> coroutine that raises when the store does not answer (for /readyz).

@@ -189,15 +189,21 @@ class UsersService:
         if not token:
             raise Unauthorized("Missing bearer token.")
         token_hash = hash_token(token)
-        user_id = await self.sessions_cache.get_user_id(token_hash)
+        # The instance's near-cache, then Redis, then PostgreSQL.
+        user_id = self.sessions_cache.near_user_id(token_hash)
         if user_id is None:
+            user_id = await self.sessions_cache.get_user_id(token_hash)
+        if user_id is None:
+            near_token = self.sessions_cache.near_fill_token()
             async with self.db.read() as conn:
                 row = await self.sessions_repo.get_live(conn, token_hash)
             if row is None:
                 raise Unauthorized("Invalid or expired token.")
             user_id = str(row["user_id"])
             remaining = int((row["expires_at"] - utcnow()).total_seconds())
-            await self.sessions_cache.put(token_hash, user_id, min(remaining, self.settings.session_cache_ttl_seconds))
+            ttl = min(remaining, self.settings.session_cache_ttl_seconds)
+            await self.sessions_cache.put(token_hash, user_id, ttl)
+            self.sessions_cache.keep_near(token_hash, user_id, ttl, near_token)
         return Principal(user_id=user_id, token_hash=token_hash)
 
     async def logout(self, principal: Principal) -> None:
@@ -252,11 +258,18 @@ class UsersService:
     # --- profiles -------------------------------------------------------------------
 
     async def get_me(self, user_id: str) -> OwnUser:
+        # Kept in the instance (with the public profile's invalidations): no round trip.
+        cached = self.profile_cache.near_own_profile(user_id)
+        if cached is not None:
+            return cached
+        near_token = self.profile_cache.near_own_fill_token()
         async with self.db.read() as conn:
             row = await self.users_repo.get_by_id(conn, UUID(user_id))
         if row is None:
             raise NotFound("No such user.")
-        return own_user(row)
+        profile = own_user(row)
+        self.profile_cache.keep_own_near(profile, near_token)
+        return profile
 
     async def update_me(self, user_id: str, changes: dict[str, Any]) -> OwnUser:
         if "display_name" in changes and changes["display_name"] is None:
@@ -277,11 +290,16 @@ class UsersService:
         """A public profile by id or username (cache-aside). From the primary while the
         replica lacks the owner's or the viewer's latest write (so a stale row never fills
         the cache after the owner's change)."""
+        # Near-cache keys are ids as str(UUID) gives them: a hit needs no parsing.
+        cached = self.profile_cache.near_profile(id_or_username)
+        if cached is not None:
+            return cached
         user_id = str(parse_uuid(id_or_username) or "") or await self.profile_cache.get_id_for_username(id_or_username)
         if user_id:
-            cached = await self.profile_cache.get(user_id)
+            cached = self.profile_cache.near_profile(user_id) or await self.profile_cache.get(user_id)
             if cached is not None:
                 return cached
+        near_token = self.profile_cache.near_fill_token()
         async with self.db.read(lag_ok=True, writes_of=(user_id, viewer_id)) as conn:
             if parse_uuid(id_or_username):
                 row = await self.users_repo.get_by_id(conn, UUID(id_or_username))
@@ -290,7 +308,7 @@ class UsersService:
         if row is None:
             raise NotFound("No such user.")
         profile = public_user(row)
-        await self.profile_cache.put(profile)
+        await self.profile_cache.put(profile, near_token)
         return profile
 
     async def get_public_many(self, user_ids: list[str]) -> dict[str, PublicUser]:
