@@ -10,7 +10,7 @@ declaration, so the document and the bytes cannot drift.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import orjson
@@ -35,7 +35,12 @@ class Call(Generic[B, Q]):
     principal: Principal | None
     body: Any = None
     query: Any = None
-    client: ClientInfo = field(default_factory=lambda: ClientInfo(address="unknown"))
+    request: web.Request | None = None
+
+    @property
+    def client(self) -> ClientInfo:
+        """The caller's address and user agent, worked out only for handlers that ask."""
+        return client_info(self.request) if self.request is not None else ClientInfo(address="unknown")
 
     @property
     def user_id(self) -> str:
@@ -194,7 +199,7 @@ def make_aiohttp_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitabl
         if endpoint.auth:
             principal = await services.users.authenticate(bearer_token(request))
             await services.rate_limits.check_request(principal.token_hash.hex())
-        call: Call = Call(services=services, principal=principal, client=client_info(request))
+        call: Call = Call(services=services, principal=principal, request=request)
         if endpoint.query is not None:
             query = dict(request.query)
             call.query = validate(endpoint.query, query, what="query",

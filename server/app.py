@@ -8,7 +8,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from api.http import client_info
-from api.middleware import install_log_filters, metrics_middleware, problem_middleware, send_request_id
+from api.middleware import install_log_filters, request_middleware, send_request_id
 from api.routes import setup_routes
 from kernel.cursors import Cursors
 from kernel.settings import Settings
@@ -277,7 +277,7 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     # Bodies above the JSON limit are refused (413) before they are read into memory.
     app = web.Application(
-        middlewares=[metrics_middleware, problem_middleware], client_max_size=settings.max_json_bytes,
+        middlewares=[request_middleware], client_max_size=settings.max_json_bytes,
     )
     app.on_response_prepare.append(send_request_id)
     install_log_filters()
