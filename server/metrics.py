@@ -1,10 +1,11 @@
 """Prometheus metrics, one registry per app (several apps may live in one test process)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from bisect import bisect_left
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -62,6 +63,45 @@ class _ReadsCollector:
             yield measurements
 
 
+class _HttpCollector:
+    """HTTP latency by route and responses by status, counted in plain dicts and written out
+    as the Histogram and Counter families they are. prometheus_client's own take a lock per
+    bucket and counter and resolve labels on every call: on the request path that cost
+    several times a bare aiohttp request. Only the event loop's thread touches these (the
+    app observes and /metrics renders there)."""
+
+    def __init__(self) -> None:
+        self.bounds = LATENCY_BUCKETS
+        # (method, route) -> [count per bucket (the last: above every bound)..., sum of seconds]
+        self.latency: dict[tuple[str, str], list[float]] = {}
+        self.responses: dict[tuple[str, str, str], int] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        series = self.latency.get((method, route))
+        if series is None:
+            series = self.latency[(method, route)] = [0] * (len(self.bounds) + 2)
+        series[bisect_left(self.bounds, seconds)] += 1  # the first bucket whose bound >= seconds
+        series[-1] += seconds
+        key = (method, route, str(status))
+        self.responses[key] = self.responses.get(key, 0) + 1
+
+    def collect(self):
+        latency = HistogramMetricFamily("pulse_http_request_duration_seconds", "HTTP request latency by route",
+                                        labels=["method", "route"])
+        for labels, series in self.latency.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip((*(repr(b) for b in self.bounds), "+Inf"), series[:-1]):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            latency.add_metric(list(labels), buckets, series[-1])
+        yield latency
+        responses = CounterMetricFamily("pulse_http_responses", "HTTP responses by route and status",
+                                        labels=["method", "route", "status"])
+        for labels, count in self.responses.items():
+            responses.add_metric(list(labels), count)
+        yield responses
+
+
 class _MongoLagCollector:
     def __init__(self, members: Callable[[], dict[str, float]]) -> None:
         self._members = members
@@ -80,15 +120,8 @@ class _MongoLagCollector:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.request_seconds = Histogram(
-            "pulse_http_request_duration_seconds", "HTTP request latency by route",
-            ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )
-        self.responses = Counter(
-            "pulse_http_responses_total", "HTTP responses by route and status",
-            ["method", "route", "status"], registry=self.registry,
-        )
-        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.http = _HttpCollector()
+        self.registry.register(self.http)
         self.socket_connections = Gauge(
             "pulse_socketio_connections", "Socket.IO connections held by this instance", registry=self.registry,
         )
@@ -124,15 +157,8 @@ class Metrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """One HTTP request. The labelled children are looked up once per (method, route,
-        status): ``labels()`` costs several times the observation itself."""
-        key = (method, route, status)
-        children = self._http_children.get(key)
-        if children is None:
-            children = self._http_children[key] = (self.request_seconds.labels(method, route),
-                                                    self.responses.labels(method, route, str(status)))
-        children[0].observe(seconds)
-        children[1].inc()
+        """One HTTP request (method and route bounded by the caller)."""
+        self.http.observe(method, route, status, seconds)
 
     def observe_mongo_command(self, kind: str, command: str, seconds: float) -> None:
         self.mongo_command_seconds.labels(kind, command).observe(seconds)
