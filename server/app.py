@@ -37,7 +37,7 @@ from server.services.social import SocialService
 from server.services.users import UsersService
 from storage.mongo.client import (CommandTimer, ReplicaSetLag, create_mongo, ensure_indexes,
                                   ensure_indexes_until_done, stale_read_preference)
-from storage.near_cache import PROFILES, SESSIONS, NearCaches
+from storage.near_cache import PROFILES, SESSIONS, UNREAD_COUNTS, NearCaches
 from storage.postgres.migrate import apply_migrations
 from storage.postgres.pool import Database
 from storage.redis.client import Keys, create_redis
@@ -51,6 +51,7 @@ from storage.redis.profile_cache import ProfileCache
 from storage.redis.rate_limit import RateLimitStore
 from storage.redis.socket_slots import SocketSlotStore
 from storage.redis.sessions_cache import SessionsCache
+from storage.redis.unread_counts import UnreadCountCache
 from storage.redis.write_marks import WriteMarkStore
 
 log = logging.getLogger("pulse.app")
@@ -195,6 +196,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         push_windows=(PushWindowStore(redis, keys, settings.notification_push_coalesce_ms,
                                       settings.notification_push_coalesce_max_ms)
                       if settings.notification_push_coalesce_ms > 0 else None),
+        unread_counts=UnreadCountCache(redis, keys, near.cache(UNREAD_COUNTS)),
     )
     listener = app[appkeys.REALTIME].listener
     membership = None

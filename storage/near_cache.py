@@ -36,12 +36,18 @@ log = logging.getLogger("pulse.near_cache")
 FORGET_EVENT = "pulse:near-cache-forget"
 SESSIONS = "sessions"
 PROFILES = "profiles"
+UNREAD_COUNTS = "unread_counts"
 
 
 def forget_frame(cache: str, keys: Iterable[str]) -> bytes:
     """The fan-out channel message that drops ``keys`` of the named near-caches everywhere
     (the channel's frame: a JSON header, a newline, the data)."""
     return orjson.dumps({"e": FORGET_EVENT, "u": []}) + b"\n" + orjson.dumps({"c": cache, "k": list(keys)})
+
+
+def forget_all_frame(cache: str) -> bytes:
+    """The message that empties the named near-caches everywhere."""
+    return orjson.dumps({"e": FORGET_EVENT, "u": []}) + b"\n" + orjson.dumps({"c": cache, "all": True})
 
 
 class NearCache:
@@ -174,8 +180,12 @@ class NearCaches:
         """One invalidation message (``forget_frame``'s data)."""
         try:
             data = orjson.loads(data_json)
-            name, keys = data["c"], data["k"]
-            caches = self._caches.get(name, ())
+            caches = self._caches.get(data["c"], ())
+            if data.get("all"):
+                for cache in caches:
+                    cache.clear()
+                return
+            keys = data["k"]
             for cache in caches:
                 cache.forget([cache.key_of(k) for k in keys])
         except (ValueError, KeyError, TypeError):

@@ -35,6 +35,7 @@ from storage.mongo.notification_groups import NotificationGroupsRepo
 from storage.mongo.notifications import NotificationsRepo
 from storage.mongo.values import mongo_now
 from storage.redis.notification_push import PushWindowStore
+from storage.redis.unread_counts import UnreadCountCache
 
 log = logging.getLogger("pulse.notifications")
 
@@ -89,8 +90,11 @@ def event_time(event: DomainEvent) -> datetime:
 class NotificationsService:
     def __init__(self, mongo: AsyncDatabase, users: UsersService, pusher: Pusher | None = None,
                  stale_reads: _ServerMode = ReadPreference.PRIMARY, *, cursors: Cursors,
-                 group_seconds: float = 3600, push_windows: PushWindowStore | None = None) -> None:
+                 group_seconds: float = 3600, push_windows: PushWindowStore | None = None,
+                 unread_counts: UnreadCountCache | None = None) -> None:
         self.notifications_repo = NotificationsRepo(mongo, stale_reads)
+        # Counts kept in the instance; every change below forgets the user's (everywhere).
+        self.unread_counts = unread_counts
         self.groups_repo = NotificationGroupsRepo(mongo)
         self.group_window = timedelta(seconds=group_seconds)
         self.cursors = cursors
@@ -112,17 +116,32 @@ class NotificationsService:
         return page(docs, limit, keyset_cursor(self.cursors, "createdAt"), notification_dict)
 
     async def unread_count(self, user_id: str) -> int:
-        return await self.notifications_repo.count_unread(user_id)
+        if self.unread_counts is None:
+            return await self.notifications_repo.count_unread(user_id)
+        cached = self.unread_counts.get(user_id)
+        if cached is not None:
+            return cached
+        token = self.unread_counts.fill_token()
+        count = await self.notifications_repo.count_unread(user_id)
+        await self.unread_counts.keep(user_id, count, token)
+        return count
+
+    async def _counts_changed(self, *user_ids: str) -> None:
+        if self.unread_counts is not None:
+            await self.unread_counts.forget(*user_ids)
 
     async def mark_read(self, user_id: str, notification_id: str) -> Notification:
         oid = parse_object_id(notification_id)
         doc = await self.notifications_repo.mark_read(user_id, oid) if oid is not None else None
         if doc is None:
             raise NotFound("No such notification.")
+        await self._counts_changed(user_id)
         return notification_dict(doc)
 
     async def mark_all_read(self, user_id: str) -> int:
-        return await self.notifications_repo.mark_all_read(user_id)
+        updated = await self.notifications_repo.mark_all_read(user_id)
+        await self._counts_changed(user_id)
+        return updated
 
     # --- creating ---------------------------------------------------------------------
 
@@ -160,6 +179,8 @@ class NotificationsService:
         if actor_id and actor_id not in alive:
             if kind != "event_cancelled":
                 await self.notifications_repo.delete_ids([d["_id"] for d in stored_docs])
+                # A count taken between the insert and the delete must not be kept.
+                await self._counts_changed(*(d["userId"] for d in stored_docs))
                 return []
             # A cancelled event is still announced, anonymously.
             await self.notifications_repo.forget_actor([d["_id"] for d in stored_docs])
@@ -168,6 +189,11 @@ class NotificationsService:
         gone = [d["_id"] for d in stored_docs if d["userId"] not in alive]
         if gone:
             await self.notifications_repo.delete_ids(gone)
+        # After the last write, before the pushes: a client told of a notification and
+        # asking for its count at once gets the new one from this instance (from the
+        # others within the near-cache lease).
+        await self._counts_changed(*(d["userId"] for d in stored_docs))
+        if gone:
             stored_docs = [d for d in stored_docs if d["userId"] in alive]
         stored = [(doc["userId"], notification_dict(doc)) for doc in stored_docs]
         # One push per recipient (each has its own notification id), sent together.
@@ -199,10 +225,14 @@ class NotificationsService:
         alive = await self.users.existing([user_id, actor_id])
         if user_id not in alive:
             await self.groups_repo.delete_group(user_id, group["_id"])
+            await self._counts_changed(user_id)  # a count taken meanwhile must not be kept
             return None
         if actor_id not in alive:
             await self.groups_repo.retract(contribution)
+            await self._counts_changed(user_id)
             return None
+        # Counted, the group is unread: its recipient's count changed (before the push).
+        await self._counts_changed(user_id)
         await self.group_pushes.changed(user_id, str(group["_id"]))
         return notification_dict(group)
 
@@ -337,9 +367,13 @@ class NotificationsService:
             # groups go (their groups are notifications: the next step deletes them).
             await self.groups_repo.retract_actor(str(uid))
             await self.groups_repo.delete_for_recipient(str(uid))
+            if self.unread_counts is not None:
+                await self.unread_counts.forget_all()  # groups emptied: whose counts fell is not known
 
         async def for_and_about(uid: UUID) -> None:
             await self.notifications_repo.delete_for_or_about(str(uid))
+            if self.unread_counts is not None:
+                await self.unread_counts.forget_all()  # whose counts fell is not known one by one
 
         return [ErasureStep("notifications.groups", groups),
                 ErasureStep("notifications.for_and_about", for_and_about)]

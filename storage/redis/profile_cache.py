@@ -36,7 +36,7 @@ class ProfileCache:
     async def _retry_pending_invalidations(self) -> None:
         if self._pending_invalidations:
             pending = list(self._pending_invalidations)
-            await self.redis.delete(*(self.keys.profile(u) for u in pending))
+            await self._invalidate_everywhere(pending)
             self._pending_invalidations.difference_update(pending)
 
     def near_profile(self, user_id: str) -> dict[str, Any] | None:
@@ -101,13 +101,16 @@ class ProfileCache:
             if near is not None:
                 near.forget(ids)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(*(self.keys.profile(u) for u in ids))
-                pipe.publish(self.keys.fanout_channel(), forget_frame(PROFILES, ids))
-                await pipe.execute()
+            await self._invalidate_everywhere(ids)
         except REDIS_UNAVAILABLE as exc:
             self._pending_invalidations.update(str(u) for u in user_ids)
             log.error("profile cache invalidation failed; will retry when Redis answers: %s", exc)
+
+    async def _invalidate_everywhere(self, user_ids: list[str]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(*(self.keys.profile(u) for u in user_ids))
+            pipe.publish(self.keys.fanout_channel(), forget_frame(PROFILES, user_ids))
+            await pipe.execute()
 
     async def forget_username(self, username: str) -> None:
         try:

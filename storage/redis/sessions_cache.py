@@ -39,7 +39,7 @@ class SessionsCache:
         try:
             if self._pending_drops:
                 pending = list(self._pending_drops)
-                await self.redis.delete(*(self.keys.session(h.hex()) for h in pending))
+                await self._drop_everywhere([h.hex() for h in pending])
                 self._pending_drops.difference_update(pending)
             if self.near is None:
                 value, ttl_ms = await self.redis.get(key), 0
@@ -99,12 +99,14 @@ class SessionsCache:
             return
         if self.near is not None:
             self.near.forget(token_hashes)
-        hexes = [h.hex() for h in token_hashes]
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(*(self.keys.session(h) for h in hexes))
-                pipe.publish(self.keys.fanout_channel(), forget_frame(SESSIONS, hexes))
-                await pipe.execute()
+            await self._drop_everywhere([h.hex() for h in token_hashes])
         except REDIS_UNAVAILABLE as exc:
             self._pending_drops.update(token_hashes)
             log.error("could not drop revoked sessions from the cache; will retry when Redis answers: %s", exc)
+
+    async def _drop_everywhere(self, hexes: list[str]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(*(self.keys.session(h) for h in hexes))
+            pipe.publish(self.keys.fanout_channel(), forget_frame(SESSIONS, hexes))
+            await pipe.execute()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from storage.near_cache import PROFILES, SESSIONS, NearCaches, forget_frame
+from storage.near_cache import PROFILES, SESSIONS, UNREAD_COUNTS, NearCaches, forget_all_frame, forget_frame
 
 
 def confirmed_caches(**overrides) -> NearCaches:
@@ -98,6 +98,17 @@ def test_a_message_forgets_its_keys_in_every_cache_of_its_name_only():
     assert sessions.get(b"\x01") == "u1"
     caches.apply(data_of(forget_frame(SESSIONS, ["01"])))
     assert (sessions.get(b"\x01"), sessions.get(b"\x02")) == (None, "u2")
+
+
+def test_a_message_may_empty_every_cache_of_its_name():
+    caches = confirmed_caches()
+    counts, profiles = caches.cache(UNREAD_COUNTS), caches.cache(PROFILES)
+    counts.put("u1", 3, counts.fill_token())
+    profiles.put("u1", "p1", profiles.fill_token())
+    token = counts.fill_token()
+    caches.apply(data_of(forget_all_frame(UNREAD_COUNTS)))
+    counts.put("u2", 1, token)  # read before the message: not kept
+    assert (len(counts), counts.get("u1"), profiles.get("u1")) == (0, None, "p1")
 
 
 def test_a_lost_subscription_flushes_everything_and_serves_nothing_until_resubscribed():

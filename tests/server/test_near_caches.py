@@ -1,9 +1,9 @@
-"""The users context's near-caches (sessions, public and own profiles) across two
-instances on the same stores: a token revoked on one (logout, logout-all, erasure) or
-expired is refused by the other within the 1 s the API promises, and a profile change or
-a counter change is served by the other within it too (at once on the instance that made
-it: tests/api). A lost fan-out subscription flushes the near-caches; their size is bounded
-whatever clients send.
+"""The app's near-caches (sessions, public and own profiles, unread notification counts)
+across two instances on the same stores: a token revoked on one (logout, logout-all,
+erasure) or expired is refused by the other within the 1 s the API promises, and a
+profile, counter or unread-count change is served by the other within it too (at once on
+the instance that made it: tests/api). A lost fan-out subscription flushes the
+near-caches; their size is bounded whatever clients send.
 
 The 1 s holds by construction, not by luck: an instance serves a near entry only while its
 invalidation channel was confirmed within the 0.5 s lease, so these waits cannot time
@@ -211,3 +211,46 @@ async def test_the_near_caches_are_bounded_whatever_clients_send(start_app):
             assert await status_of(api, "GET", "/users/me", uuid.uuid4().hex) == 401
             assert await status_of(api, "GET", f"/users/{uuid.uuid4()}", users[0].token) == 404
         assert len(profiles) == 0 and len(sessions) <= 1  # users[0]'s own session only
+
+
+def unread_near(api: Api, user_id: str) -> int | None:
+    return api.app[appkeys.SERVICES].notifications.unread_counts.get(user_id)
+
+
+async def unread(api: Api, token: str) -> int:
+    status, body, _ = await api.request("GET", "/notifications/unread-count", token=token)
+    assert status == 200, body
+    return body["count"]
+
+
+async def test_unread_counts_changed_on_one_instance_are_served_by_the_other_within_a_second(start_app):
+    async with two_instances(start_app) as (a, b):
+        star, fan = await a.register("ncun"), await a.register("ncuf")
+        await eventually(lambda: unread(a, star.token))  # the welcome, delivered by the event bus
+        before = await unread(b, star.token)
+        assert unread_near(b, star.id) == before
+        assert await status_of(a, "PUT", f"/users/{star.id}/follow", fan.token) == 200
+        # Notified by whichever instance's consumer takes the event, some time later...
+        async def notified() -> bool:
+            _, body, _ = await a.request("GET", "/notifications?unread=true", token=star.token)
+            return any(n["type"] == "follow" for n in body["items"])
+        await eventually(notified)
+        # ...and from then on counted by both within the lease.
+
+        async def counted(api: Api, count: int) -> bool:
+            return await unread(api, star.token) == count
+        await eventually(lambda: counted(b, before + 1), timeout=REVOKED_WITHIN_SECONDS, interval=0.02)
+        assert await unread(b, star.token) == before + 1 and unread_near(b, star.id) == before + 1
+        status, body, _ = await a.request("POST", "/notifications/read-all", token=star.token)
+        assert status == 200, body
+        await eventually(lambda: counted(b, 0), timeout=REVOKED_WITHIN_SECONDS, interval=0.02)
+
+
+async def test_forgetting_every_unread_count_reaches_the_other_instance(start_app):
+    async with two_instances(start_app) as (a, b):
+        reader = await a.register("ncur")
+        await eventually(lambda: unread(b, reader.token))  # the welcome
+        assert unread_near(b, reader.id) is not None
+        # What an erasure's notifications step does: whose counts fell is not known.
+        await a.app[appkeys.SERVICES].notifications.unread_counts.forget_all()
+        await eventually(lambda: unread_near(b, reader.id) is None, timeout=REVOKED_WITHIN_SECONDS)
