@@ -9,7 +9,7 @@ import asyncpg
 
 from kernel.cursors import Cursors, page
 from kernel.errors import Forbidden, NotFound
-from kernel.ids import parse_uuid
+from kernel.ids import canonical_uuid, parse_uuid
 from kernel.settings import Settings
 from kernel.timefmt import iso, utcnow
 from server.bus.catalogue import COMMENT_CREATED, POST_CREATED, POST_DELETED, POST_LIKED, POST_UNLIKED
@@ -106,13 +106,18 @@ class PostsService:
     async def get_many(self, viewer_id: str | None, post_ids: list[str]) -> list[Post]:
         """Visible posts for these ids, in the order given (unknown, deleted or hidden ids
         are left out), in one query. For the feed and the popular list."""
-        ids = [u for u in (parse_uuid(p) for p in post_ids) if u is not None]
+        # Ids as text throughout (uuid.UUID and its str() are Python code; a feed page has
+        # 20 of them): asyncpg takes text for uuid parameters.
+        ids = [c for c in (canonical_uuid(p) for p in post_ids) if c is not None]
         if not ids:
             return []
         async with self.db.read(lag_ok=True, writes_of=[viewer_id]) as conn:
             rows = await self.posts_repo.get_many_visible(conn, parse_uuid(viewer_id or ""), ids)
-        by_id = {str(r["id"]): post_dict(r) for r in rows}
-        return [by_id[str(i)] for i in ids if str(i) in by_id]
+        by_id = {}
+        for row in rows:
+            post = post_dict(row)
+            by_id[post["id"]] = post
+        return [by_id[i] for i in ids if i in by_id]
 
     async def recent_ids_by_authors(self, author_ids: list[str], limit: int, *,
                                     fresh: bool = False) -> list[tuple[str, str, datetime]]:

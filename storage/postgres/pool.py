@@ -129,6 +129,7 @@ class Database:
         # Primary pool pressure that a periodic sample of "in use" would miss: the most
         # connections in use at once lately, and acquisitions that found every connection busy.
         self.in_use_peak = RecentPeak(PEAK_WINDOW_SECONDS)
+        self._primary_in_use = 0
         self.exhausted = 0
 
     @classmethod
@@ -166,7 +167,9 @@ class Database:
     @asynccontextmanager
     async def _acquire(self, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         primary = pool is self.primary
-        if primary and pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
+        # Connections in use counted here (every primary acquisition comes through this):
+        # asyncpg's get_idle_size() walks the whole pool, twice per acquisition before.
+        if primary and self._primary_in_use >= pool.get_max_size():
             self.exhausted += 1
         try:
             conn = await pool.acquire(timeout=self._acquire_timeout)
@@ -174,12 +177,15 @@ class Database:
             # PG_UNAVAILABLE too: a new connection refused ("too many clients") is an outage.
             raise StoreUnavailable("postgres") from exc
         if primary:
-            self.in_use_peak.record(pool.get_size() - pool.get_idle_size())
+            self._primary_in_use += 1
+            self.in_use_peak.record(self._primary_in_use)
         try:
             yield conn
         except PG_UNAVAILABLE as exc:
             raise StoreUnavailable("postgres") from exc
         finally:
+            if primary:
+                self._primary_in_use -= 1
             await pool.release(conn)
 
     @asynccontextmanager

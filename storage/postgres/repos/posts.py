@@ -38,8 +38,9 @@ class PostsRepo:
         return await conn.fetchrow(_POST_SELECT + " WHERE p.id = $2", viewer_id, post_id)
 
     async def get_many_visible(self, conn: asyncpg.Connection, viewer_id: UUID | None,
-                               post_ids: list[UUID]) -> list[asyncpg.Record]:
-        """The visible posts among ``post_ids`` (any order; missing ones left out)."""
+                               post_ids: list[UUID] | list[str]) -> list[asyncpg.Record]:
+        """The visible posts among ``post_ids`` (UUIDs or their text; any order; missing
+        ones left out)."""
         return await conn.fetch(_POST_SELECT + " WHERE p.id = ANY($2::uuid[])", viewer_id, post_ids)
 
     async def list_by_author(
