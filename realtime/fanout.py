@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -30,7 +30,6 @@ from kernel.errors import StoreUnavailable
 from kernel.settings import Settings
 from kernel.tasks import cancel_and_wait
 from server.services.ports import Push
-from storage.near_cache import FORGET_EVENT, NearCaches
 from storage.redis.client import REDIS_UNAVAILABLE, Keys, RedisUnavailable
 from storage.redis.offset_log import OffsetLogStore
 
@@ -51,6 +50,21 @@ def decode_message(raw: bytes) -> FanoutMessage:
     if offsets is not None:
         return FanoutMessage(header["e"], data_json, offsets, list(offsets))
     return FanoutMessage(header["e"], data_json, None, header["u"])
+
+
+class ChannelWatcher(Protocol):
+    """What else the channel serves: the instance's near-caches (``storage.near_cache.
+    NearCaches``), which take their own messages and must know the channel's state."""
+
+    event: str  # the event of its messages (they name no recipient: no socket gets them)
+    enabled: bool
+    confirm_interval: float  # seconds between pings that confirm the channel
+
+    def apply(self, data_json: bytes) -> None: ...
+    def subscribed(self, sent_at: float) -> None: ...
+    def confirmed(self, sent_at: float) -> None: ...
+    def lost(self) -> None: ...
+    def flush(self) -> None: ...
 
 
 class RedisPusher:
@@ -97,7 +111,7 @@ class FanoutListener:
         self, settings: Settings, keys: Keys,
         deliver: Callable[[FanoutMessage], Awaitable[None]],
         on_resubscribed: Callable[[], Awaitable[None]],
-        *, ping_interval: float = 2.0, max_backoff: float = 2.0, near_caches: NearCaches | None = None,
+        *, ping_interval: float = 2.0, max_backoff: float = 2.0, near_caches: ChannelWatcher | None = None,
     ) -> None:
         self.settings = settings
         self.channel = keys.fanout_channel().encode()
@@ -180,9 +194,8 @@ class FanoutListener:
                         if near is not None:
                             near.flush()  # it may have been an invalidation
                         continue
-                    if decoded.event == FORGET_EVENT:
-                        if near is not None:
-                            near.apply(decoded.data_json)
+                    if near is not None and decoded.event == near.event:
+                        near.apply(decoded.data_json)
                         continue
                     await self.deliver(decoded)
                 elif kind == "pong":

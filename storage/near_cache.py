@@ -121,6 +121,8 @@ class NearCaches:
     Nothing is trusted until the listener has subscribed (``subscribed``), and only while
     its latest confirmation is at most ``lease_seconds`` old."""
 
+    event = FORGET_EVENT  # the fan-out messages it takes (realtime.fanout.ChannelWatcher)
+
     def __init__(self, *, max_entries: int, ttl_seconds: float, lease_seconds: float) -> None:
         self.max_entries = max_entries
         self.ttl_seconds = ttl_seconds
