@@ -48,18 +48,26 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF:012x}"
 
 
+def _id_for(request: web.Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER)
+    return given if given and _GIVEN_REQUEST_ID.fullmatch(given) else new_request_id()
+
+
 def request_id(request: web.Request) -> str:
     """The id of this request (the caller's, when it is a plain token, else a new one)."""
     rid = request.get(REQUEST_ID)
     if rid is None:
-        given = request.headers.get(REQUEST_ID_HEADER)
-        rid = request[REQUEST_ID] = given if given and _GIVEN_REQUEST_ID.fullmatch(given) else new_request_id()
+        rid = request[REQUEST_ID] = _id_for(request)
     return rid
 
 
 async def send_request_id(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: every response, streamed ones too, names its request."""
-    response.headers[REQUEST_ID_HEADER] = request_id(request)
+    try:
+        rid = request[REQUEST_ID]  # set by the middleware: no lookup that misses
+    except KeyError:
+        rid = request_id(request)
+    response.headers[REQUEST_ID_HEADER] = rid
 
 
 def problem_response(
@@ -182,7 +190,7 @@ async def request_middleware(request: web.Request, handler):
     """The app's one middleware: latency and status per route around the problem mapping
     (one layer, not two, on every request)."""
     started = time.perf_counter()
-    request_id(request)
+    request[REQUEST_ID] = _id_for(request)
     response = None
     try:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -35,9 +35,9 @@ log = logging.getLogger("pulse.users")
 BAD_CREDENTIALS = "Invalid login or password."
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the authenticated user and the hash of the token used."""
+class Principal(NamedTuple):
+    """Who is calling: the authenticated user and the hash of the token used. (A named
+    tuple: made on every authenticated request, at a fraction of a frozen dataclass's cost.)"""
 
     user_id: str
     token_hash: bytes
