@@ -20,7 +20,9 @@ import redis.asyncio as aioredis
 
 from server import appkeys
 from server.security import hash_token
-from tests.conftest import Api, RedisServer, eventually
+from tests.helpers.api import Api
+from tests.helpers.stores import RedisServer
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
