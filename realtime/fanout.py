@@ -179,9 +179,14 @@ class FanoutListener:
         # the channel up to its ping (carried in the ping's message).
         ping_every = min(self.ping_interval, near.confirm_interval) if near is not None else self.ping_interval
         last_heard = last_ping = time.monotonic()
+        task = asyncio.current_task()
         while True:
             wait = min(1.0, self.ping_interval) if near is None else max(0.0, last_ping + ping_every - time.monotonic())
             message = await pubsub.get_message(timeout=wait)
+            if task is not None and task.cancelling():
+                # Cancelled while a read timed out: redis-py's read timeout can swallow the
+                # cancellation (Python < 3.12), and the listener would never stop.
+                raise asyncio.CancelledError
             now = time.monotonic()
             if message is not None:
                 last_heard = now
