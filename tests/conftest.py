@@ -27,7 +27,8 @@ from server.app import create_app
 from storage.embedded.processes import free_port
 from tests.helpers.api import Api
 from tests.helpers.app import close_test_server, make_settings
-from tests.helpers.pg_cluster import PostgresCluster, running_pg_cluster
+from storage.embedded.pg_cluster import PostgresCluster
+from tests.helpers.pg_cluster import running_pg_cluster
 from tests.helpers.realtime import ServeProcess, SocketClient
 from tests.helpers.stores import AMQP_BASE_URL, PG_ADMIN_DSN, REDIS_BASE_URL, RUN_ID, SecantusServer
 from tests.helpers.waiting import run_sync

@@ -20,7 +20,8 @@ import pytest
 
 from tests.helpers.api import Api
 from tests.helpers.app import own_namespaces
-from tests.helpers.pg_cluster import PostgresCluster, create_cluster_database
+from storage.embedded.pg_cluster import PostgresCluster
+from tests.helpers.pg_cluster import create_cluster_database
 from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
