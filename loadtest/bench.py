@@ -1,15 +1,18 @@
 """``make bench``: fresh stores, 2 Pulse instances, seed, baselines, step load, report.
 
 Everything runs on this machine and talks to 127.0.0.1 only:
-- PostgreSQL: a new database ``pulse_bench_<run>`` (dropped afterwards),
+- PostgreSQL: a cluster of the bench's own, a primary and a streaming replica
+  (``storage/embedded/pg_cluster.py``, removed afterwards), the instances sending their
+  lag-tolerant reads to the replica; where one cannot be made (no server binaries), a new
+  database ``pulse_bench_<run>`` on the local server, without a replica (dropped afterwards),
 - Redis: a free db number claimed like the test sessions do, plus a namespace,
 - RabbitMQ: a new vhost (deleted afterwards),
 - MongoDB: a SecantusDB server of its own on a free port (in memory).
 
 Sized to finish in well under 10 minutes on 2 cores; knobs (env or flags):
 ``--users`` (PULSE_BENCH_USERS, default 10000), ``--step-users`` / ``--steps`` /
-``--step-seconds`` (the locust step load), ``--skip-baselines``, ``--keep`` (leave the
-stores in place for a look afterwards).
+``--step-seconds`` (the locust step load), ``--skip-baselines``, ``--no-replica`` (the local
+PostgreSQL server, no replica), ``--keep`` (leave the stores in place for a look afterwards).
 """
 from __future__ import annotations
 
@@ -29,8 +32,9 @@ from pathlib import Path
 import aiohttp
 
 from loadtest import namespaces, report, viral
-from loadtest.monitoring import sample_cpu, scrape_metrics
+from loadtest.monitoring import count_reads_by_pool, sample_cpu, sample_replication_lag, scrape_metrics
 from loadtest.saturation import cli as saturation
+from storage.embedded.pg_cluster import PostgresCluster
 from storage.embedded.processes import free_port, secantus_argv, secantus_url, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,9 +99,11 @@ class Stores:
     """The bench's namespaces in the local stores (``loadtest.namespaces``, made as the test
     sessions make theirs) and a SecantusDB server of its own."""
 
-    def __init__(self, run_id: str, processes: Processes):
+    def __init__(self, run_id: str, processes: Processes, replica: bool = True):
         self.run_id = run_id
         self.processes = processes
+        self.replica = replica
+        self.cluster: PostgresCluster | None = None
         self.pg_database = f"pulse_bench_{run_id}"
         self.vhost = f"pulse_bench_{run_id}"
         self.redis_claim = namespaces.redis_claim(f"bench-{run_id}")
@@ -106,8 +112,16 @@ class Stores:
         self.namespace = f"bench{run_id}"
 
     @property
+    def postgres_admin_dsn(self) -> str:
+        return self.cluster.dsn("primary") if self.cluster else PG_ADMIN_DSN
+
+    @property
     def postgres_dsn(self) -> str:
-        return namespaces.with_database(PG_ADMIN_DSN, self.pg_database)
+        return namespaces.with_database(self.postgres_admin_dsn, self.pg_database)
+
+    @property
+    def postgres_replica_dsn(self) -> str | None:
+        return self.cluster.dsn("replica", self.pg_database) if self.cluster else None
 
     @property
     def redis_url(self) -> str:
@@ -122,7 +136,11 @@ class Stores:
         return f"{AMQP_BASE_URL}/{self.vhost}"
 
     async def create(self) -> None:
-        await namespaces.create_database(PG_ADMIN_DSN, self.pg_database)
+        if self.replica:
+            await self.create_cluster()
+        await namespaces.create_database(self.postgres_admin_dsn, self.pg_database)
+        if self.cluster:
+            await self.cluster.wait_replayed()
         # From the top down: test sessions claim from db 1 up.
         self.redis_db = await asyncio.to_thread(namespaces.claim_redis_db, REDIS_BASE_URL, self.redis_claim,
                                                 dbs=range(15, 0, -1), ttl=3600)
@@ -132,7 +150,25 @@ class Stores:
         await asyncio.to_thread(self.processes.start_server, "secantus", secantus_argv(self.mongo_port),
                                 self.mongo_port)
 
+    async def create_cluster(self) -> None:
+        """A primary and its streaming replica, sized like a stock server (128MB of shared
+        buffers) rather than the tests' 16MB; without server binaries, no replica."""
+        reason = PostgresCluster.unavailable()
+        if reason:
+            log(f"no replica in the bench stack: {reason}")
+            return
+        cluster = PostgresCluster()
+        try:
+            await asyncio.to_thread(cluster.create, replica=True, shared_buffers="128MB")
+        except BaseException:
+            await asyncio.to_thread(cluster.destroy)
+            raise
+        self.cluster = cluster
+
     async def drop(self) -> None:
+        if self.cluster:
+            await asyncio.to_thread(self.cluster.destroy)
+            return
         with contextlib.suppress(Exception):
             await namespaces.drop_database(PG_ADMIN_DSN, self.pg_database)
         if self.redis_db is not None:
@@ -145,7 +181,9 @@ class Stores:
 # --- phases ---------------------------------------------------------------------------
 
 def server_env(stores: Stores, instance: str) -> dict[str, str]:
+    replica = {"PULSE_POSTGRES_REPLICA_DSN": stores.postgres_replica_dsn} if stores.postgres_replica_dsn else {}
     return {
+        **replica,
         "PULSE_POSTGRES_DSN": stores.postgres_dsn,
         "PULSE_MONGO_URL": stores.mongo_url,
         "PULSE_MONGO_DB": f"pulse_bench_{stores.run_id}",
@@ -408,6 +446,7 @@ def clear_results() -> Path:
     for stale in (list(RESULTS.glob("locust*")) + list(RESULTS.glob("*.png"))
                   + list(RESULTS.glob("samples.csv*")) + list(RESULTS.glob("profile-*"))
                   + [RESULTS / report.BASELINES_JSON, RESULTS / report.POOL_CSV,
+                     RESULTS / report.REPLICATION_LAG_CSV,
                      RESULTS / report.CPU_CSV, RESULTS / saturation.run.RESULT_JSON]):
         if not stale.exists():
             continue
@@ -462,13 +501,16 @@ def add_baselines(figures: dict) -> None:
     (RESULTS / report.BASELINES_JSON).write_text(json.dumps(merged, indent=2))
 
 
-async def step_load(processes: Processes, urls: dict[str, str], args, seed_file: Path) -> dict:
-    """Locust's step load, with each instance's /metrics scraped and the CPU sampled while it
-    runs. Returns what the report says of the run."""
+async def step_load(processes: Processes, stores: Stores, urls: dict[str, str], args, seed_file: Path) -> dict:
+    """Locust's step load, with each instance's /metrics scraped, the replica's lag and the
+    CPU sampled while it runs. Returns what the report says of the run."""
     stop_monitors = asyncio.Event()
-    monitors = asyncio.gather(
-        scrape_metrics(urls, RESULTS / report.POOL_CSV, RESULTS / report.MONGO_CSV, stop_monitors),
-        sample_cpu(processes.children, RESULTS / report.CPU_CSV, stop_monitors))
+    sampled = [scrape_metrics(urls, RESULTS / report.POOL_CSV, RESULTS / report.MONGO_CSV, stop_monitors),
+               sample_cpu(processes.children, RESULTS / report.CPU_CSV, stop_monitors)]
+    if stores.cluster:
+        sampled.append(sample_replication_lag(stores.postgres_admin_dsn, RESULTS / report.REPLICATION_LAG_CSV,
+                                              stop_monitors))
+    monitors = asyncio.gather(*sampled)
     info: dict = {}
     try:
         log(f"locust: {describe_step_load(args)} against {', '.join(urls.values())}")
@@ -481,6 +523,10 @@ async def step_load(processes: Processes, urls: dict[str, str], args, seed_file:
     finally:
         stop_monitors.set()
     await monitors
+    reads = await count_reads_by_pool(urls)
+    if reads:
+        info["PostgreSQL reads by pool (seed and locust)"] = ", ".join(
+            f"{pool} {count:.0f}" for pool, count in sorted(reads.items()))
     locust_log = (processes.log_dir / "locust.log").read_text(errors="replace")
     if "CPU usage above" in locust_log or "CPU usage was too high" in locust_log:
         info["locust CPU"] = ("locust warned that its CPU was saturated: figures include "
@@ -572,19 +618,23 @@ async def bench(args) -> int:
     open_files = raise_open_files_limit()
     processes = Processes(clear_results())
     run_id = uuid.uuid4().hex[:8]
-    stores = Stores(run_id, processes)
+    stores = Stores(run_id, processes, replica=args.replica)
     info = describe_run(args, run_id, open_files)
     try:
         await stores.create()
-        log(f"stores: database {stores.pg_database}, redis db {stores.redis_db}, "
+        log(f"stores: database {stores.pg_database} on {stores.postgres_admin_dsn}"
+            + (f" with a streaming replica at {stores.postgres_replica_dsn}" if stores.cluster else ", no replica")
+            + f", redis db {stores.redis_db}, "
             f"vhost {stores.vhost}, SecantusDB :{stores.mongo_port}")
+        info["postgres"] = ("a primary and a streaming replica of the bench's own; lag-tolerant reads "
+                            "on the replica" if stores.cluster else "the local server, no replica")
         urls = await start_instances(processes, stores, args.instances)
         seed_file = RESULTS / "seed.json"
         info["seed"] = seed_users(stores, urls, args, seed_file)
         if not args.skip_baselines:
             add_baselines(await measure_baselines(processes, stores, args.broadcast_rates,
                                                   args.baseline_seconds, broadcast=args.skip_saturation))
-        info.update(await step_load(processes, urls, args, seed_file))
+        info.update(await step_load(processes, stores, urls, args, seed_file))
         if args.viral_likes > 0:
             await add_viral_likes(urls, args.viral_likes)
         if args.viral_fanout_seconds > 0 and args.large_accounts > 0:
@@ -644,6 +694,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a target fails (default: report only)")
     parser.add_argument("--keep", action="store_true", help="keep the bench database/vhost")
+    parser.add_argument("--no-replica", dest="replica", action="store_false",
+                        help="the local PostgreSQL server without a replica (no replication lag figure)")
     saturation.add_options(parser)
     args = parser.parse_args(argv)
     sys.exit(asyncio.run(bench(args)))

@@ -1,5 +1,5 @@
 """What the bench samples while locust runs: each instance's ``/metrics`` (PostgreSQL pool
-gauges, MongoDB command timings) and the CPU of the bench's children, the local store
+gauges, MongoDB command timings), the replica's replay lag on the primary and the CPU of the bench's children, the local store
 servers and the machine (from ``/proc``, with the readers of ``loadtest/saturation/cpu.py``).
 Each writes a CSV of ``loadtest/results/`` that ``loadtest.report`` reads."""
 from __future__ import annotations
@@ -13,12 +13,33 @@ import time
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
 from loadtest.saturation.cpu import CLOCK_TICKS, machine_ticks, process_ticks, running_processes
 
 POOL_LINE = re.compile(r"^pulse_pg_pool_(size|in_use|max|in_use_peak|exhausted_total)\s+([0-9.eE+-]+)$", re.M)
 MONGO_LINE = re.compile(r'^pulse_mongo_command_duration_seconds_(sum|count)\{command="[^"]*",kind="(read|write)"\}'
                         r"\s+([0-9.eE+-]+)$", re.M)
+
+
+READS_LINE = re.compile(r'^pulse_pg_reads_total\{pool="(primary|replica)"\}\s+([0-9.eE+-]+)$', re.M)
+
+
+def reads_by_pool(metrics_text: str) -> dict[str, float]:
+    """PostgreSQL reads so far by the pool that served them ({"primary": n, "replica": m})."""
+    return {pool: float(value) for pool, value in READS_LINE.findall(metrics_text)}
+
+
+async def count_reads_by_pool(urls: dict[str, str]) -> dict[str, float]:
+    """The instances' reads by pool, summed: how many lag-tolerant reads the replica took."""
+    totals: dict[str, float] = {}
+    async with aiohttp.ClientSession() as session:
+        for url in urls.values():
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with session.get(url + "/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    for pool, value in reads_by_pool(await r.text()).items():
+                        totals[pool] = totals.get(pool, 0.0) + value
+    return totals
 
 
 def mongo_totals(metrics_text: str) -> dict[str, dict[str, float]]:
@@ -64,6 +85,32 @@ async def scrape_metrics(urls: dict[str, str], out: Path, mongo_out: Path, stop:
                 mongo_handle.flush()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
+
+
+# --- replication lag ------------------------------------------------------------------------
+
+REPLAY_LAG = ("SELECT application_name, EXTRACT(epoch FROM replay_lag)::float8 FROM pg_stat_replication "
+              "ORDER BY application_name")
+
+
+async def sample_replication_lag(primary_dsn: str, out: Path, stop: asyncio.Event,
+                                 interval: float = 0.1) -> None:
+    """Every replica's replay lag as the primary sees it (``pg_stat_replication``), every
+    ``interval``, on a connection of its own (none of the instances' pools). An empty figure:
+    the primary showed no lag, the replica having replayed everything and no WAL pending."""
+    conn = await asyncpg.connect(primary_dsn)
+    try:
+        with open(out, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["t", "replica", "replay_lag_seconds"])
+            while not stop.is_set():
+                now = round(time.time(), 3)
+                for name, seconds in await conn.fetch(REPLAY_LAG):
+                    writer.writerow([now, name, "" if seconds is None else round(seconds, 6)])
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        await conn.close()
 
 
 # --- CPU ------------------------------------------------------------------------------------

@@ -20,10 +20,12 @@ from loadtest.report.files import (
     MONGO_CSV,
     POOL_CSV,
     PROFILE_RAW,
+    REPLICATION_LAG_CSV,
     RUN_JSON,
     SAMPLES_CSV,
     STATS_CSV,
     read_json,
+    read_lag_samples,
     read_mongo_samples,
     read_pool_samples,
     read_samples,
@@ -34,7 +36,7 @@ from loadtest.report.files import (
 from loadtest.report.markdown import cpu_rows, write_report
 from loadtest.report.plots import draw_plots
 from loadtest.report.profile import profile_summary
-from loadtest.report.records import EndpointStats, MongoOpsSample, PoolSample, Sample
+from loadtest.report.records import EndpointStats, LagSample, MongoOpsSample, PoolSample, Sample
 from loadtest.report.stats import Step, exact_percentile, stats_from_samples, steady_windows, with_previous
 from loadtest.report.verdicts import (
     DEFAULT_TARGETS,
@@ -50,10 +52,10 @@ from loadtest.report.verdicts import (
 
 __all__ = [
     "BASELINES_JSON", "CPU_CSV", "DEFAULT_TARGETS", "FAILURES_CSV", "HISTORY_CSV", "MONGO_CSV",
-    "POOL_CSV", "PROFILE_RAW", "RUN_JSON", "SAMPLES_CSV", "STATS_CSV", "EndpointStats",
-    "MongoOpsSample", "PoolSample", "Result", "Sample", "Step", "StepResult", "Target", "build",
+    "POOL_CSV", "PROFILE_RAW", "REPLICATION_LAG_CSV", "RUN_JSON", "SAMPLES_CSV", "STATS_CSV", "EndpointStats",
+    "LagSample", "MongoOpsSample", "PoolSample", "Result", "Sample", "Step", "StepResult", "Target", "build",
     "cpu_rows", "draw_plots", "evaluate", "evaluate_steps", "exact_percentile", "judged_step",
-    "load_targets", "profile_summary", "read_mongo_samples", "read_pool_samples", "read_samples",
+    "load_targets", "profile_summary", "read_lag_samples", "read_mongo_samples", "read_pool_samples", "read_samples",
     "read_stats", "stats_from_samples", "steady_windows", "with_previous", "write_report",
 ]
 
@@ -73,7 +75,7 @@ def build(results_dir: Path, targets_path: Path = DEFAULT_TARGETS,
     if plan and started is not None:
         plan.setdefault("t0", started)
     steps, results = judge_run(load_targets(targets_path), stats, read_samples(results_dir / SAMPLES_CSV), plan,
-                               pool, baselines, mongo)
+                               pool, baselines, mongo, read_lag_samples(results_dir / REPLICATION_LAG_CSV))
     write_targets_csv(results_dir / "targets.csv", results)
     drawn = draw_plots(results_dir, pool) if plots else []
     return write_report(results_dir, stats=stats, results=results, pool=pool,

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from loadtest.report.records import EndpointStats, MongoOpsSample, PoolSample, Sample
+from loadtest.report.records import EndpointStats, LagSample, MongoOpsSample, PoolSample, Sample
 from loadtest.report.verdicts import Result
 
 STATS_CSV = "locust_stats.csv"
@@ -15,6 +15,7 @@ HISTORY_CSV = "locust_stats_history.csv"
 FAILURES_CSV = "locust_failures.csv"
 POOL_CSV = "pg_pool.csv"
 MONGO_CSV = "mongo_ops.csv"
+REPLICATION_LAG_CSV = "pg_replication_lag.csv"
 SAMPLES_CSV = "samples.csv"
 CPU_CSV = "cpu.csv"
 BASELINES_JSON = "baselines.json"
@@ -57,6 +58,14 @@ def read_pool_samples(path: Path) -> list[PoolSample]:
     with open(path, newline="") as handle:
         return [PoolSample(float(r["t"]), r["instance"], float(r["size"]), float(r["in_use"]),
                            float(r.get("in_use_peak") or r["in_use"]), float(r.get("exhausted") or 0))
+                for r in csv.DictReader(handle)]
+
+
+def read_lag_samples(path: Path) -> list[LagSample]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [LagSample(float(r["t"]), r["replica"], float(r["replay_lag_seconds"]) if r["replay_lag_seconds"] else None)
                 for r in csv.DictReader(handle)]
 
 

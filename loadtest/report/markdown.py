@@ -23,6 +23,19 @@ def format_value(value: float | None, unit: str = "") -> str:
     return f"{value:.1f}{unit}"
 
 
+MS_METRICS = ("avg", "p50", "p95", "p99", "max", "mongo_avg", "replication_lag_p99")
+
+
+def _limit_and_value(r: Result) -> tuple[str, str]:
+    t = r.target
+    unit = " ms" if t.metric in MS_METRICS else "" if t.metric == "measured" else "ratio"
+    sign = (">" if t.strict else "≥") if t.at_least else ("<" if t.strict else "≤")
+    return f"{sign} {format_value(t.limit, unit)}", format_value(r.value, unit)
+
+
+VERDICTS = {True: "PASS", False: "**FAIL**", None: "n/a"}
+
+
 def result_rows(results: list[Result]) -> list[str]:
     # Figures measured outside locust are listed once, under their own heading.
     results = [r for r in results if r.target.metric != "measured"]
@@ -30,14 +43,23 @@ def result_rows(results: list[Result]) -> list[str]:
             "|---|---|---|---|---|---|---|"]
     for r in results:
         t = r.target
-        is_ms = t.metric in ("avg", "p50", "p95", "p99", "max")
-        unit = " ms" if is_ms else "" if t.metric == "measured" else "ratio"
-        sign = (">" if t.strict else "≥") if t.at_least else ("<" if t.strict else "≤")
-        limit = f"{sign} {format_value(t.limit, unit)}"
-        verdict = {True: "PASS", False: "**FAIL**", None: "n/a"}[r.passed]
-        rows.append(f"| {t.name} | {t.origin} | {t.metric} | {limit} | {format_value(r.value, unit)} "
-                    f"| {verdict} | {r.detail} |")
+        limit, value = _limit_and_value(r)
+        rows.append(f"| {t.name} | {t.origin} | {t.metric} | {limit} | {value} "
+                    f"| {VERDICTS[r.passed]} | {r.detail} |")
     return rows
+
+
+def seed_rows(results: list[Result]) -> list[str]:
+    """The design note's own figures (origin "seed"), together: what the seed promised."""
+    seed = [r for r in results if r.target.origin == "seed"]
+    if not seed:
+        return []
+    rows = ["## The seed's table", "", "The figures the design note promises, measured in this run.", "",
+            "| figure | target | measured | verdict | how |", "|---|---|---|---|---|"]
+    for r in seed:
+        limit, value = _limit_and_value(r)
+        rows.append(f"| {r.target.name} | {limit} | {value} | {VERDICTS[r.passed]} | {r.detail} |")
+    return rows + [""]
 
 
 def stats_rows(stats: list[EndpointStats]) -> list[str]:
@@ -106,6 +128,7 @@ def write_report(results_dir: Path, *, stats: list[EndpointStats], results: list
         lines.append("")
     passed = sum(1 for r in results if r.passed)
     failed = sum(1 for r in results if r.passed is False)
+    lines += seed_rows(results)
     lines += ["## Targets", ""]
     if steps:
         top = judged_step(steps).step

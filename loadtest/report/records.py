@@ -54,6 +54,20 @@ class PoolSample:
 
 
 @dataclass(frozen=True)
+class LagSample:
+    """A replica's replay lag as the primary reported it (pg_stat_replication.replay_lag) at
+    time t; None when the primary showed none: the replica had caught up and no WAL was
+    pending (PostgreSQL clears the figure once a standby is idle and caught up)."""
+    t: float
+    replica: str
+    seconds: float | None
+
+    @property
+    def key(self) -> str:
+        return self.replica
+
+
+@dataclass(frozen=True)
 class MongoOpsSample:
     """Running totals of one instance's MongoDB commands of a kind ("read" or "write"), as
     the driver timed them, at time t."""

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from loadtest.report.records import EndpointStats, MongoOpsSample, PoolSample, Sample
+from loadtest.report.records import EndpointStats, LagSample, MongoOpsSample, PoolSample, Sample
 
 
 def exact_percentile(ordered: list[float], q: float) -> float:
@@ -77,6 +77,37 @@ def pool_pressure(samples: list[PoolSample]) -> tuple[float, str] | None:
             worst = (value, f"max {most:.0f} of {size:.0f} in use, {waits:.0f} waits for a busy pool "
                             f"({instance})")
     return worst
+
+
+def pool_average_utilisation(samples: list[PoolSample]) -> tuple[float, str] | None:
+    """(utilisation, detail) of the busiest instance: the mean of its sampled connections in
+    use / pool max, i.e. the share of the pool busy on average over the window. A sample
+    from before the window (``with_previous``) only opens it and is left out."""
+    worst: tuple[float, str] | None = None
+    for instance in sorted({x.instance for x in samples}):
+        mine = sorted((x for x in samples if x.instance == instance and x.size > 0), key=lambda x: x.t)
+        inside = mine[1:] if len(mine) > 1 else mine
+        if not inside:
+            continue
+        value = sum(x.in_use / x.size for x in inside) / len(inside)
+        if worst is None or value > worst[0]:
+            worst = (value, f"mean of {len(inside)} samples of in use / max {max(x.size for x in inside):.0f} "
+                            f"({instance})")
+    return worst
+
+
+def replication_lag_percentile_ms(samples: list[LagSample], q: float = 99
+                                  ) -> tuple[float, str] | None:
+    """(ms, detail): the ``q``th percentile of the replicas' sampled replay lag, every
+    replica's samples together; a sample without a figure (caught up, idle) counts as 0."""
+    if not samples:
+        return None
+    ordered = sorted((x.seconds or 0.0) * 1000 for x in samples)
+    idle = sum(1 for x in samples if x.seconds is None)
+    replicas = ", ".join(sorted({x.replica for x in samples}))
+    return exact_percentile(ordered, q), (f"{len(samples)} samples of pg_stat_replication.replay_lag "
+                                          f"({replicas}), {idle} caught up with none pending, "
+                                          f"max {ordered[-1]:.1f} ms")
 
 
 def mongo_average_ms(samples: list[MongoOpsSample], kind: str) -> tuple[float, int] | None:

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from loadtest.report.records import EndpointStats, MongoOpsSample, PoolSample, Sample
+from loadtest.report.records import EndpointStats, LagSample, MongoOpsSample, PoolSample, Sample
 from loadtest.report.stats import (
     Step,
     mongo_average_ms,
+    pool_average_utilisation,
     pool_pressure,
+    replication_lag_percentile_ms,
     stats_from_samples,
     steady_windows,
     with_previous,
@@ -82,9 +84,20 @@ def _compare(value: float, target: Target) -> bool:
 def evaluate(targets: Iterable[Target], stats: list[EndpointStats],
              pool: list[PoolSample] | None = None,
              baselines: dict | None = None,
-             mongo: list[MongoOpsSample] | None = None) -> list[Result]:
+             mongo: list[MongoOpsSample] | None = None,
+             lag: list[LagSample] | None = None) -> list[Result]:
     results = []
     for target in targets:
+        if target.metric in ("pool_average_utilisation", "replication_lag_p99"):
+            # Sampled by the bench while locust ran (loadtest/monitoring.py), not per request.
+            figure = (pool_average_utilisation(pool or []) if target.metric == "pool_average_utilisation"
+                      else replication_lag_percentile_ms(lag or []))
+            if figure is None:
+                results.append(Result(target, None, None, "no pool samples" if target.metric.startswith("pool")
+                                      else "no replica (no replication lag samples)"))
+            else:
+                results.append(Result(target, figure[0], _compare(figure[0], target), figure[1]))
+            continue
         if target.metric == "mongo_avg":
             measured = mongo_average_ms(mongo or [], target.kind or "")
             if measured is None:
@@ -174,17 +187,20 @@ class StepResult:
 def evaluate_steps(targets: list[Target], samples: list[Sample], steps: list[Step],
                    pool: list[PoolSample] | None = None, baselines: dict | None = None,
                    pool_t0: float | None = None,
-                   mongo: list[MongoOpsSample] | None = None) -> list[StepResult]:
+                   mongo: list[MongoOpsSample] | None = None,
+                   lag: list[LagSample] | None = None) -> list[StepResult]:
     out = []
     for step in steps:
         window = [s for s in samples if step.start <= s.t < step.end]
         stats = stats_from_samples(window, step.end - step.start)
-        step_pool = step_mongo = None
+        step_pool = step_mongo = step_lag = None
         if pool and pool_t0 is not None:
             step_pool = with_previous(pool, pool_t0 + step.start, pool_t0 + step.end)
         if mongo and pool_t0 is not None:
             step_mongo = with_previous(mongo, pool_t0 + step.start, pool_t0 + step.end)
-        out.append(StepResult(step, stats, evaluate(targets, stats, step_pool, baselines, step_mongo)))
+        if lag and pool_t0 is not None:
+            step_lag = [x for x in lag if pool_t0 + step.start <= x.t < pool_t0 + step.end]
+        out.append(StepResult(step, stats, evaluate(targets, stats, step_pool, baselines, step_mongo, step_lag)))
     return out
 
 
@@ -198,16 +214,17 @@ def judged_step(steps: list[StepResult], max_failure_ratio: float = 0.01) -> Ste
 
 def judge_run(targets: list[Target], stats: list[EndpointStats], samples: list[Sample], plan: dict | None,
               pool: list[PoolSample], baselines: dict,
-              mongo: list[MongoOpsSample]) -> tuple[list[StepResult], list[Result]]:
+              mongo: list[MongoOpsSample],
+              lag: list[LagSample] | None = None) -> tuple[list[StepResult], list[Result]]:
     """(per-step results, the verdicts): per load step when the raw samples and the step
     plan are there, the targets judged at the highest step served; else on locust's
     whole-run statistics."""
     steps: list[StepResult] = []
     if samples and plan:
         windows = steady_windows(plan["users"], plan["step_seconds"], plan["settle_seconds"])
-        steps = evaluate_steps(targets, samples, windows, pool, baselines, plan.get("t0"), mongo)
+        steps = evaluate_steps(targets, samples, windows, pool, baselines, plan.get("t0"), mongo, lag)
     if not steps:
-        return steps, evaluate(targets, stats, pool, baselines, mongo)
+        return steps, evaluate(targets, stats, pool, baselines, mongo, lag)
     # Capacity figures are not per step: take them from the whole run.
     return steps, [r for r in judged_step(steps).results if r.target.metric != "measured"] + [
         r for r in evaluate(targets, stats, pool, baselines) if r.target.metric == "measured"]

@@ -242,7 +242,8 @@ def test_shipped_targets_file_loads():
     targets = report.load_targets()
     names = {t.name for t in targets}
     assert "Feed p99" in names and "Chat delivery across instances p99" in names
-    assert all(t.patterns or t.metric in ("pool_utilisation", "measured", "mongo_avg") for t in targets)
+    assert all(t.patterns or t.metric in ("pool_utilisation", "pool_average_utilisation", "replication_lag_p99",
+                                          "measured", "mongo_avg") for t in targets)
     assert {t.kind for t in targets if t.metric == "mongo_avg"} == {"read", "write"}
 
 
