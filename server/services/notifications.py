@@ -275,6 +275,10 @@ class NotificationsService:
         gone = {d["_id"] for d in stored_docs if d["userId"] not in alive or d["metadata"]["actorId"] not in alive}
         if gone:
             await self.notifications_repo.delete_ids(list(gone))
+        # After the last write, before the pushes (as notify_many): the recipients' counts
+        # changed, and a count taken between the insert and a delete must not be kept.
+        await self._counts_changed(*dict.fromkeys(d["userId"] for d in stored_docs))
+        if gone:
             stored_docs = [d for d in stored_docs if d["_id"] not in gone]
         if self.pusher is None or not stored_docs:
             return

@@ -265,3 +265,25 @@ async def test_forgetting_every_unread_count_reaches_the_other_instance(start_ap
         # What an erasure's notifications step does: whose counts fell is not known.
         await a.app[appkeys.SERVICES].notifications.unread_counts.forget_all()
         await eventually(lambda: unread_near(b, reader.id) is None, timeout=REVOKED_WITHIN_SECONDS)
+
+
+async def test_a_message_notification_is_counted_by_the_other_instance_within_a_second(start_app):
+    """A member with no socket gets a ``message`` notification (written with the other
+    offline notices of the sends stored together): their count kept by the other instance
+    is forgotten too."""
+    async with two_instances(start_app) as (a, b):
+        sender, away = await a.register("ncms"), await a.register("ncma")
+        await eventually(lambda: unread(b, away.token))  # the welcome
+        before = await unread(b, away.token)
+        assert unread_near(b, away.id) == before
+        status, conversation, _ = await a.request("POST", "/conversations", token=sender.token,
+                                                  json={"member_ids": [away.id]})
+        assert status == 201, conversation
+        status, body, _ = await a.request("POST", f"/conversations/{conversation['id']}/messages",
+                                          token=sender.token, json={"body": "are you there?", "client_id": "m-1"})
+        assert status == 201, body
+
+        async def counted() -> bool:
+            return await unread(b, away.token) == before + 1
+        await eventually(counted, timeout=REVOKED_WITHIN_SECONDS, interval=0.02)
+        assert unread_near(b, away.id) == before + 1
