@@ -25,7 +25,10 @@ def app_on_cluster(primary_only, make_amqp_vhost, start_app):
     database = f"pulse_down_{uuid.uuid4().hex[:6]}"
     create_cluster_database(primary_only, database)
     return start_app(**own_namespaces(make_amqp_vhost, "pgdown"), postgres_dsn=primary_only.dsn("primary", database),
-                     pg_connect_timeout_seconds=1.0, pg_acquire_timeout_seconds=1.0)
+                     pg_connect_timeout_seconds=1.0, pg_acquire_timeout_seconds=1.0,
+                     # No in-process near-cache: the reads below must reach PostgreSQL (with
+                     # one, a cached /users/me is answered while PostgreSQL is down, by design).
+                     near_cache_entries=0)
 
 
 async def test_postgres_down_gives_quick_503s_and_recovery_is_automatic(primary_only, app_on_cluster):
